@@ -1,0 +1,88 @@
+# osbuilder: Kata Containers guest assets, rootless and reproducible.
+#   make          build the default kernel, rootfs, image and initrd, and boot-check them
+#   make test     run the unit and the integration tests
+# Every target sets itself up: the Debian packages it needs (installed when running as root) and a
+# virtual environment with osbuilder in it.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := all
+
+PYTHON ?= python3
+VENV ?= .venv
+OSB := $(VENV)/bin/osbuilder
+PYTEST := $(VENV)/bin/pytest
+BUILD_DIR ?= build
+
+# Kata-style knobs (same names as Kata's osbuilder Makefile and scripts).
+ARCH ?= $(shell uname -m)
+DISTRO ?=
+OS_VERSION ?=
+AGENT_INIT ?= no
+EXTRA_PKGS ?=
+USE_DOCKER ?=
+FS_TYPE ?= ext4
+ROOT_FREE_SPACE ?= 0
+IMAGE_SIZE_ALIGNMENT_MB ?= 128
+MEASURED_ROOTFS ?= no
+SKIP_DAX_HEADER ?= no
+OSB_FLAGS ?=
+PYTEST_FLAGS ?=
+
+STAMP_DEPS := $(VENV)/.deps-installed
+STAMP_VENV := $(VENV)/.osbuilder-installed
+
+.PHONY: all deps venv test test-unit test-integration lint format rootfs image initrd kernel agent bundle boot \
+        clean distclean
+
+all: venv
+	$(OSB) doctor $(OSB_FLAGS) || true
+	$(OSB) versions $(OSB_FLAGS) assets
+
+# Debian packages: the union of what every step and the tests need (listed in osbuilder/hosttools.py).
+deps: $(STAMP_DEPS)
+$(STAMP_DEPS): osbuilder/hosttools.py
+	@packages="$$($(PYTHON) osbuilder/hosttools.py --tests)"; \
+	$(PYTHON) -c 'import ensurepip' 2>/dev/null || packages="$$packages python3-venv"; \
+	missing=$$(for p in $$packages; do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages:" $$missing; \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	  else \
+	    echo "missing Debian packages (run as root, or: sudo apt-get install" $$missing")"; \
+	  fi; \
+	fi
+	@mkdir -p $(VENV) && touch $@
+
+venv: $(STAMP_VENV)
+$(STAMP_VENV): pyproject.toml $(STAMP_DEPS)
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test,lint]'
+	@touch $@
+
+test: venv
+	$(PYTEST) $(PYTEST_FLAGS) tests
+
+test-unit: venv
+	$(PYTEST) $(PYTEST_FLAGS) -m 'not integration' tests
+
+test-integration: venv
+	$(PYTEST) $(PYTEST_FLAGS) -m integration tests
+
+lint: venv
+	$(VENV)/bin/ruff check osbuilder tests benchmarks
+	$(VENV)/bin/mypy osbuilder
+
+format: venv
+	$(VENV)/bin/ruff check --fix osbuilder tests benchmarks
+
+# Reserved for the asset issues: rootfs, image, initrd, kernel, agent, bundle, boot.
+rootfs image initrd kernel agent bundle boot: venv
+	@echo "make $@: not implemented yet" >&2; exit 2
+
+clean:
+	rm -rf $(BUILD_DIR)
+
+distclean: clean
+	rm -rf $(VENV)

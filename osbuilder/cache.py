@@ -1,0 +1,210 @@
+"""The content-addressed cache under the user's cache directory.
+
+Layout (all under the cache root):
+  downloads/sha256/<hex>     verified downloads, named by their sha256
+  downloads/partial/         downloads in progress (resumable)
+  <kind>/<key>/              finished build outputs (rootfs, kernel, agent, ...), named by content key
+  locks/                     flock files: one builder per entry, readers wait
+  tmp/                       staging areas; an entry appears only by an atomic rename when complete
+
+An interrupted build leaves at most a staging directory, which the next build removes once its
+owner process is gone. A cache entry is therefore either complete or absent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from osbuilder.errors import UsageError
+
+log = logging.getLogger(__name__)
+
+ENTRY_META = ".osbuilder-cache.json"
+
+
+def content_key(inputs: Mapping[str, Any]) -> str:
+    """A stable key for a build: sha256 of the canonical JSON of everything that determines it."""
+    canonical = json.dumps(inputs, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_tree(root: Path) -> str:
+    """Digest of a directory's names, modes, link targets and file contents (sorted, stable)."""
+    digest = hashlib.sha256()
+    if not root.exists():
+        return digest.hexdigest()
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root).as_posix()
+        if path.is_symlink():
+            digest.update(f"L {relative} {os.readlink(path)}\n".encode())
+        elif path.is_dir():
+            digest.update(f"D {relative}\n".encode())
+        elif path.is_file():
+            mode = path.stat().st_mode & 0o777
+            digest.update(f"F {relative} {mode:o} {sha256_file(path)}\n".encode())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Hit:
+    path: Path
+    hit: bool
+
+
+class Cache:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def ensure(self) -> None:
+        try:
+            for sub in ("downloads/sha256", "downloads/partial", "locks", "tmp"):
+                (self.root / sub).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(
+                problem=f"cannot create the cache directory: {exc.strerror}",
+                where=f"--cache-dir {self.root}",
+                fix="pass a writable --cache-dir or set OSBUILDER_CACHE_DIR",
+            ) from exc
+
+    def path(self, *parts: str) -> Path:
+        target = self.root.joinpath(*parts)
+        target.mkdir(parents=True, exist_ok=True)
+        return target
+
+    @contextlib.contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        """An exclusive flock held for the duration; concurrent osbuilder processes queue on it."""
+        self.ensure()
+        lock_path = self.root / "locks" / f"{name}.lock"
+        with lock_path.open("a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                log.info("waiting for another osbuilder process to finish %s", name)
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def blob(self, sha256: str) -> Path:
+        return self.root / "downloads" / "sha256" / sha256
+
+    def entry(self, kind: str, key: str) -> Path:
+        return self.root / kind / key
+
+    def lookup(self, kind: str, key: str) -> Path | None:
+        path = self.entry(kind, key)
+        return path if (path / ENTRY_META).is_file() else None
+
+    def staging_dir(self, label: str) -> Path:
+        """A fresh directory under tmp/ that carries our pid, so stale ones can be recognised."""
+        self.ensure()
+        self.sweep_stale()
+        path = self.root / "tmp" / f"{label}.{os.getpid()}.{time.monotonic_ns()}"
+        path.mkdir()
+        return path
+
+    def get_or_build(
+        self,
+        kind: str,
+        key: str,
+        build: Callable[[Path], Mapping[str, Any] | None],
+        *,
+        remover: Callable[[Path], None] | None = None,
+    ) -> Hit:
+        """Return the entry for (kind, key), building it into a staging directory if absent.
+
+        `build(staging)` fills the directory and may return metadata to record with the entry.
+        The entry appears by one rename, so readers never see a half-built one. `remover` deletes
+        a staging directory whose contents the current user cannot remove directly (trees owned
+        by subordinate ids).
+        """
+        existing = self.lookup(kind, key)
+        if existing:
+            return Hit(existing, True)
+        with self.lock(f"{kind}-{key}"):
+            existing = self.lookup(kind, key)
+            if existing:
+                return Hit(existing, True)
+            staging = self.staging_dir(f"{kind}-{key[:16]}")
+            try:
+                meta = dict(build(staging) or {})
+                meta.update(kind=kind, key=key, created=int(time.time()))
+                (staging / ENTRY_META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+                final = self.entry(kind, key)
+                final.parent.mkdir(parents=True, exist_ok=True)
+                if final.exists():  # a leftover without metadata: incomplete, replace it
+                    _remove_tree(final, remover)
+                os.rename(staging, final)
+                return Hit(final, False)
+            except BaseException:
+                _remove_tree(staging, remover)
+                raise
+
+    def entry_meta(self, kind: str, key: str) -> dict[str, Any]:
+        path = self.lookup(kind, key)
+        if path is None:
+            return {}
+        data: dict[str, Any] = json.loads((path / ENTRY_META).read_text())
+        return data
+
+    def sweep_stale(self, remover: Callable[[Path], None] | None = None) -> None:
+        """Remove staging directories whose owning process no longer exists."""
+        tmp = self.root / "tmp"
+        if not tmp.is_dir():
+            return
+        for child in tmp.iterdir():
+            parts = child.name.split(".")
+            if len(parts) < 3 or not parts[-2].isdigit():
+                continue
+            pid = int(parts[-2])
+            if pid != os.getpid() and not _alive(pid):
+                log.debug("removing stale staging area %s", child)
+                _remove_tree(child, remover)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_tree(path: Path, remover: Callable[[Path], None] | None) -> None:
+    if not path.exists() and not path.is_symlink():
+        return
+    if path.is_file() or path.is_symlink():
+        path.unlink()
+        return
+    try:
+        shutil.rmtree(path)
+    except PermissionError:
+        if remover is None:
+            raise
+        remover(path)

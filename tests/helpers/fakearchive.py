@@ -1,0 +1,76 @@
+"""A Debian-style archive signed with a throwaway key, served by the local fixture server.
+
+It exercises the same verification as the real archive: gpgv on InRelease, the Packages index by
+the digest the signed file lists, the .deb by the digest the index lists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import lzma
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.helpers.httpserver import FixtureServer
+
+
+@dataclass
+class FakeArchive:
+    mirror: str
+    keyring: Path
+    deb_sha256: str
+    packages_path: str
+    version: str
+
+
+def make_key(home: Path, name: str) -> Path:
+    """A new signing key in its own GNUPGHOME; returns the exported (binary) public keyring."""
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    env = {**os.environ, "GNUPGHOME": str(home)}
+    subprocess.run(["gpg", "--batch", "--passphrase", "", "--quick-gen-key", f"{name} <{name}@example.invalid>",
+                    "ed25519", "sign", "never"], env=env, check=True, capture_output=True)
+    keyring = home / "keyring.gpg"
+    exported = subprocess.run(["gpg", "--export"], env=env, check=True, capture_output=True).stdout
+    keyring.write_bytes(exported)
+    return keyring
+
+
+def build_deb(work: Path, package: str, version: str, files: dict[str, bytes]) -> bytes:
+    root = work / f"{package}-root"
+    (root / "DEBIAN").mkdir(parents=True)
+    (root / "DEBIAN" / "control").write_text(
+        f"Package: {package}\nVersion: {version}\nArchitecture: all\nMaintainer: t <t@example.invalid>\n"
+        "Description: test package\n")
+    for name, content in files.items():
+        target = root / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content)
+    deb = work / f"{package}.deb"
+    subprocess.run(["dpkg-deb", "--root-owner-group", "-Zxz", "--build", str(root), str(deb)], check=True,
+                   capture_output=True)
+    return deb.read_bytes()
+
+
+def publish(server: FixtureServer, work: Path, *, suite: str, package: str, version: str,
+            files: dict[str, bytes], signing_home: Path, other_versions: tuple[str, ...] = ()) -> FakeArchive:
+    deb = build_deb(work, package, version, files)
+    deb_sha = hashlib.sha256(deb).hexdigest()
+    pool = f"pool/main/{package[0]}/{package}/{package}_{version}_all.deb"
+    server.add(pool, deb)
+    stanzas = [f"Package: {package}\nVersion: {other}\nArchitecture: all\nFilename: pool/x.deb\n"
+               f"Size: 1\nSHA256: {'0' * 64}\n" for other in other_versions]
+    stanzas.append(f"Package: {package}\nVersion: {version}\nArchitecture: all\nFilename: {pool}\n"
+                   f"Size: {len(deb)}\nSHA256: {deb_sha}\n")
+    packages = lzma.compress("\n".join(stanzas).encode())
+    packages_path = f"dists/{suite}/main/binary-amd64/Packages.xz"
+    server.add(packages_path, packages)
+    release = (f"Origin: Test\nCodename: {suite}\nSuite: {suite}\nArchitectures: amd64\nComponents: main\n"
+               f"SHA256:\n {hashlib.sha256(packages).hexdigest()} {len(packages)} main/binary-amd64/Packages.xz\n")
+    env = {**os.environ, "GNUPGHOME": str(signing_home)}
+    signed = subprocess.run(["gpg", "--batch", "--clearsign", "--output", "-"], input=release.encode(), env=env,
+                            check=True, capture_output=True).stdout
+    server.add(f"dists/{suite}/InRelease", signed)
+    return FakeArchive(f"http://127.0.0.1:{server.port}", signing_home / "keyring.gpg", deb_sha, packages_path,
+                       version)

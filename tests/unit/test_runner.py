@@ -1,0 +1,103 @@
+"""The command runner: typed failures with the command line and output tail; children never outlive us."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from osbuilder import runner
+from osbuilder.errors import CommandError, UsageError
+
+
+def test_success_captures_output() -> None:
+    result = runner.run(["sh", "-c", "echo out; echo err >&2"])
+    assert (result.returncode, result.stdout, result.stderr) == (0, "out\n", "err\n")
+
+
+def test_failure_carries_command_status_and_tail() -> None:
+    script = "for i in $(seq 1 40); do echo line$i >&2; done; exit 3"
+    with pytest.raises(CommandError) as caught:
+        runner.run(["sh", "-c", script], what="the test step")
+    error = caught.value
+    assert error.returncode == 3
+    assert list(error.argv) == ["sh", "-c", script]
+    assert error.stderr_tail.splitlines()[-1] == "line40"
+    assert "line1\n" not in error.stderr_tail  # only the tail
+    assert "the test step failed with exit status 3" in error.message()
+    assert "sh -c" in error.where
+
+
+def test_missing_tool_names_the_debian_package() -> None:
+    with pytest.raises(UsageError) as caught:
+        runner.require_tool("surely-not-a-tool-xyz")
+    assert "not found" in caught.value.problem
+    env_path = os.environ["PATH"]
+    try:
+        os.environ["PATH"] = "/nonexistent"
+        with pytest.raises(UsageError) as missing:
+            runner.run(["mmdebstrap", "--version"])
+        assert "apt-get install mmdebstrap" in missing.value.fix
+    finally:
+        os.environ["PATH"] = env_path
+
+
+def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
+    pid_file = tmp_path / "grandchild.pid"
+    script = f"sleep 300 & echo $! > {pid_file}; wait"
+    with pytest.raises(CommandError, match="did not finish"):
+        runner.run(["sh", "-c", script], timeout=1)
+    grandchild = int(pid_file.read_text())
+    for _ in range(50):
+        if not _running(grandchild):
+            break
+        time.sleep(0.05)
+    assert not _running(grandchild)
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's zombie waits for a reaper we do not control)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+def test_streaming_calls_on_line() -> None:
+    seen: list[str] = []
+    runner.run(["sh", "-c", "echo a; echo b >&2; echo c"], stream=True, on_line=seen.append)
+    assert sorted(seen) == ["a", "b", "c"]
+
+
+def test_spawned_child_dies_with_its_parent(tmp_path: Path) -> None:
+    pid_file = tmp_path / "child.pid"
+    parent = textwrap.dedent(f"""
+        import time
+        from osbuilder import runner
+        child = runner.spawn(["sleep", "300"])
+        open({str(pid_file)!r}, "w").write(str(child.pid))
+        time.sleep(300)
+    """)
+    process = subprocess.Popen([sys.executable, "-c", parent])
+    for _ in range(100):
+        if pid_file.exists() and pid_file.read_text():
+            break
+        time.sleep(0.05)
+    child = int(pid_file.read_text())
+    os.kill(child, 0)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    for _ in range(100):
+        if not _running(child):
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(child, signal.SIGKILL)
+        pytest.fail("the spawned child outlived its SIGKILLed parent")
