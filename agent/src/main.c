@@ -1,0 +1,82 @@
+/* osbuilder reference agent: a tiny ttRPC server speaking the Kata Containers 4.1.0 agent protocol subset
+ * needed to boot-check guest assets (grpc.Health/Check, Version; grpc.AgentService/GetGuestDetails,
+ * DestroySandbox). See ../README.md. */
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "agent_version.h"
+#include "init.h"
+#include "server.h"
+#include "service.h"
+#include "transport.h"
+#include "util.h"
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: kata-agent [--listen-unix PATH] [--serial-path PATH] [--console PATH|-] [--version]\n"
+		"  default transports: AF_VSOCK port %u and the virtio-serial port named by\n"
+		"  agent.channel=<name> on the kernel command line (default %s)\n"
+		"  --listen-unix PATH  serve on a unix stream socket instead (host testing)\n"
+		"  --serial-path PATH  use PATH as the serial byte stream instead of scanning sysfs\n"
+		"  --console PATH      where the start line goes (default /dev/console; '-' = stdout)\n"
+		"  --mountinfo PATH    (testing) describe '/' from PATH instead of /proc/self/mountinfo\n"
+		"  --version           print the agent version and exit\n",
+		AGENT_VSOCK_PORT, DEFAULT_CHANNEL_NAME);
+}
+
+int main(int argc, char **argv)
+{
+	static struct server_opts opts;
+	const char *console = NULL;
+	const char *mountinfo = NULL;
+
+	g_agent.version = AGENT_VERSION;
+	g_agent.init_daemon = getpid() == 1;
+	signal(SIGPIPE, SIG_IGN);
+
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		const char *val = i + 1 < argc ? argv[i + 1] : NULL;
+		if (strcmp(a, "--version") == 0) {
+			printf("%s\n", AGENT_VERSION);
+			return 0;
+		} else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+			usage(stdout);
+			return 0;
+		} else if (strcmp(a, "--listen-unix") == 0 && val) {
+			opts.unix_path = val;
+			i++;
+		} else if (strcmp(a, "--serial-path") == 0 && val) {
+			opts.serial_path = val;
+			i++;
+		} else if (strcmp(a, "--console") == 0 && val) {
+			console = val;
+			i++;
+		} else if (strcmp(a, "--mountinfo") == 0 && val) { /* testing: parse this file instead */
+			mountinfo = val;
+			i++;
+		} else if (g_agent.init_daemon) {
+			/* the kernel hands unknown command-line words to init: never fail on them */
+			log_msg("warning: ignoring argument '%s'", a);
+		} else {
+			fprintf(stderr, "%s: unknown or incomplete option '%s'\n", AGENT_NAME, a);
+			usage(stderr);
+			return 2;
+		}
+	}
+	opts.use_vsock = opts.unix_path == NULL;
+	opts.scan_serial = opts.unix_path == NULL && opts.serial_path == NULL;
+
+	if (g_agent.init_daemon)
+		init_pid1_setup();
+	else
+		init_ensure_std_fds();
+	transport_channel_name(opts.channel, sizeof(opts.channel)); /* needs /proc (mounted by now) */
+
+	server_init(&opts);
+	init_print_start_line(console, mountinfo, AGENT_VERSION);
+	server_loop();
+}
