@@ -1,0 +1,248 @@
+"""The boot check: boot the assets as the runtime would and talk to the agent.
+
+Checks, in order: Health/Check returns SERVING; Health/Version (compared when an expected version
+is given); AgentService/GetGuestDetails; DAX on the root mount when the image is an NVDIMM (from the
+agent's console line); DestroySandbox; the VM powers off by itself before the deadline. QEMU is
+stopped in every case (success, failed check, timeout, Ctrl-C); runner.spawn ties it to our
+lifetime so even a SIGKILLed osbuilder leaves none behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from osbuilder.boot.qemu import ConsoleLine, RunningVm, VmSpec, start_vm
+from osbuilder.ttrpc.client import TtrpcClient, TtrpcError, TtrpcTimeout
+
+log = logging.getLogger(__name__)
+
+AGENT_LINE = re.compile(r"osbuilder-agent: version=(?P<version>\S+) pid=(?P<pid>\d+) root=(?P<device>\S+) "
+                        r"fstype=(?P<fstype>\S+) options=(?P<options>\S*)")
+KERNEL_STARTED = re.compile(r"Linux version \d")
+KERNEL_ROOT = re.compile(r"VFS: Mounted root|EXT4-fs \(\S+\): mounted filesystem|erofs.*mounted|"
+                         r"XFS \(\S+\): Ending clean mount|Run /init as init process|Run /sbin/init")
+NOTABLE = re.compile(r"panic|Panic|DAX|dax|VFS|Kernel|error|Error|failed|Failed|verity|device-mapper|"
+                     r"Unable|cannot|Cannot|osbuilder-agent|agent", re.IGNORECASE)
+SERVING = 1
+
+
+@dataclass
+class BootReport:
+    ok: bool = False
+    accel: str = ""
+    transport: str = ""
+    kind: str = ""  # image | initrd
+    nvdimm: bool | None = None
+    agent: dict[str, Any] = field(default_factory=dict)
+    guest_details: dict[str, Any] | None = None
+    dax: bool | None = None
+    root: dict[str, str] | None = None
+    timings: dict[str, float | None] = field(default_factory=dict)
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+    console_tail: list[str] = field(default_factory=list)
+    cmdline: str = ""
+    qemu_exit: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class CheckFailed(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class CheckOptions:
+    timeout: float = 300.0
+    expect_agent_version: str | None = None
+    console_log: Path | None = None
+    poll_interval: float = 1.0
+
+
+def boot_check(spec: VmSpec, options: CheckOptions) -> BootReport:
+    report = BootReport(accel=spec.accel, transport=spec.transport, cmdline=spec.cmdline,
+                        kind="initrd" if spec.image is None else "image",
+                        nvdimm=None if spec.image is None else spec.nvdimm)
+    workdir = Path(tempfile.mkdtemp(prefix="osb-boot-"))  # short path: unix sockets are limited to 108 bytes
+    spec = _with_socket(spec, workdir)
+    vm: RunningVm | None = None
+    deadline = time.monotonic() + options.timeout
+    try:
+        vm = start_vm(spec, options.console_log)
+        deadline = vm.started + options.timeout
+        client = _connect(spec, vm, deadline)
+        try:
+            _run_checks(client, vm, spec, options, report, deadline)
+        finally:
+            client.close()
+        powered_off = vm.wait_exit(deadline - time.monotonic())
+        if powered_off is None:
+            raise CheckFailed(f"the VM did not power off after DestroySandbox within the {options.timeout:.0f} s "
+                              "deadline")
+        report.timings["powered_off"] = round(powered_off, 3)
+        report.qemu_exit = vm.process.returncode
+        _add(report, "powered_off", True, f"QEMU exited with status {vm.process.returncode}")
+        report.ok = True
+    except CheckFailed as failure:
+        report.error = str(failure)
+    finally:
+        if vm is not None:
+            vm.stop()
+            if report.qemu_exit is None:
+                report.qemu_exit = vm.process.returncode
+            _fill_console(report, vm)
+        shutil.rmtree(workdir, ignore_errors=True)
+    return report
+
+
+def _with_socket(spec: VmSpec, workdir: Path) -> VmSpec:
+    if spec.transport != "serial":
+        return spec
+    return dataclasses.replace(spec, agent_socket=workdir / "agent.sock")
+
+
+def _connect(spec: VmSpec, vm: RunningVm, deadline: float) -> TtrpcClient:
+    """Connect to the agent channel (QEMU's socket, or vsock once the guest listens)."""
+    last = ""
+    while time.monotonic() < deadline:
+        if vm.exited():
+            raise CheckFailed(f"the VM stopped (QEMU exit status {vm.process.returncode}) before the agent "
+                              "channel could be opened")
+        try:
+            if spec.transport == "serial":
+                assert spec.agent_socket is not None
+                return TtrpcClient.connect_unix(str(spec.agent_socket), timeout=2)
+            return TtrpcClient.connect_vsock(spec.vsock_cid, timeout=2)
+        except (OSError, TtrpcError) as exc:
+            last = str(exc)
+            time.sleep(0.2)
+    raise CheckFailed(f"could not connect to the agent channel before the deadline ({last})")
+
+
+def _run_checks(client: TtrpcClient, vm: RunningVm, spec: VmSpec, options: CheckOptions, report: BootReport,
+                deadline: float) -> None:
+    status = _wait_serving(client, vm, options, deadline)
+    report.timings["agent_ready"] = round(time.monotonic() - vm.started, 3)
+    report.agent["status"] = "SERVING" if status == SERVING else f"status {status}"
+    _add(report, "check", True, "Health/Check returned SERVING")
+
+    version = _call(lambda: client.version(timeout=_left(deadline)), "Health/Version")
+    report.agent.update(version=version.agent_version, grpc_version=version.grpc_version)
+    if options.expect_agent_version is not None and version.agent_version != options.expect_agent_version:
+        _add(report, "version", False, f"agent version {version.agent_version}, expected "
+                                      f"{options.expect_agent_version}")
+        raise CheckFailed(f"the agent reports version {version.agent_version!r} but "
+                          f"{options.expect_agent_version!r} was expected (--expect-agent-version)")
+    _add(report, "version", True, f"agent version {version.agent_version}")
+
+    details = _call(lambda: client.guest_details(timeout=_left(deadline)), "AgentService/GetGuestDetails")
+    report.guest_details = asdict(details)
+    _add(report, "guest_details", True, f"agent {details.agent_version}, init_daemon={details.init_daemon}")
+
+    _check_root(report, vm, spec, deadline)
+
+    _call(lambda: client.destroy_sandbox(timeout=_left(deadline)), "AgentService/DestroySandbox")
+    _add(report, "destroy_sandbox", True, "DestroySandbox acknowledged")
+
+
+def _wait_serving(client: TtrpcClient, vm: RunningVm, options: CheckOptions, deadline: float) -> int:
+    """Ask Health/Check until the agent answers; requests sent before it listens are answered late
+    (virtio-serial buffers them) and the client skips those stale replies by stream id."""
+    while True:
+        if vm.exited():
+            raise CheckFailed(f"the VM stopped (QEMU exit status {vm.process.returncode}) before the agent "
+                              "answered")
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise CheckFailed(f"the agent did not answer Health/Check within the {options.timeout:.0f} s deadline")
+        try:
+            status = client.check(timeout=min(options.poll_interval * 2, left))
+        except TtrpcTimeout:
+            continue
+        except TtrpcError as exc:
+            raise CheckFailed(f"Health/Check failed: {exc}") from exc
+        if status == SERVING:
+            return status
+        time.sleep(options.poll_interval)
+
+
+def _check_root(report: BootReport, vm: RunningVm, spec: VmSpec, deadline: float) -> None:
+    # The agent prints its line before it starts serving, so it is normally already here.
+    agent_line = _wait_line(vm, AGENT_LINE, min(deadline, time.monotonic() + 5))
+    kernel_root = vm.first(lambda text: KERNEL_ROOT.search(text) is not None)
+    if agent_line is not None:
+        match = AGENT_LINE.search(agent_line.text)
+        assert match is not None
+        report.root = {"device": match["device"], "fstype": match["fstype"], "options": match["options"]}
+        report.agent.setdefault("console_version", match["version"])
+        mounted_at = agent_line.at if kernel_root is None else min(kernel_root.at, agent_line.at)
+        report.timings["root_mounted"] = round(mounted_at, 3)
+    elif kernel_root is not None:
+        report.timings["root_mounted"] = round(kernel_root.at, 3)
+    if spec.image is None or not spec.nvdimm:
+        report.dax = None
+        return
+    if report.root is None:
+        _add(report, "dax", False, "no root-mount line from the agent")
+        raise CheckFailed("DAX could not be confirmed: the agent printed no root-mount line")
+    options = report.root["options"].split(",")
+    report.dax = any(option == "dax" or option.startswith("dax=") and option != "dax=never" for option in options)
+    if "verity" in spec.cmdline and "dm-mod.create" in spec.cmdline:
+        # A verity root is a device-mapper device on the pmem partitions; DAX does not apply.
+        report.dax = None
+        _add(report, "dax", True, f"measured root on {report.root['device']} (dm-verity; no DAX)")
+        return
+    if not report.dax:
+        _add(report, "dax", False, f"root {report.root['device']} mounted with {report.root['options']}")
+        raise CheckFailed(f"the root filesystem is not mounted with DAX ({report.root['device']}: "
+                          f"{report.root['options']})")
+    _add(report, "dax", True, f"root {report.root['device']} ({report.root['fstype']}) mounted with DAX")
+
+
+def _wait_line(vm: RunningVm, pattern: re.Pattern[str], until: float) -> ConsoleLine | None:
+    while True:
+        line = vm.first(lambda text: pattern.search(text) is not None)
+        if line is not None or time.monotonic() >= until or vm.exited():
+            return line
+        time.sleep(0.1)
+
+
+def _call(function: Any, name: str) -> Any:
+    try:
+        return function()
+    except TtrpcError as exc:
+        raise CheckFailed(f"{name} failed: {exc}") from exc
+
+
+def _left(deadline: float) -> float:
+    return max(deadline - time.monotonic(), 0.1)
+
+
+def _add(report: BootReport, name: str, ok: bool, detail: str) -> None:
+    report.checks.append({"check": name, "ok": ok, "detail": detail})
+
+
+def _fill_console(report: BootReport, vm: RunningVm) -> None:
+    lines = vm.snapshot()
+    started = next((line for line in lines if KERNEL_STARTED.search(line.text)), None)
+    if started is None and lines:
+        started = lines[0]
+    report.timings.setdefault("kernel_started", round(started.at, 3) if started else None)
+    for key in ("root_mounted", "agent_ready", "powered_off"):
+        report.timings.setdefault(key, None)
+    report.timings = {key: report.timings[key] for key in
+                      ("kernel_started", "root_mounted", "agent_ready", "powered_off")}
+    if not report.ok:
+        # The relevant lines: notable ones (panics, mount and DAX messages) plus the last few.
+        notable = [line.text for line in lines if NOTABLE.search(line.text)][-25:]
+        tail = [line.text for line in lines[-15:]]
+        report.console_tail = list(dict.fromkeys(notable + tail))

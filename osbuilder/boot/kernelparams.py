@@ -1,0 +1,130 @@
+"""The guest kernel command line, built the way the Kata runtime builds it (reference §9.4).
+
+One place for this logic: `osbuilder boot` uses it to boot like the runtime, and the bundle's
+runtime configuration templates use it for `kernel_params`, so what ships is what was tested.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from osbuilder.errors import UsageError
+
+FS_TYPES = ("ext4", "xfs", "erofs")
+
+# x86_64 defaults the Go runtime adds for QEMU guests.
+X86_DEFAULTS = (
+    "tsc=reliable", "no_timer_check", "rcupdate.rcu_expedited=1", "i8042.direct=1", "i8042.dumbkbd=1",
+    "i8042.nopnp=1", "i8042.noaux=1", "noreplace-smp", "reboot=k", "cryptomgr.notests", "net.ifnames=0",
+    "pci=lastbus=0",
+)
+ARM64_DEFAULTS = ("iommu.passthrough=0",)
+SYSTEMD_PARAMS = (
+    "systemd.unit=kata-containers.target", "systemd.mask=systemd-networkd.service",
+    "systemd.mask=systemd-networkd.socket", "systemd.show_status=false",
+)
+
+
+@dataclass(frozen=True)
+class VerityParams:
+    """The runtime's `kernel_verity_params`: root_hash=…,salt=…,data_blocks=…,data_block_size=…,hash_block_size=…"""
+
+    root_hash: str
+    salt: str
+    data_blocks: int
+    data_block_size: int
+    hash_block_size: int
+
+    @classmethod
+    def parse(cls, text: str, where: str = "kernel_verity_params") -> VerityParams:
+        fields: dict[str, str] = {}
+        for part in text.strip().split(","):
+            if "=" not in part:
+                raise UsageError(problem=f"'{part}' is not key=value", where=where,
+                                 fix="use root_hash=…,salt=…,data_blocks=…,data_block_size=…,hash_block_size=…")
+            key, value = part.split("=", 1)
+            fields[key.strip()] = value.strip()
+        missing = [key for key in ("root_hash", "salt", "data_blocks", "data_block_size", "hash_block_size")
+                   if key not in fields]
+        if missing:
+            raise UsageError(problem=f"missing {', '.join(missing)}", where=where,
+                             fix="give all five fields, as the image builder writes them")
+        try:
+            params = cls(fields["root_hash"], fields["salt"], int(fields["data_blocks"]),
+                         int(fields["data_block_size"]), int(fields["hash_block_size"]))
+        except ValueError as exc:
+            raise UsageError(problem=f"not a number: {exc}", where=where) from exc
+        if not re.fullmatch(r"[0-9a-f]{64}", params.root_hash):
+            raise UsageError(problem="root_hash must be 64 hex digits (sha256)", where=where)
+        for name in ("data_block_size", "hash_block_size"):
+            size = getattr(params, name)
+            if size <= 0 or size % 512:
+                raise UsageError(problem=f"{name}={size} must be a non-zero multiple of 512", where=where)
+        return params
+
+    def line(self) -> str:
+        return (f"root_hash={self.root_hash},salt={self.salt},data_blocks={self.data_blocks},"
+                f"data_block_size={self.data_block_size},hash_block_size={self.hash_block_size}")
+
+
+@dataclass(frozen=True)
+class RootSpec:
+    """How the guest finds its root: an image (NVDIMM with DAX, or virtio-blk), or an initrd."""
+
+    kind: str  # "image" | "initrd"
+    fs_type: str = "ext4"
+    nvdimm: bool = True  # image exposed as an NVDIMM (DAX); False: virtio-blk
+    verity: VerityParams | None = None
+
+
+def root_params(spec: RootSpec, arch: str = "x86_64") -> list[str]:
+    if spec.kind == "initrd":
+        return []
+    if spec.fs_type not in FS_TYPES:
+        raise UsageError(problem=f"unknown rootfs type '{spec.fs_type}'", where="rootfs_type",
+                         fix=f"use one of {', '.join(FS_TYPES)}")
+    data_dev, hash_dev = ("/dev/pmem0p1", "/dev/pmem0p2") if spec.nvdimm else ("/dev/vda1", "/dev/vda2")
+    # The Go runtime mounts with DAX only on amd64 NVDIMMs; never with dm-verity on top.
+    dax = spec.nvdimm and spec.verity is None and arch == "x86_64"
+    ext4_flags = "data=ordered,errors=remount-ro ro"
+    if spec.fs_type == "ext4":
+        flags = f"dax,{ext4_flags}" if dax else ext4_flags
+    else:
+        flags = "dax ro" if dax else "ro"
+    if spec.verity is None:
+        return [f"root={data_dev}", f"rootflags={flags}", f"rootfstype={spec.fs_type}"]
+    verity = spec.verity
+    sectors = verity.data_blocks * verity.data_block_size // 512
+    table = (f"dm-verity,,,ro,0 {sectors} verity 1 {data_dev} {hash_dev} {verity.data_block_size} "
+             f"{verity.hash_block_size} {verity.data_blocks} 0 sha256 {verity.root_hash} {verity.salt}")
+    return [f'dm-mod.create="{table}"', "root=/dev/dm-0", f"rootflags={flags}", f"rootfstype={spec.fs_type}"]
+
+
+def kernel_params(spec: RootSpec, *, arch: str = "x86_64", console: str | None = "ttyS0",
+                  extra: str = "", verbosity: str = "normal") -> str:
+    """The full command line: root, systemd unit (images), runtime defaults, console, extra.
+
+    verbosity: "quiet" is the runtime's default (`quiet`), "debug" its enable_debug mode; "normal"
+    adds neither, so a boot check sees the kernel's own messages and can time the boot.
+    """
+    params = root_params(spec, arch)
+    if spec.kind == "image":
+        # The Go runtime adds these for every image, whatever its init: harmless for agent-init.
+        params.extend(SYSTEMD_PARAMS)
+        if verbosity == "debug":
+            params[-1] = "systemd.show_status=true"
+            params.append("systemd.log_level=debug")
+    params.append({"quiet": "quiet", "debug": "debug"}.get(verbosity, ""))
+    params.append("panic=1")
+    params.extend(X86_DEFAULTS if arch == "x86_64" else ARM64_DEFAULTS)
+    if console:
+        params.append(f"console={console}")
+    if extra:
+        params.append(extra)
+    return " ".join(param for param in params if param)
+
+
+def split_params(line: str) -> list[str]:
+    """Split a command line on spaces outside double quotes (dm-mod.create="… …")."""
+    return re.findall(r'(?:[^\s"]+|"[^"]*")+', line)

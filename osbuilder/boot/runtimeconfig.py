@@ -1,0 +1,77 @@
+"""Reading what to boot from a Kata runtime configuration file (configuration-<hypervisor>.toml)."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from osbuilder.boot.kernelparams import VerityParams
+from osbuilder.errors import ConfigError
+
+HYPERVISORS = ("qemu", "clh", "cloud-hypervisor", "firecracker", "dragonball", "stratovirt")
+
+
+@dataclass(frozen=True)
+class RuntimeBoot:
+    hypervisor: str
+    kernel: Path
+    image: Path | None
+    initrd: Path | None
+    kernel_params: str
+    rootfs_type: str
+    nvdimm: bool
+    verity: VerityParams | None
+    memory_mb: int | None
+    vcpus: int | None
+
+
+def read_runtime_config(path: Path, root: Path | None = None) -> RuntimeBoot:
+    """Parse [hypervisor.<name>]. With `root`, absolute asset paths are taken relative to it (a
+    bundle extracted into a temporary directory instead of /)."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(problem="file not found", where=str(path), fix="check --config") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(problem=f"invalid TOML: {exc}", where=str(path), fix="fix the TOML syntax") from exc
+    hypervisors: dict[str, Any] = data.get("hypervisor", {})
+    if not hypervisors:
+        raise ConfigError(problem="no [hypervisor.<name>] section", where=str(path),
+                          fix="use a Kata runtime configuration file")
+    name, section = next(iter(hypervisors.items()))
+    where = f"{path} ([hypervisor.{name}])"
+
+    def asset(key: str) -> Path | None:
+        value = section.get(key)
+        if not value:
+            return None
+        asset_path = Path(value)
+        if root is not None and asset_path.is_absolute():
+            asset_path = root / asset_path.relative_to("/")
+        return asset_path
+
+    kernel = asset("kernel")
+    if kernel is None:
+        raise ConfigError(problem="no kernel", where=where, fix='set kernel = "/path/to/vmlinux"')
+    image, initrd = asset("image"), asset("initrd")
+    if image is not None and initrd is not None:
+        raise ConfigError(problem="cannot set both image and initrd", where=where,
+                          fix="keep one of the two keys, as the runtime requires")
+    if image is None and initrd is None:
+        raise ConfigError(problem="neither image nor initrd is set", where=where, fix="set one of them")
+    verity_text = section.get("kernel_verity_params", "")
+    verity = VerityParams.parse(verity_text, f"{where} kernel_verity_params") if verity_text else None
+    return RuntimeBoot(
+        hypervisor=name,
+        kernel=kernel,
+        image=image,
+        initrd=initrd,
+        kernel_params=str(section.get("kernel_params", "")),
+        rootfs_type=str(section.get("rootfs_type", "ext4")),
+        nvdimm=not bool(section.get("disable_image_nvdimm", False)),
+        verity=verity,
+        memory_mb=section.get("default_memory"),
+        vcpus=section.get("default_vcpus"),
+    )
