@@ -80,6 +80,9 @@ def check_rootfs(root: Path, *, agent_init: bool, initrd: bool = False, agent_bi
     """Raise UsageError (exit 2) naming the offending path when the tree cannot boot as asked."""
     where = f"{root}/sbin/init"
     mode = "--agent-init (AGENT_INIT=yes)" if agent_init else "systemd mode (AGENT_INIT=no)"
+    if not root.exists():
+        raise UsageError(problem="the rootfs directory does not exist", where=str(root),
+                         fix="build the rootfs first (make rootfs) or give its path")
     if not root.is_dir():
         raise UsageError(problem="the rootfs is not a directory", where=str(root),
                          fix="give the rootfs directory (make rootfs builds one)")

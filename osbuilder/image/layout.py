@@ -192,7 +192,7 @@ def plan(size_mib: int, *, dax_header: bool, measured: bool, disk_signature: int
         if size <= start:
             raise LayoutError([f"an image of {size_mib} MiB has no room for the rootfs partition"])
         root, hash_region = Region(start, size - start), None
-    info = pfn.PfnInfo() if dax_header else None
+    info = pfn.decode(pfn.encode(pfn.PfnInfo())) if dax_header else None  # with its checksum filled in
     return ImageLayout(size, dax_header, measured, disk_signature, root, hash_region, fs_type, info)
 
 
