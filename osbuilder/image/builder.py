@@ -228,8 +228,9 @@ def build_image(rootfs_dir: Path, options: ImageOptions | None = None) -> ImageR
                          where=str(rootfs_dir),
                          fix="run as root, or give a tree you own (osbuilder then maps you to root)")
     epoch, epoch_source = source_date_epoch(options.source_date_epoch, scan)
-    seed = options.seed or content_key({"tree": scan.digest(epoch, mapping), "epoch": epoch,
-                                        "options": {k: v for k, v in options.cache_inputs().items() if k != "seed"}})
+    # The resolved epoch counts, not where it came from (option or environment).
+    shaping = {k: v for k, v in options.cache_inputs().items() if k not in ("seed", "source_date_epoch")}
+    seed = options.seed or content_key({"tree": scan.digest(epoch, mapping), "epoch": epoch, "options": shaping})
     identifiers = derive_identifiers(seed, options)
     machine_id = filesystems.plan_machine_id(scan, mapping)
     timings["scan"] = time.perf_counter() - started
