@@ -11,9 +11,10 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from osbuilder.errors import UsageError
 from osbuilder.idmap import IdMapping
@@ -27,8 +28,9 @@ _KINDS = {
 MAX_SYMLINK_HOPS = 40
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(NamedTuple):
+    """One inode of the tree as lstat saw it (a tuple: the walk makes thousands of them)."""
+
     path: str  # relative to the tree, "/"-separated; "" is the tree's root directory
     kind: str  # one of DIR FILE SYMLINK CHAR BLOCK FIFO SOCKET
     mode: int  # permission bits including setuid/setgid/sticky
@@ -56,6 +58,7 @@ class TreeScan:
     root: Path
     entries: list[Entry]
     by_path: dict[str, Entry] = field(default_factory=dict)
+    _unique: list[Entry] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not self.by_path:
@@ -73,6 +76,8 @@ class TreeScan:
 
     def unique_inodes(self) -> list[Entry]:
         """One entry per inode (hard links counted once), the root directory excluded."""
+        if self._unique is not None:
+            return self._unique
         seen: set[tuple[int, int]] = set()
         unique = []
         for entry in self.entries[1:]:
@@ -82,6 +87,7 @@ class TreeScan:
                     continue
                 seen.add(key)
             unique.append(entry)
+        self._unique = unique
         return unique
 
     def total_file_bytes(self) -> int:
@@ -93,16 +99,15 @@ class TreeScan:
 
         File contents are not read (that would cost as much as the build); the identifiers derived
         from this digest only need to be stable for the same tree and differ between trees."""
-        digest = hashlib.sha256()
         groups: dict[tuple[int, int], str] = {}
+        guest_uid, guest_gid = mapping.guest_uid, mapping.guest_gid
+        lines = []
         for entry in self.entries:
-            link = ""
-            if entry.hardlinked:
-                link = groups.setdefault((entry.dev, entry.ino), entry.path)
-            line = (f"{entry.kind}\0{entry.path}\0{entry.mode:o}\0{mapping.guest_uid(entry.uid)}:"
-                    f"{mapping.guest_gid(entry.gid)}\0{entry.size if entry.kind == FILE else 0}\0"
-                    f"{min(entry.mtime, epoch)}\0{entry.target}\0{entry.rdev}\0{link}\n")
-            digest.update(os.fsencode(line))
+            link = groups.setdefault((entry.dev, entry.ino), entry.path) if entry.hardlinked else ""
+            lines.append(f"{entry.kind}\0{entry.path}\0{entry.mode:o}\0{guest_uid(entry.uid)}:{guest_gid(entry.gid)}\0"
+                         f"{entry.size if entry.kind == FILE else 0}\0{min(entry.mtime, epoch)}\0{entry.target}\0"
+                         f"{entry.rdev}\0{link}\n")
+        digest = hashlib.sha256(os.fsencode("".join(lines)))
         return digest.hexdigest()
 
 
@@ -153,10 +158,10 @@ def scan_tree(root: Path) -> TreeScan:
     return TreeScan(root, entries)
 
 
-def resolve_in_root(root: Path, path: str) -> tuple[str, Entry] | None:
-    """Follow `path` inside the tree as the guest would (absolute symlink targets are relative to
-    `root`, `..` stops at the root). Returns the final relative path and its lstat-based entry, or
-    None when the path does not exist or loops."""
+def follow_links(path: str, lookup: Callable[[str], tuple[bool, str | None]]) -> str | None:
+    """Resolve `path` the way the guest will: `lookup(relative)` says whether a path exists and,
+    if it is a symlink, its target. Absolute targets restart at the tree's root and `..` stops
+    there. None when the path does not exist or loops."""
     pending = [part for part in path.split("/") if part]
     resolved: list[str] = []
     hops = 0
@@ -168,24 +173,37 @@ def resolve_in_root(root: Path, path: str) -> tuple[str, Entry] | None:
             if resolved:
                 resolved.pop()
             continue
-        candidate = "/".join([*resolved, part])
-        full = os.path.join(os.fspath(root), candidate)
-        try:
-            st = os.lstat(full)
-        except (FileNotFoundError, NotADirectoryError):
+        exists, target = lookup("/".join([*resolved, part]))
+        if not exists:
             return None
-        if stat.S_ISLNK(st.st_mode):
+        if target is not None:
             hops += 1
             if hops > MAX_SYMLINK_HOPS:
                 return None
-            target = os.readlink(full)
             if target.startswith("/"):
                 resolved = []
             pending = [p for p in target.split("/") if p] + pending
             continue
         resolved.append(part)
-    relative = "/".join(resolved)
-    full = os.path.join(os.fspath(root), relative) if relative else os.fspath(root)
+    return "/".join(resolved)
+
+
+def resolve_in_root(root: Path, path: str) -> tuple[str, Entry] | None:
+    """Follow `path` inside the tree on disk; the final relative path and its entry."""
+    base = os.fspath(root)
+
+    def lookup(relative: str) -> tuple[bool, str | None]:
+        full = os.path.join(base, relative)
+        try:
+            st = os.lstat(full)
+        except (FileNotFoundError, NotADirectoryError):
+            return False, None
+        return True, os.readlink(full) if stat.S_ISLNK(st.st_mode) else None
+
+    relative = follow_links(path, lookup)
+    if relative is None:
+        return None
+    full = os.path.join(base, relative) if relative else base
     try:
         return relative, _entry(relative, os.lstat(full), full)
     except FileNotFoundError:

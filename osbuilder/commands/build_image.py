@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from osbuilder.commands import Command, Outcome
 from osbuilder.context import Context
 from osbuilder.errors import UsageError
-from osbuilder.image.builder import (
-    DEFAULT_ALIGNMENT_MB,
-    ImageOptions,
-    build_image,
-    parse_disk_signature,
-    parse_salt,
-    parse_uuid,
-)
-from osbuilder.image.layout import FS_TYPES, MIB
+from osbuilder.image.layout import DEFAULT_ALIGNMENT_MB, FS_TYPES, MIB
 from osbuilder.tree import parse_epoch
+
+if TYPE_CHECKING:
+    from osbuilder.image.builder import ImageOptions
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -57,6 +53,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def options_from_args(args: argparse.Namespace) -> ImageOptions:
+    # The builder is imported when a build runs, not for every command's --help.
+    from osbuilder.image.builder import ImageOptions, parse_disk_signature, parse_salt, parse_uuid
+
     return ImageOptions(
         output=args.output, fs_type=args.fs_type, root_free_space_mb=args.root_free_space,
         alignment_mb=args.alignment_mb, block_size=args.block_size, dax_header=not args.no_dax_header,
@@ -75,6 +74,8 @@ def run(context: Context, args: argparse.Namespace) -> Outcome:
     if args.rootfs is None:
         raise UsageError(problem="no rootfs directory given", where="osbuilder build-image",
                          fix="give ROOTFS_DIR, e.g. osbuilder build-image build/rootfs -o kata-containers.img")
+    from osbuilder.image.builder import build_image
+
     result = build_image(args.rootfs, options_from_args(args))
     layout = result.layout
     lines = [

@@ -8,7 +8,6 @@ from pathlib import Path
 from osbuilder.commands import Command, Outcome
 from osbuilder.context import Context
 from osbuilder.errors import UsageError
-from osbuilder.initrd.builder import InitrdOptions, build_initrd
 from osbuilder.initrd.compression import CODECS, DEFAULT
 from osbuilder.tree import parse_epoch
 
@@ -34,6 +33,8 @@ def run(context: Context, args: argparse.Namespace) -> Outcome:
     if args.rootfs is None:
         raise UsageError(problem="no rootfs directory given", where="osbuilder build-initrd",
                          fix="give ROOTFS_DIR, e.g. osbuilder build-initrd build/rootfs -o kata-containers-initrd.img")
+    from osbuilder.initrd.builder import InitrdOptions, build_initrd
+
     options = InitrdOptions(
         output=args.output, compression=args.compression, level=args.level, agent_init=args.agent_init,
         skip_rootfs_check=args.skip_rootfs_check, agent_bin=args.agent_bin,

@@ -9,14 +9,14 @@ from pathlib import Path
 from osbuilder.commands import Command, Outcome
 from osbuilder.context import Context
 from osbuilder.errors import EXIT_FAILED, UsageError
-from osbuilder.inspectors import InspectOptions, discover, identify
+from osbuilder.inspectors import InspectOptions, discover, identify, kinds
 
 log = logging.getLogger(__name__)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", type=Path, metavar="PATH", help="an image, an initrd, ...")
-    parser.add_argument("--kind", help="skip detection: " + ", ".join(i.kind for i in discover()))
+    parser.add_argument("--kind", help="skip detection: " + ", ".join(kinds()))
     parser.add_argument("--root-hash-file", type=Path, metavar="FILE",
                         help="the measured image's root hash record (default: a matching root_hash*.txt next to it)")
     parser.add_argument("--verify", action="store_true", help="also recompute the whole dm-verity tree")

@@ -15,6 +15,7 @@ import os
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from osbuilder.errors import UsageError
 from osbuilder.idmap import IdMapping, default_id_mapping
 from osbuilder.image import filesystems, layout, sizing, verity
 from osbuilder.image.ext4times import clamp_times
-from osbuilder.image.layout import FS_TYPES, MIB, ImageLayout, VerityLine
+from osbuilder.image.layout import DEFAULT_ALIGNMENT_MB, FS_TYPES, MIB, ImageLayout, VerityLine
 from osbuilder.image.superblock import FsInfo, probe
 from osbuilder.outputs import atomic_output, check_output_path
 from osbuilder.rootfscheck import DEFAULT_AGENT, RootfsFacts, check_rootfs
@@ -32,7 +33,6 @@ from osbuilder.tree import TreeScan, scan_tree, source_date_epoch, unreadable_en
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ALIGNMENT_MB = 128  # Kata's IMAGE_SIZE_ALIGNMENT_MB (arm64 memory hotplug needs 128 MiB blocks)
 MAX_GROW = 3  # times an image is enlarged when mkfs reports no space despite the estimate
 VERITY_BLOCK_SIZE = 4096
 BLOCK_SIZES = {"ext4": (1024, 2048, 4096), "xfs": (512, 1024, 2048, 4096, 8192, 16384, 32768, 65536),
@@ -269,12 +269,23 @@ def _plan_layout(size_mib: int, options: ImageOptions, identifiers: Identifiers)
                        disk_signature=identifiers.disk_signature, fs_type=options.fs_type)
 
 
-def _grow(size_mib: int, options: ImageOptions, attempt: int, why: str) -> int:
-    step = max(options.alignment_mb, -(-size_mib // 4))
-    grown = -(-(size_mib + step) // options.alignment_mb) * options.alignment_mb
-    log.warning("%s: the size estimate (%d MiB) was too small; growing the image to %d MiB (attempt %d of %d). "
-                "Please report this with the rootfs's size.", why, size_mib, grown, attempt, MAX_GROW)
-    return grown
+def _until_it_fits(size_mib: int, options: ImageOptions, tool: str,
+                   make: Callable[[int], ImageLayout]) -> tuple[ImageLayout, int]:
+    """Run `make(size_mib)`; when mkfs reports no space, grow the image by a quarter (at least one
+    alignment step) and retry, at most MAX_GROW times, saying so each time."""
+    grown = 0
+    while True:
+        try:
+            return make(size_mib), grown
+        except filesystems.NoSpace:
+            if grown >= MAX_GROW:
+                raise
+            grown += 1
+            step = max(options.alignment_mb, -(-size_mib // 4))
+            bigger = -(-(size_mib + step) // options.alignment_mb) * options.alignment_mb
+            log.warning("%s: the size estimate (%d MiB) was too small; growing the image to %d MiB (attempt %d "
+                        "of %d). Please report this with the rootfs's size.", tool, size_mib, bigger, grown, MAX_GROW)
+            size_mib = bigger
 
 
 def _build_ext4(scan: TreeScan, options: ImageOptions, identifiers: Identifiers, epoch: int, mapping: IdMapping,
@@ -286,28 +297,25 @@ def _build_ext4(scan: TreeScan, options: ImageOptions, identifiers: Identifiers,
     minimum = sizing.ext4_min_blocks(needs, free_bytes)
     planned = sizing.image_size_mib(minimum.blocks * block_size, dax_header=options.dax_header,
                                     measured=options.measured, alignment_mib=options.alignment_mb)
-    size_mib = planned.size_mib
-    grown = 0
     root = scan.entries[0]
-    while True:
-        image_layout = _plan_layout(size_mib, options, identifiers)
-        fs_blocks = image_layout.root.size // block_size
-        inodes = sizing.ext4_inode_count(needs, fs_blocks, free_bytes)
-        with image.open("wb") as handle:
-            handle.truncate(image_layout.size)
-        step = time.perf_counter()
-        try:
-            filesystems.mkfs_ext4(image, offset=image_layout.root.offset, blocks=fs_blocks, tree=scan.root,
-                                  block_size=block_size, inodes=inodes, fs_uuid=identifiers.fs_uuid,
-                                  hash_seed=identifiers.hash_seed,
-                                  root_owner=(mapping.guest_uid(root.uid), mapping.guest_gid(root.gid)),
-                                  epoch=epoch, mapping=mapping, workdir=workdir)
-            break
-        except filesystems.NoSpace:
-            if grown >= MAX_GROW:
-                raise
-            grown += 1
-            size_mib = _grow(size_mib, options, grown, "mkfs.ext4")
+    inodes = 0
+    step = time.perf_counter()
+
+    def make(size_mib: int) -> ImageLayout:
+        nonlocal inodes
+        candidate = _plan_layout(size_mib, options, identifiers)
+        inodes = sizing.ext4_inode_count(needs, candidate.root.size // block_size, free_bytes)
+        with image.open("wb") as handle:  # a fresh, sparse file each attempt
+            handle.truncate(candidate.size)
+        filesystems.mkfs_ext4(image, offset=candidate.root.offset, blocks=candidate.root.size // block_size,
+                              tree=scan.root, block_size=block_size, inodes=inodes, fs_uuid=identifiers.fs_uuid,
+                              hash_seed=identifiers.hash_seed,
+                              root_owner=(mapping.guest_uid(root.uid), mapping.guest_gid(root.gid)),
+                              epoch=epoch, mapping=mapping, workdir=workdir)
+        return candidate
+
+    image_layout, grown = _until_it_fits(planned.size_mib, options, "mkfs.ext4", make)
+    fs_blocks = image_layout.root.size // block_size
     timings["mkfs"] = time.perf_counter() - step
     step = time.perf_counter()
     offset = image_layout.root.offset
@@ -376,21 +384,16 @@ def _build_xfs(scan: TreeScan, options: ImageOptions, identifiers: Identifiers, 
     estimate = sizing.xfs_min_bytes(scan, options.block_size, options.root_free_space_mb * MIB)
     planned = sizing.image_size_mib(estimate, dax_header=options.dax_header, measured=options.measured,
                                     alignment_mib=options.alignment_mb)
-    size_mib = planned.size_mib
-    grown = 0
     blob = workdir / "rootfs.xfs"
-    while True:
-        image_layout = _plan_layout(size_mib, options, identifiers)
-        step = time.perf_counter()
-        try:
-            filesystems.mkfs_xfs(blob, image_layout.root.size, protofile, block_size=options.block_size,
-                                 fs_uuid=identifiers.fs_uuid, mapping=mapping)
-            break
-        except filesystems.NoSpace:
-            if grown >= MAX_GROW:
-                raise
-            grown += 1
-            size_mib = _grow(size_mib, options, grown, "mkfs.xfs")
+    step = time.perf_counter()
+
+    def make(size_mib: int) -> ImageLayout:
+        candidate = _plan_layout(size_mib, options, identifiers)
+        filesystems.mkfs_xfs(blob, candidate.root.size, protofile, block_size=options.block_size,
+                             fs_uuid=identifiers.fs_uuid, mapping=mapping)
+        return candidate
+
+    image_layout, grown = _until_it_fits(planned.size_mib, options, "mkfs.xfs", make)
     timings["mkfs"] = time.perf_counter() - step
     method = filesystems.place_filesystem(blob, image, image_layout.root.offset, image_layout.size)
     log.info("xfs: mkfs.xfs stamps the build time on every inode; xfs images are not bit-reproducible")

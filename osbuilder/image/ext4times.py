@@ -27,9 +27,7 @@ from osbuilder.errors import BuildError
 
 _EXT2_FLAG_RW = 0x01
 _EXT2_FLAG_64BITS = 0x20000
-_FIELDS = {"atime": 8, "ctime": 12, "mtime": 16, "dtime": 20}
 _EXTRA = {"ctime": 132, "mtime": 136, "atime": 140, "crtime": 148}
-_CRTIME = 144
 _GOOD_OLD_INODE_SIZE = 128
 
 
@@ -129,25 +127,33 @@ def clamp_times(path: Path, offset: int, epoch: int, inode_size: int = 256) -> i
     return changed
 
 
+_BASE = struct.Struct("<III")  # atime, ctime, mtime at offset 8
+_EXTRA_FIELDS = struct.Struct("<HHIIIII")  # extra_isize, checksum_hi, ctime/mtime/atime extra, crtime, crtime extra
+
+
 def _rewrite(raw: bytearray, epoch: int, low_epoch: int, extra_epoch: int, inode_size: int) -> bool:
-    (extra_isize,) = struct.unpack_from("<H", raw, _GOOD_OLD_INODE_SIZE) if inode_size > _GOOD_OLD_INODE_SIZE else (0,)
-
-    def has_extra(offset: int) -> bool:
-        return inode_size > _GOOD_OLD_INODE_SIZE and offset + 4 <= _GOOD_OLD_INODE_SIZE + extra_isize
-
-    before = bytes(raw)
-    mtime_extra = struct.unpack_from("<I", raw, _EXTRA["mtime"])[0] if has_extra(_EXTRA["mtime"]) else 0
-    mtime = _decode_time(struct.unpack_from("<I", raw, _FIELDS["mtime"])[0], mtime_extra)
-    new_mtime = min(mtime, epoch)
-    mtime_low, mtime_epoch = _encode_time(new_mtime)
-    struct.pack_into("<I", raw, _FIELDS["mtime"], mtime_low)
-    struct.pack_into("<I", raw, _FIELDS["atime"], low_epoch)
-    struct.pack_into("<I", raw, _FIELDS["ctime"], low_epoch)
-    # Nanoseconds are dropped (mke2fs -d does not copy them either); the two epoch bits stay.
-    for name, value in (("mtime", mtime_epoch), ("atime", extra_epoch), ("ctime", extra_epoch),
-                        ("crtime", extra_epoch)):
-        if has_extra(_EXTRA[name]):
-            struct.pack_into("<I", raw, _EXTRA[name], value)
-    if has_extra(_CRTIME):
-        struct.pack_into("<I", raw, _CRTIME, low_epoch)
-    return bytes(raw) != before
+    """Apply the rule to one raw inode; False when it already holds."""
+    atime, ctime, mtime_low = _BASE.unpack_from(raw, 8)
+    large = inode_size > _GOOD_OLD_INODE_SIZE
+    if large:
+        extra_isize, checksum_hi, ctime_extra, mtime_extra, atime_extra, crtime, crtime_extra = \
+            _EXTRA_FIELDS.unpack_from(raw, _GOOD_OLD_INODE_SIZE)
+        covered = _GOOD_OLD_INODE_SIZE + extra_isize  # the extra fields this inode really has
+    else:
+        extra_isize = checksum_hi = ctime_extra = atime_extra = crtime = crtime_extra = 0
+        mtime_extra = 0
+        covered = _GOOD_OLD_INODE_SIZE
+    if covered < _EXTRA["mtime"] + 4:
+        mtime_extra = 0
+    new_mtime_low, new_mtime_epoch = _encode_time(min(_decode_time(mtime_low, mtime_extra), epoch))
+    _BASE.pack_into(raw, 8, low_epoch, low_epoch, new_mtime_low)
+    if covered >= _EXTRA["crtime"] + 4:
+        # Nanoseconds are dropped (mke2fs -d does not copy them either); the two epoch bits stay.
+        _EXTRA_FIELDS.pack_into(raw, _GOOD_OLD_INODE_SIZE, extra_isize, checksum_hi, extra_epoch, new_mtime_epoch,
+                                extra_epoch, low_epoch, extra_epoch)
+        new: tuple[int, ...] = (low_epoch, low_epoch, new_mtime_low, extra_epoch, new_mtime_epoch, extra_epoch, low_epoch, extra_epoch)
+        old: tuple[int, ...] = (atime, ctime, mtime_low, ctime_extra, mtime_extra, atime_extra, crtime, crtime_extra)
+    else:
+        new = (low_epoch, low_epoch, new_mtime_low)
+        old = (atime, ctime, mtime_low)
+    return new != old

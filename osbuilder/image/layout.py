@@ -32,6 +32,7 @@ DAX_HEADER_SIZE = 2 * MIB  # MBR #1 + pfn block, before the inner disk
 ROOTFS_START = 1 * MIB  # partition 1's start inside a disk
 HASH_PERCENT = 99  # measured: p1 ends at floor(size * 99 / 100) MiB
 FS_TYPES = ("ext4", "xfs", "erofs")
+DEFAULT_ALIGNMENT_MB = 128  # Kata's IMAGE_SIZE_ALIGNMENT_MB (arm64 memory hotplug needs 128 MiB blocks)
 
 
 class LayoutError(ValueError):

@@ -1,5 +1,5 @@
-"""What `osbuilder inspect` knows how to read. Each module here defines `INSPECTOR`; adding a kind
-of file (a kernel, a release bundle) means adding a module and nothing else.
+"""What `osbuilder inspect` knows how to read. Each module here defines `INSPECTOR` (named after
+its kind); adding a kind of file (a kernel, a release bundle) means adding a module, nothing else.
 
 An inspector recognises a file from its first bytes (`detect`) and returns a `Report`: the decoded
 data (for --json), a text rendering, and the problems found. A file with problems is invalid: the
@@ -8,11 +8,11 @@ command exits 1 and names them.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from osbuilder.plugins import collect, module_names
 
 HEAD_SIZE = 64 * 1024  # what detect() sees
 
@@ -44,15 +44,13 @@ class Inspector:
 
 
 def discover() -> list[Inspector]:
-    inspectors = []
-    for module_info in pkgutil.iter_modules(__path__):
-        if module_info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{__name__}.{module_info.name}")
-        inspector = getattr(module, "INSPECTOR", None)
-        if isinstance(inspector, Inspector):
-            inspectors.append(inspector)
+    inspectors = collect(__name__, __path__, "INSPECTOR", Inspector)
     return sorted(inspectors, key=lambda inspector: (inspector.order, inspector.kind))
+
+
+def kinds() -> list[str]:
+    """For --help without importing every inspector (a module's name is its inspector's kind)."""
+    return module_names(__path__)
 
 
 def identify(path: Path) -> Inspector | None:

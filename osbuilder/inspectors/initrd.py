@@ -15,10 +15,10 @@ from libarchive.exception import ArchiveError
 
 from osbuilder.initrd.compression import CODECS, LZ4_FRAME_MAGIC, detect
 from osbuilder.inspectors import InspectOptions, Inspector, Report
+from osbuilder.tree import follow_links
 
 OSBUILDER_YAML = "var/lib/osbuilder/osbuilder.yaml"
 DEFAULT_AGENT = "usr/bin/kata-agent"
-MAX_HOPS = 40
 
 for _name, _restype in (("entry_ino64", ffi.c_longlong), ("entry_nlink", ffi.c_uint)):
     if not hasattr(ffi, _name):
@@ -61,31 +61,14 @@ def _scan(path: Path) -> dict[str, _Member]:
 
 def _resolve(members: dict[str, _Member], path: str) -> str | None:
     """Follow symlinks inside the archive as the kernel would after unpacking it."""
-    pending = [part for part in path.split("/") if part]
-    resolved: list[str] = []
-    hops = 0
-    while pending:
-        part = pending.pop(0)
-        if part in (".", ""):
-            continue
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = "/".join([*resolved, part])
-        member = members.get(candidate)
+
+    def lookup(relative: str) -> tuple[bool, str | None]:
+        member = members.get(relative)
         if member is None:
-            return None
-        if stat.S_ISLNK(member.mode):
-            hops += 1
-            if hops > MAX_HOPS:
-                return None
-            if member.target.startswith("/"):
-                resolved = []
-            pending = [p for p in member.target.split("/") if p] + pending
-            continue
-        resolved.append(part)
-    return "/".join(resolved)
+            return False, None
+        return True, member.target if stat.S_ISLNK(member.mode) else None
+
+    return follow_links(path, lookup)
 
 
 def _data_holder(members: dict[str, _Member], name: str) -> str:
