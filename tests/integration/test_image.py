@@ -18,6 +18,9 @@ from osbuilder.image import builder, layout, sizing
 from osbuilder.image.builder import ImageOptions, build_image
 from osbuilder.image.layout import MIB
 from tests.conftest import run_cli
+
+# The tests run inside the environment `make test` set up: make must not redo it (-o: assume old).
+MAKE_NO_SETUP = ("-o", ".venv/.deps-installed", "-o", ".venv/.osbuilder-installed")
 from tests.helpers.trees import EPOCH, OLD, make_rootfs
 
 pytestmark = pytest.mark.integration
@@ -317,7 +320,7 @@ def test_cli_json_and_make_variables(rootfs: Path, tmp_path: Path) -> None:
     assert data["root_hash_file"] == str(tmp_path / "root_hash_v.txt")
     assert data["source_date_epoch"] == EPOCH
     repo = Path(__file__).resolve().parents[2]
-    made = subprocess.run(["make", "-s", "-C", repo, "image", f"ROOTFS_DIR={rootfs}", f"IMAGE={tmp_path / 'm.img'}",
+    made = subprocess.run(["make", "-s", "-C", repo, *MAKE_NO_SETUP, "image", f"ROOTFS_DIR={rootfs}", f"IMAGE={tmp_path / 'm.img'}",
                            "FS_TYPE=erofs", "MEASURED_ROOTFS=yes", "SKIP_DAX_HEADER=yes", "BUILD_VARIANT=x"],
                           capture_output=True, text=True)
     assert made.returncode == 0, made.stderr
