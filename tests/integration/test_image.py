@@ -18,9 +18,7 @@ from osbuilder.image import builder, layout, sizing
 from osbuilder.image.builder import ImageOptions, build_image
 from osbuilder.image.layout import MIB
 from tests.conftest import run_cli
-
-# The tests run inside the environment `make test` set up: make must not redo it (-o: assume old).
-MAKE_NO_SETUP = ("-o", ".venv/.deps-installed", "-o", ".venv/.osbuilder-installed")
+from tests.helpers.make import make
 from tests.helpers.trees import EPOCH, OLD, make_rootfs
 
 pytestmark = pytest.mark.integration
@@ -319,10 +317,8 @@ def test_cli_json_and_make_variables(rootfs: Path, tmp_path: Path) -> None:
     assert data["ok"] and data["layout"]["root_partition"]["offset"] == 3 * MIB
     assert data["root_hash_file"] == str(tmp_path / "root_hash_v.txt")
     assert data["source_date_epoch"] == EPOCH
-    repo = Path(__file__).resolve().parents[2]
-    made = subprocess.run(["make", "-s", "-C", repo, *MAKE_NO_SETUP, "image", f"ROOTFS_DIR={rootfs}", f"IMAGE={tmp_path / 'm.img'}",
-                           "FS_TYPE=erofs", "MEASURED_ROOTFS=yes", "SKIP_DAX_HEADER=yes", "BUILD_VARIANT=x"],
-                          capture_output=True, text=True)
+    made = make("image", f"ROOTFS_DIR={rootfs}", f"IMAGE={tmp_path / 'm.img'}", "FS_TYPE=erofs", "MEASURED_ROOTFS=yes",
+                "SKIP_DAX_HEADER=yes", "BUILD_VARIANT=x")
     assert made.returncode == 0, made.stderr
     assert (tmp_path / "root_hash_x.txt").is_file()
     assert layout.read_layout(tmp_path / "m.img").fs_type == "erofs"

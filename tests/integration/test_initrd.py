@@ -14,9 +14,7 @@ import pytest
 from osbuilder.initrd.builder import InitrdOptions, build_initrd
 from osbuilder.initrd.compression import CODECS
 from tests.conftest import run_cli
-
-# The tests run inside the environment `make test` set up: make must not redo it (-o: assume old).
-MAKE_NO_SETUP = ("-o", ".venv/.deps-installed", "-o", ".venv/.osbuilder-installed")
+from tests.helpers.make import make
 from tests.helpers.trees import EPOCH, OLD, make_rootfs, tree_paths
 
 pytestmark = pytest.mark.integration
@@ -135,8 +133,6 @@ def test_cli_json(tmp_path: Path) -> None:
     data = json.loads(result.stdout)
     assert data["ok"] and data["compression"] == "lz4" and data["init"] == "/lib/systemd/systemd"
     assert data["compressor"][:2] == ["lz4", "-l"]
-    repo = Path(__file__).resolve().parents[2]
-    made = subprocess.run(["make", "-s", "-C", repo, *MAKE_NO_SETUP, "initrd", f"ROOTFS_DIR={rootfs}", f"INITRD={tmp_path / 'm.img'}",
-                           "INITRD_COMPRESSION=gzip"], capture_output=True, text=True)
+    made = make("initrd", f"ROOTFS_DIR={rootfs}", f"INITRD={tmp_path / 'm.img'}", "INITRD_COMPRESSION=gzip")
     assert made.returncode == 0, made.stderr
     assert (tmp_path / "m.img").read_bytes()[:2] == b"\x1f\x8b"
