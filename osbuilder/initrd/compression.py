@@ -1,23 +1,24 @@
 """Initrd compressors: what the kernel can unpack, and how to use every core reproducibly.
 
-Measured on a 191 MB Debian bookworm cpio (systemd, busybox) on the 2-core build machine, one run
-(benchmarks/initrd.py prints the current figures):
+Measured with benchmarks/initrd.py on a Debian bookworm tree (mmdebstrap --variant=required with
+systemd and busybox-static: 9803 entries, 185 MiB) on the 2-core build machine, under load:
 
-    codec            build     size      decompress
-    gzip -9 (gzip)   27.6 s    70.5 MB   1.07 s
-    pigz -9          21.3 s    70.4 MB
-    zstd -3 -T0       0.7 s    61.8 MB   0.20 s
-    zstd -6 -T0       2.2 s    57.7 MB
-    zstd -9 -T0       4.4 s    54.8 MB   0.29 s
-    zstd -19 -T0    102 s      48.8 MB
-    xz -6 -T0        95 s      45.9 MB
-    lz4 -l -9         6.9 s    79.7 MB   0.07 s
+    codec                      build     size       decompress (user space)
+    Kata: find|cpio|gzip -9    33.9 s    67.7 MiB   1.08 s
+    gzip -9 (pigz, 2 cores)    29.5 s    67.1 MiB   1.02 s
+    zstd -3 -T0                 1.3 s    58.6 MiB   0.21 s
+    zstd -6 -T0 (default)       3.1 s    54.8 MiB   0.31 s   (0.09x the time, 0.81x the size)
+    zstd -9 -T0                 5-5.5 s  52.0 MiB   0.19 s
+    zstd -19 -T0               95 s      46.2 MiB   0.30 s
+    xz -6 -T0                  87 s      43.6 MiB   3.08 s
+    lz4 -l -9                   6.5 s    76.0 MiB   0.09 s
 
 The default is zstd at level 6: smaller than Kata's gzip -9 by a fifth, ten times faster to build,
-and about five times faster for the guest kernel to unpack (the kernel's zstd decoder is as fast as
-the user-space one relative to gzip). No --long: a long window would make the guest kernel allocate
-the window (128 MiB at --long=27) while unpacking. The kernel needs CONFIG_RD_ZSTD (set by the guest
-kernel fragments, as are RD_GZIP, RD_XZ and RD_LZ4).
+and three to five times faster to unpack, which the guest kernel does on every boot. Level 9 saves
+another 5 % for twice the build time; lz4 unpacks faster still but is larger than gzip. No --long:
+a long window would make the guest kernel allocate the window (128 MiB at --long=27) while
+unpacking. The kernel needs CONFIG_RD_ZSTD (set by the guest kernel fragments, as are RD_GZIP, RD_XZ
+and RD_LZ4).
 
 Reproducible bytes: pigz and gzip run with -n (no name, no time); pigz, zstd -T0 and xz -T0 give
 the same output whatever the number of threads (xz's single-threaded mode, -T1, would not: -T0 is
