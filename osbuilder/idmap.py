@@ -4,8 +4,10 @@ A rootfs tree on the host is owned by host ids; the guest must see guest ids. Th
 initrd) never decide this themselves: they take an `IdMapping`, which
 
 - wraps an argv so that an external tool (mkfs.ext4 -d, mkfs.erofs) reads the tree with guest
-  ownership (`wrap`), and
-- maps a host id to the guest id for Python readers such as the cpio writer (`guest_uid`/`guest_gid`).
+  ownership (`wrap`),
+- maps a host id to the guest id for Python readers such as the cpio writer (`guest_uid`/`guest_gid`),
+- says which host owners a wrapped tool is root over (`covers`): their files are read whatever their
+  mode; the cpio writer reads such a file through `wrap(["cat", path])` when it cannot open it.
 
 Two mappings live here: identity (root, or any caller whose tree already carries guest ids) and
 `CallerAsRoot` (an unprivileged caller whose tree is owned by themselves, as after an unprivileged
@@ -40,6 +42,11 @@ class IdMapping(Protocol):
 
     def guest_gid(self, gid: int) -> int: ...
 
+    def covers(self, uid: int) -> bool:
+        """Whether a wrapped tool is root over files of this host uid (it reads them whatever
+        their mode); files it does not cover must be readable by the caller."""
+        ...
+
 
 @dataclass(frozen=True)
 class IdentityMapping:
@@ -57,6 +64,9 @@ class IdentityMapping:
 
     def guest_gid(self, gid: int) -> int:
         return gid
+
+    def covers(self, uid: int) -> bool:
+        return os.geteuid() == 0
 
 
 @dataclass(frozen=True)
@@ -80,6 +90,9 @@ class CallerAsRoot:
 
     def guest_gid(self, gid: int) -> int:
         return 0 if gid == self.gid else OVERFLOW_ID
+
+    def covers(self, uid: int) -> bool:
+        return uid == self.uid
 
 
 IDENTITY = IdentityMapping()

@@ -234,22 +234,17 @@ def source_date_epoch(explicit: int | None, scan: TreeScan) -> tuple[int, str]:
 
 
 def unreadable_entries(scan: TreeScan, mapping: IdMapping) -> list[str]:
-    """Entries the build cannot read, for an error before any work. A caller who becomes root
-    through the mapping can read what they own whatever its mode (CAP_DAC_OVERRIDE in the user
-    namespace); everything else must be readable (directories also searchable)."""
-    caller = os.geteuid()
-    if caller == 0:
-        return []
-    owner_is_root = mapping.guest_uid(caller) == 0
+    """Entries the build cannot read, for an error before any work: files and directories whose
+    owner the mapping does not cover (see IdMapping.covers) and that the caller may not read."""
     blocked = []
     for entry in scan.entries:
-        if owner_is_root and entry.uid == caller:
-            continue
         if entry.kind == FILE:
             wanted = os.R_OK
         elif entry.kind == DIR:
             wanted = os.R_OK | os.X_OK
         else:
+            continue
+        if mapping.covers(entry.uid):
             continue
         if not os.access(os.path.join(os.fspath(scan.root), entry.path), wanted, follow_symlinks=False):
             blocked.append("/" + entry.path)

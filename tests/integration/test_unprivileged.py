@@ -128,3 +128,11 @@ def test_unprivileged_initrd_equals_the_root_build(workspace: Path) -> None:
                              check=True).stdout.decode().splitlines()
     owners = {tuple(line.split()[2:4]) for line in listing}
     assert owners == {("0", "0")}
+
+
+def test_unprivileged_build_of_a_tree_it_cannot_read_is_bad_input(workspace: Path) -> None:
+    output = workspace / "out" / "other.img"
+    result = _run_as_user(workspace, "build-image", workspace / "root-owned" / "rootfs", "-o", output)
+    assert result.returncode == 2, result.stderr
+    assert "give a tree you own" in result.stderr
+    assert not output.exists()

@@ -122,3 +122,4 @@ def test_id_mappings() -> None:
     caller = CallerAsRoot(1000, 1001)
     assert caller.wrap(["mkfs.ext4", "x"]) == ["unshare", "--user", "--map-root-user", "--", "mkfs.ext4", "x"]
     assert (caller.guest_uid(1000), caller.guest_gid(1001), caller.guest_uid(0)) == (0, 0, OVERFLOW_ID)
+    assert caller.covers(1000) and not caller.covers(0)
