@@ -25,6 +25,14 @@ ROOT_FREE_SPACE ?= 0
 IMAGE_SIZE_ALIGNMENT_MB ?= 128
 MEASURED_ROOTFS ?= no
 SKIP_DAX_HEADER ?= no
+# The rootfs directory `make image` and `make initrd` read; `make rootfs` produces it.
+ROOTFS_DIR ?= $(BUILD_DIR)/rootfs
+IMAGE ?= $(BUILD_DIR)/kata-containers.img
+INITRD ?= $(BUILD_DIR)/kata-containers-initrd.img
+BLOCK_SIZE ?= 4096
+BUILD_VARIANT ?=
+SKIP_ROOTFS_CHECK ?= no
+INITRD_COMPRESSION ?=
 OSB_FLAGS ?=
 PYTEST_FLAGS ?=
 
@@ -77,8 +85,25 @@ lint: venv
 format: venv
 	$(VENV)/bin/ruff check --fix osbuilder tests benchmarks
 
-# Reserved for the asset issues: rootfs, image, initrd, kernel, agent, bundle, boot.
-rootfs image initrd kernel agent bundle boot: venv
+yes = $(filter yes true 1,$(1))
+
+# Kata's image_builder.sh variables map onto build-image's options.
+image: venv
+	@mkdir -p $(dir $(IMAGE))
+	$(OSB) build-image $(OSB_FLAGS) "$(ROOTFS_DIR)" -o "$(IMAGE)" --fs-type $(FS_TYPE) \
+	  --root-free-space $(ROOT_FREE_SPACE) --alignment-mb $(IMAGE_SIZE_ALIGNMENT_MB) --block-size $(BLOCK_SIZE) \
+	  $(if $(call yes,$(MEASURED_ROOTFS)),--measured) $(if $(call yes,$(SKIP_DAX_HEADER)),--no-dax-header) \
+	  $(if $(call yes,$(AGENT_INIT)),--agent-init) $(if $(call yes,$(SKIP_ROOTFS_CHECK)),--skip-rootfs-check) \
+	  $(if $(BUILD_VARIANT),--variant $(BUILD_VARIANT))
+
+initrd: venv
+	@mkdir -p $(dir $(INITRD))
+	$(OSB) build-initrd $(OSB_FLAGS) "$(ROOTFS_DIR)" -o "$(INITRD)" $(if $(call yes,$(AGENT_INIT)),--agent-init) \
+	  $(if $(INITRD_COMPRESSION),--compression $(INITRD_COMPRESSION)) \
+	  $(if $(call yes,$(SKIP_ROOTFS_CHECK)),--skip-rootfs-check)
+
+# Reserved for the asset issues: rootfs, kernel, agent, bundle, boot.
+rootfs kernel agent bundle boot: venv
 	@echo "make $@: not implemented yet" >&2; exit 2
 
 clean:

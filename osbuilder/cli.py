@@ -87,7 +87,7 @@ def _setup_logging(verbose: int, json_mode: bool) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Third-party chatter (urllib3, docker) only at -vv.
-    for noisy in ("urllib3", "docker"):
+    for noisy in ("urllib3", "docker", "libarchive"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)
 
 

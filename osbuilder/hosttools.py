@@ -56,9 +56,12 @@ STEPS: tuple[Step, ...] = (
         (
             _T("mkfs.ext4", "e2fsprogs"),
             _T("e2fsck", "e2fsprogs"),
+            _T("debugfs", "e2fsprogs", why="edits and reads ext4 images without mounting"),
             _T("mkfs.erofs", "erofs-utils", optional=True, why="--fs-type erofs"),
+            _T("fsck.erofs", "erofs-utils", optional=True, why="inspect: compressed files in erofs images"),
             _T("mkfs.xfs", "xfsprogs", optional=True, why="--fs-type xfs"),
-            _T("veritysetup", "cryptsetup-bin", optional=True, why="--measured"),
+            _T("unshare", "util-linux", optional=True, why="unprivileged builds (the caller becomes root)"),
+            _T("veritysetup", "cryptsetup-bin", optional=True, why="checking measured images in tests"),
             _T("sfdisk", "fdisk", optional=True, why="inspecting partition tables in tests"),
         ),
     ),
@@ -109,10 +112,11 @@ STEPS: tuple[Step, ...] = (
 )
 
 # Packages the test suite needs beyond the build steps (fixtures and independent checkers).
-TEST_PACKAGES: tuple[str, ...] = ("docker.io", "gpg", "cpio", "fdisk", "e2fsprogs", "file", "util-linux", "procps")
+TEST_PACKAGES: tuple[str, ...] = ("docker.io", "gpg", "cpio", "fdisk", "e2fsprogs", "file", "util-linux", "procps",
+                                  "cryptsetup-bin", "erofs-utils", "xfsprogs", "busybox-static", "passwd")
 
 # Libraries the Python side needs at run time, checked by doctor as well.
-SHARED_LIBRARIES: tuple[tuple[str, str], ...] = (("libarchive.so.13", "libarchive13"),)
+SHARED_LIBRARIES: tuple[tuple[str, str], ...] = (("libarchive.so.13", "libarchive13"), ("libext2fs.so.2", "libext2fs2"))
 
 
 def package_for(tool: str) -> str:

@@ -4,13 +4,12 @@ means adding a module and nothing else."""
 from __future__ import annotations
 
 import argparse
-import importlib
-import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from osbuilder.context import Context
+from osbuilder.plugins import collect
 
 
 @dataclass
@@ -35,12 +34,5 @@ class Command:
 
 
 def discover() -> list[Command]:
-    commands = []
-    for module_info in pkgutil.iter_modules(__path__):
-        if module_info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{__name__}.{module_info.name}")
-        command = getattr(module, "COMMAND", None)
-        if isinstance(command, Command):
-            commands.append(command)
+    commands = collect(__name__, __path__, "COMMAND", Command)
     return sorted(commands, key=lambda command: (command.order, command.name))

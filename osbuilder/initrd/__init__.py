@@ -1,0 +1,1 @@
+"""Kata's initrd: the rootfs as a reproducible, compressed newc cpio (`osbuilder.initrd.builder`)."""
