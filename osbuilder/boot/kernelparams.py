@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 
 from osbuilder.errors import UsageError
+from osbuilder.image.layout import VerityLine
 
 FS_TYPES = ("ext4", "xfs", "erofs")
 
@@ -26,46 +27,18 @@ SYSTEMD_PARAMS = (
 )
 
 
-@dataclass(frozen=True)
-class VerityParams:
-    """The runtime's `kernel_verity_params`: root_hash=…,salt=…,data_blocks=…,data_block_size=…,hash_block_size=…"""
-
-    root_hash: str
-    salt: str
-    data_blocks: int
-    data_block_size: int
-    hash_block_size: int
-
-    @classmethod
-    def parse(cls, text: str, where: str = "kernel_verity_params") -> VerityParams:
-        fields: dict[str, str] = {}
-        for part in text.strip().split(","):
-            if "=" not in part:
-                raise UsageError(problem=f"'{part}' is not key=value", where=where,
-                                 fix="use root_hash=…,salt=…,data_blocks=…,data_block_size=…,hash_block_size=…")
-            key, value = part.split("=", 1)
-            fields[key.strip()] = value.strip()
-        missing = [key for key in ("root_hash", "salt", "data_blocks", "data_block_size", "hash_block_size")
-                   if key not in fields]
-        if missing:
-            raise UsageError(problem=f"missing {', '.join(missing)}", where=where,
-                             fix="give all five fields, as the image builder writes them")
-        try:
-            params = cls(fields["root_hash"], fields["salt"], int(fields["data_blocks"]),
-                         int(fields["data_block_size"]), int(fields["hash_block_size"]))
-        except ValueError as exc:
-            raise UsageError(problem=f"not a number: {exc}", where=where) from exc
-        if not re.fullmatch(r"[0-9a-f]{64}", params.root_hash):
-            raise UsageError(problem="root_hash must be 64 hex digits (sha256)", where=where)
-        for name in ("data_block_size", "hash_block_size"):
-            size = getattr(params, name)
-            if size <= 0 or size % 512:
-                raise UsageError(problem=f"{name}={size} must be a non-zero multiple of 512", where=where)
-        return params
-
-    def line(self) -> str:
-        return (f"root_hash={self.root_hash},salt={self.salt},data_blocks={self.data_blocks},"
-                f"data_block_size={self.data_block_size},hash_block_size={self.hash_block_size}")
+def parse_verity(text: str, where: str = "kernel_verity_params") -> VerityLine:
+    """The runtime's `kernel_verity_params` line, with errors that name where it came from."""
+    try:
+        line = VerityLine.parse(text)
+    except ValueError as exc:
+        raise UsageError(problem=f"invalid verity parameters: {exc}", where=where,
+                         fix="use root_hash=…,salt=…,data_blocks=…,data_block_size=…,hash_block_size=… as the "
+                             "image builder writes it") from exc
+    if len(line.root_hash) != 64:
+        raise UsageError(problem="root_hash must be 64 hex digits (sha256)", where=where,
+                         fix="use the root_hash file written next to the measured image")
+    return line
 
 
 @dataclass(frozen=True)
@@ -75,7 +48,7 @@ class RootSpec:
     kind: str  # "image" | "initrd"
     fs_type: str = "ext4"
     nvdimm: bool = True  # image exposed as an NVDIMM (DAX); False: virtio-blk
-    verity: VerityParams | None = None
+    verity: VerityLine | None = None
 
 
 def root_params(spec: RootSpec, arch: str = "x86_64") -> list[str]:
@@ -87,18 +60,18 @@ def root_params(spec: RootSpec, arch: str = "x86_64") -> list[str]:
     data_dev, hash_dev = ("/dev/pmem0p1", "/dev/pmem0p2") if spec.nvdimm else ("/dev/vda1", "/dev/vda2")
     # The Go runtime mounts with DAX only on amd64 NVDIMMs; never with dm-verity on top.
     dax = spec.nvdimm and spec.verity is None and arch == "x86_64"
-    ext4_flags = "data=ordered,errors=remount-ro ro"
-    if spec.fs_type == "ext4":
-        flags = f"dax,{ext4_flags}" if dax else ext4_flags
-    else:
-        flags = "dax ro" if dax else "ro"
+    flags = ["data=ordered", "errors=remount-ro"] if spec.fs_type == "ext4" else []
+    if dax:
+        flags.insert(0, "dax")
+    # The runtime writes "rootflags=<flags> ro": mount options, then `ro` as a parameter of its own.
+    mount = ([f"rootflags={','.join(flags)}"] if flags else []) + ["ro", f"rootfstype={spec.fs_type}"]
     if spec.verity is None:
-        return [f"root={data_dev}", f"rootflags={flags}", f"rootfstype={spec.fs_type}"]
+        return [f"root={data_dev}", *mount]
     verity = spec.verity
     sectors = verity.data_blocks * verity.data_block_size // 512
     table = (f"dm-verity,,,ro,0 {sectors} verity 1 {data_dev} {hash_dev} {verity.data_block_size} "
              f"{verity.hash_block_size} {verity.data_blocks} 0 sha256 {verity.root_hash} {verity.salt}")
-    return [f'dm-mod.create="{table}"', "root=/dev/dm-0", f"rootflags={flags}", f"rootfstype={spec.fs_type}"]
+    return [f'dm-mod.create="{table}"', "root=/dev/dm-0", *mount]
 
 
 def kernel_params(spec: RootSpec, *, arch: str = "x86_64", console: str | None = "ttyS0",

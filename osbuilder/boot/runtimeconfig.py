@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from osbuilder.boot.kernelparams import VerityParams
+from osbuilder.boot.kernelparams import parse_verity
 from osbuilder.errors import ConfigError
+from osbuilder.image.layout import VerityLine
 
 HYPERVISORS = ("qemu", "clh", "cloud-hypervisor", "firecracker", "dragonball", "stratovirt")
 
@@ -22,7 +23,7 @@ class RuntimeBoot:
     kernel_params: str
     rootfs_type: str
     nvdimm: bool
-    verity: VerityParams | None
+    verity: VerityLine | None
     memory_mb: int | None
     vcpus: int | None
 
@@ -62,7 +63,7 @@ def read_runtime_config(path: Path, root: Path | None = None) -> RuntimeBoot:
     if image is None and initrd is None:
         raise ConfigError(problem="neither image nor initrd is set", where=where, fix="set one of them")
     verity_text = section.get("kernel_verity_params", "")
-    verity = VerityParams.parse(verity_text, f"{where} kernel_verity_params") if verity_text else None
+    verity = parse_verity(verity_text, f"{where} kernel_verity_params") if verity_text else None
     return RuntimeBoot(
         hypervisor=name,
         kernel=kernel,

@@ -13,12 +13,13 @@ from typing import Any
 from osbuilder.arch import host_arch, parse_arch
 from osbuilder.boot.accel import choose_accel
 from osbuilder.boot.check import BootReport, CheckOptions, boot_check
-from osbuilder.boot.kernelparams import FS_TYPES, RootSpec, VerityParams, kernel_params
+from osbuilder.boot.kernelparams import FS_TYPES, RootSpec, kernel_params, parse_verity
 from osbuilder.boot.qemu import AGENT_PORT_NAME, VmSpec
 from osbuilder.boot.runtimeconfig import RuntimeBoot, read_runtime_config
 from osbuilder.commands import Command, Outcome
 from osbuilder.context import Context
 from osbuilder.errors import UsageError
+from osbuilder.image.layout import VerityLine
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -63,12 +64,12 @@ def _require_file(path: Path | None, option: str) -> None:
                          fix="give the path of a built asset")
 
 
-def _verity(value: str | None) -> VerityParams | None:
+def _verity(value: str | None) -> VerityLine | None:
     if not value:
         return None
     candidate = Path(value)
     text = candidate.read_text().strip() if candidate.is_file() else value
-    return VerityParams.parse(text, f"--verity {value}")
+    return parse_verity(text, f"--verity {value}")
 
 
 @contextlib.contextmanager

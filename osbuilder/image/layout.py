@@ -118,21 +118,9 @@ class ImageLayout:
             raise LayoutError(["an image without the DAX header cannot be used as an NVDIMM root"])
         if verity is not None and self.hash is None:
             raise LayoutError(["verity parameters given for an image without a hash partition"])
-        fs_type = self.fs_type or "ext4"
-        device = "/dev/pmem0p" if nvdimm else "/dev/vda"
-        options = ["data=ordered", "errors=remount-ro"] if fs_type == "ext4" else []
-        if verity is not None:
-            sectors = verity.data_blocks * verity.data_block_size // 512
-            table = (f"dm-verity,,,ro,0 {sectors} verity 1 {device}1 {device}2 {verity.data_block_size} "
-                     f"{verity.hash_block_size} {verity.data_blocks} 0 sha256 {verity.root_hash} {verity.salt}")
-            params = [f'dm-mod.create="{table}"', "root=/dev/dm-0"]
-        else:
-            params = [f"root={device}1"]
-            if nvdimm:
-                options = ["dax", *options]
-        if options:
-            params.append("rootflags=" + ",".join(options))
-        return [*params, "ro", f"rootfstype={fs_type}"]
+        from osbuilder.boot.kernelparams import RootSpec, root_params  # the one implementation of §9.4
+
+        return root_params(RootSpec("image", self.fs_type or "ext4", nvdimm, verity))
 
 
 @dataclass(frozen=True)

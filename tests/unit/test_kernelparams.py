@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from osbuilder.boot.kernelparams import RootSpec, VerityParams, kernel_params, root_params, split_params
+from osbuilder.boot.kernelparams import RootSpec, kernel_params, parse_verity, root_params, split_params
 from osbuilder.boot.runtimeconfig import read_runtime_config
 from osbuilder.errors import ConfigError, UsageError
 
@@ -16,24 +16,24 @@ VERITY = ("root_hash=" + "ab" * 32 + ",salt=" + "cd" * 32 +
 
 def test_nvdimm_ext4_image_mounts_with_dax() -> None:
     assert root_params(RootSpec("image")) == [
-        "root=/dev/pmem0p1", "rootflags=dax,data=ordered,errors=remount-ro ro", "rootfstype=ext4"]
+        "root=/dev/pmem0p1", "rootflags=dax,data=ordered,errors=remount-ro", "ro", "rootfstype=ext4"]
 
 
 def test_virtio_blk_and_other_filesystems() -> None:
     assert root_params(RootSpec("image", nvdimm=False)) == [
-        "root=/dev/vda1", "rootflags=data=ordered,errors=remount-ro ro", "rootfstype=ext4"]
-    assert root_params(RootSpec("image", fs_type="erofs")) == ["root=/dev/pmem0p1", "rootflags=dax ro",
+        "root=/dev/vda1", "rootflags=data=ordered,errors=remount-ro", "ro", "rootfstype=ext4"]
+    assert root_params(RootSpec("image", fs_type="erofs")) == ["root=/dev/pmem0p1", "rootflags=dax", "ro",
                                                                "rootfstype=erofs"]
-    assert root_params(RootSpec("image", fs_type="xfs", nvdimm=False))[1] == "rootflags=ro"
-    assert root_params(RootSpec("image"), arch="aarch64")[1] == "rootflags=data=ordered,errors=remount-ro ro"
+    assert root_params(RootSpec("image", fs_type="xfs", nvdimm=False)) == ["root=/dev/vda1", "ro", "rootfstype=xfs"]
+    assert root_params(RootSpec("image"), arch="aarch64")[1] == "rootflags=data=ordered,errors=remount-ro"
 
 
 def test_measured_image_uses_dm_mod_create() -> None:
-    params = root_params(RootSpec("image", verity=VerityParams.parse(VERITY)))
+    params = root_params(RootSpec("image", verity=parse_verity(VERITY)))
     sectors = 31744 * 4096 // 512
     assert params[0] == (f'dm-mod.create="dm-verity,,,ro,0 {sectors} verity 1 /dev/pmem0p1 /dev/pmem0p2 4096 4096 '
                          f'31744 0 sha256 {"ab" * 32} {"cd" * 32}"')
-    assert params[1:] == ["root=/dev/dm-0", "rootflags=data=ordered,errors=remount-ro ro", "rootfstype=ext4"]
+    assert params[1:] == ["root=/dev/dm-0", "rootflags=data=ordered,errors=remount-ro", "ro", "rootfstype=ext4"]
 
 
 def test_full_line_for_images_and_initrds() -> None:
@@ -46,7 +46,7 @@ def test_full_line_for_images_and_initrds() -> None:
     assert "quiet" in initrd
     debug = kernel_params(RootSpec("image"), verbosity="debug")
     assert "systemd.show_status=true" in debug and "systemd.log_level=debug" in debug
-    quoted = kernel_params(RootSpec("image", verity=VerityParams.parse(VERITY)))
+    quoted = kernel_params(RootSpec("image", verity=parse_verity(VERITY)))
     assert any(part.startswith('dm-mod.create="') and part.endswith('"') for part in split_params(quoted))
 
 
@@ -54,7 +54,7 @@ def test_full_line_for_images_and_initrds() -> None:
                                  VERITY.replace("data_blocks=31744", "data_blocks=many")])
 def test_bad_verity_params(bad: str) -> None:
     with pytest.raises(UsageError):
-        VerityParams.parse(bad)
+        parse_verity(bad)
 
 
 def test_runtime_config_reading(tmp_path: Path) -> None:
