@@ -195,7 +195,7 @@ def _check_root(report: BootReport, vm: RunningVm, spec: VmSpec, deadline: float
         _add(report, "dax", False, "no root-mount line from the agent")
         raise CheckFailed("DAX could not be confirmed: the agent printed no root-mount line")
     options = report.root["options"].split(",")
-    report.dax = any(option == "dax" or option.startswith("dax=") and option != "dax=never" for option in options)
+    report.dax = any(option == "dax" or (option.startswith("dax=") and option != "dax=never") for option in options)
     if "verity" in spec.cmdline and "dm-mod.create" in spec.cmdline:
         # A verity root is a device-mapper device on the pmem partitions; DAX does not apply.
         report.dax = None
