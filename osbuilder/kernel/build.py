@@ -286,8 +286,7 @@ def plan_kernel(context: Context, options: KernelOptions) -> KernelPlan:
     if not configs_dir.is_dir():
         raise UsageError(problem="no such directory", where=f"--configs-dir {configs_dir}",
                          fix="give the kernel-configs directory")
-    variant = Variant(arch.kernel, options.confidential, options.measured or options.confidential, options.debug,
-                      options.build_type)
+    variant = Variant(arch.kernel, options.confidential, options.measured, options.debug, options.build_type)
     if options.build_type is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", options.build_type):
         raise UsageError(problem=f"'{options.build_type}' is not a build type name", where="--build-type",
                          fix="letters, digits, '.', '_' and '-'")
@@ -678,11 +677,11 @@ def install_outputs(entry: Path, names: OutputNames, output_dir: Path) -> None:
 def build_kernel(context: Context, options: KernelOptions) -> KernelBuild:
     """The kernel for these options: from the cache, or built (and stored) if absent."""
     started = time.monotonic()
-    output_dir = _prepare_output_dir(options.output_dir)
-    if not options.use_cache and output_dir is None:
+    if not options.use_cache and options.output_dir is None:
         raise UsageError(problem="a build that is not stored in the cache needs an output directory",
                          where="--no-cache", fix="pass -o DIR")
     plan = plan_kernel(context, options)
+    output_dir = _prepare_output_dir(options.output_dir)
     cache = context.cache
     log.info("kernel %s for %s (cache key %s)", plan.names.base, plan.arch.name, plan.cache_key[:16])
     staging: Path | None = None
@@ -731,8 +730,8 @@ def check_kernel_config(context: Context, options: KernelOptions) -> ConfigCheck
     """Merge and check the configuration without compiling (a few seconds once the source is
     unpacked); writes config-<name> to the output directory if one is given."""
     started = time.monotonic()
-    output_dir = _prepare_output_dir(options.output_dir)
     plan = plan_kernel(context, options)
+    output_dir = _prepare_output_dir(options.output_dir)
     prepared = prepare_source(context, plan.source, options.mirror)
     tree = patched_tree(context.cache, prepared, list(plan.patches))
     epoch = plan.epoch if plan.epoch is not None else prepared.epoch

@@ -282,6 +282,9 @@ def test_a_failing_compile_leaves_no_cache_entry_and_no_outputs(fake: Fake) -> N
 def test_confidential_arm64_is_a_clear_error(fake: Fake) -> None:
     with pytest.raises(UsageError, match="no confidential guest support for arm64"):
         build_kernel(fake.context, fake.options(arch="aarch64", confidential=True))
+    assert not fake.out.exists()  # bad input: nothing was created
+    with pytest.raises(UsageError, match="always has a measured rootfs"):
+        build_kernel(fake.context, fake.options(confidential=True, measured=False))
 
 
 def test_an_unpinned_version_needs_a_local_source(fake: Fake) -> None:
