@@ -497,7 +497,7 @@ class _Progress:
         self.count = 0
         self.echo = echo
         self.bar = progress.bar(total, label, unit="step")
-        self.next_log = 0.1
+        self.next_tenth = 1
 
     def __call__(self, line: str) -> None:
         if self.echo:
@@ -507,9 +507,9 @@ class _Progress:
         self.count += 1
         if self.count <= self.total:
             self.bar.update(1)
-        if not progress.enabled() and self.count >= self.next_log * self.total and self.next_log < 1:
-            log.info("kernel build: %d%% (%d steps)", int(self.next_log * 100), self.count)
-            self.next_log += 0.1
+        if not progress.enabled() and self.next_tenth < 10 and self.count * 10 >= self.next_tenth * self.total:
+            log.info("kernel build: %d%% (%d steps)", self.next_tenth * 10, self.count)
+            self.next_tenth += 1
 
     def close(self) -> None:
         self.bar.close()
