@@ -12,7 +12,9 @@ from osbuilder.errors import UsageError
 class Arch:
     name: str  # uname -m: x86_64, aarch64
     debian: str  # amd64, arm64
-    kernel: str  # ARCH= for the kernel's make: x86, arm64
+    # ARCH= for the kernel's make, also the kernel-configs directory name. x86_64 rather than x86:
+    # with ARCH=x86, allnoconfig answers "n" to 64BIT and yields an i386 kernel.
+    kernel: str
     qemu: str  # qemu-system-<qemu>
     cross_prefix: str  # CROSS_COMPILE= when building on another architecture
     kernel_image: str  # the compressed boot image, relative to the kernel build dir
@@ -20,7 +22,7 @@ class Arch:
 
 
 ARCHES: dict[str, Arch] = {
-    "x86_64": Arch("x86_64", "amd64", "x86", "x86_64", "x86_64-linux-gnu-",
+    "x86_64": Arch("x86_64", "amd64", "x86_64", "x86_64", "x86_64-linux-gnu-",
                    "arch/x86/boot/bzImage", "vmlinux"),
     "aarch64": Arch("aarch64", "arm64", "arm64", "aarch64", "aarch64-linux-gnu-",
                     "arch/arm64/boot/Image.gz", "arch/arm64/boot/Image"),

@@ -82,6 +82,7 @@ STEPS: tuple[Step, ...] = (
         (
             _T("make", "make"),
             _T("gcc", "gcc"),
+            _T("ld", "binutils"),
             _T("bison", "bison"),
             _T("flex", "flex"),
             _T("bc", "bc"),
@@ -90,6 +91,7 @@ STEPS: tuple[Step, ...] = (
             _T("dpkg-deb", "dpkg", why="unpacks Debian's linux-source package"),
             _T("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu", optional=True, why="--arch aarch64"),
             _T("ccache", "ccache", optional=True, why="--ccache"),
+            _T("pahole", "dwarves", optional=True, why="BTF in --debug kernels"),
             _T("patch", "patch"),
         ),
         ("libelf-dev", "libssl-dev"),

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.httpserver import FixtureServer
+from tests.helpers.kernel import default_kernel  # noqa: F401  (session fixture: the default guest kernel)
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -1,4 +1,4 @@
-"""osbuilder inspect: decode an image or an initrd (and other kinds as inspectors are added)."""
+"""osbuilder inspect: decode a kernel, an image or an initrd (each kind is an inspector module)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("path", type=Path, metavar="PATH", help="an image, an initrd, ...")
+    parser.add_argument("path", type=Path, metavar="PATH", help="a kernel, a kernel config, an image or an initrd")
     parser.add_argument("--kind", help="skip detection: " + ", ".join(kinds()))
     parser.add_argument("--root-hash-file", type=Path, metavar="FILE",
                         help="the measured image's root hash record (default: a matching root_hash*.txt next to it)")
@@ -25,7 +25,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(context: Context, args: argparse.Namespace) -> Outcome:
     path: Path = args.path
     if not path.is_file():
-        raise UsageError(problem="no such file", where=str(path), fix="give the path of an image or an initrd")
+        raise UsageError(problem="no such file", where=str(path), fix="give the path of a built asset")
     inspectors = {inspector.kind: inspector for inspector in discover()}
     if args.kind:
         if args.kind not in inspectors:
@@ -45,5 +45,5 @@ def run(context: Context, args: argparse.Namespace) -> Outcome:
     return Outcome(report.to_json(), "\n".join(text), exit_code=EXIT_FAILED if report.problems else 0)
 
 
-COMMAND = Command("inspect", "decode an image or initrd: layout, pfn block, filesystem, verity, /init, agent",
+COMMAND = Command("inspect", "decode a kernel, image or initrd: features, layout, pfn block, filesystem, verity, /init, agent",
                   configure, run, order=40)
