@@ -1,0 +1,380 @@
+"""A rootfs as an ordered list of tar members: read from a base tar, edited in memory, written anew.
+
+Provisioning edits this model instead of a directory, which needs no privileges: ownership, modes
+and device numbers are just numbers in tar headers, whoever runs osbuilder. Only the edits are held
+in memory; unchanged file contents are copied from the base tar when the new tar is written.
+
+Paths are relative to the rootfs, without a leading "./" ("" is the top directory), and are
+resolved through the tree's own symlinks, so `lib/systemd/system/x` on a merged-/usr system is the
+member `usr/lib/systemd/system/x`, as it is at run time in the guest.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import io
+import tarfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from osbuilder.errors import BuildError
+
+REG = tarfile.REGTYPE
+DIR = tarfile.DIRTYPE
+SYM = tarfile.SYMTYPE
+LNK = tarfile.LNKTYPE
+MAX_SYMLINK_HOPS = 40
+_TYPE_NAMES = {REG: "file", DIR: "directory", SYM: "symlink", LNK: "hard link", tarfile.CHRTYPE: "character device",
+               tarfile.BLKTYPE: "block device", tarfile.FIFOTYPE: "fifo"}
+
+
+def normalise(name: str) -> str:
+    """'./usr/bin/' -> 'usr/bin'; './' -> ''."""
+    parts = [part for part in name.split("/") if part not in ("", ".")]
+    return "/".join(parts)
+
+
+def parent_of(path: str) -> str:
+    return path.rsplit("/", 1)[0] if "/" in path else ""
+
+
+@dataclass
+class Entry:
+    path: str
+    type: bytes
+    mode: int
+    uid: int = 0
+    gid: int = 0
+    mtime: int = 0
+    linkname: str = ""  # symlink target as written; for hard links the (normalised) target path
+    source: tarfile.TarInfo | None = None  # header and data in the base tar
+    data: bytes | None = None  # new content
+    host_file: Path | None = None  # new content, read from the host when the tar is written
+    pax: dict[str, str] = field(default_factory=dict)
+    devmajor: int = 0
+    devminor: int = 0
+
+    @property
+    def kind(self) -> str:
+        return _TYPE_NAMES.get(self.type, "member")
+
+    @property
+    def executable(self) -> bool:
+        return self.mode & 0o111 != 0
+
+
+class RootfsTree:
+    def __init__(self, base: Path | None = None, *, mtime: int = 0) -> None:
+        self.mtime = mtime  # for everything added or changed (SOURCE_DATE_EPOCH)
+        self.entries: dict[str, Entry] = {}
+        # Held open for the tree's lifetime: unchanged contents are copied from it on write().
+        self._base = tarfile.open(base, "r:", errors="surrogateescape") if base else None  # noqa: SIM115
+        if self._base is None:
+            self.entries[""] = Entry("", DIR, 0o755, mtime=mtime)
+            return
+        for info in self._base.getmembers():
+            path = normalise(info.name)
+            self.entries[path] = Entry(
+                path, info.type if info.type != tarfile.AREGTYPE else REG, info.mode, info.uid, info.gid,
+                int(info.mtime), normalise(info.linkname) if info.type == LNK else info.linkname,
+                source=info, pax=dict(info.pax_headers), devmajor=info.devmajor, devminor=info.devminor)
+        if "" not in self.entries:
+            raise BuildError(problem=f"{base} has no top directory entry ('./')", where=str(base),
+                             fix="the bootstrap output is not a rootfs tarball")
+
+    def close(self) -> None:
+        if self._base is not None:
+            self._base.close()
+
+    def __enter__(self) -> RootfsTree:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- lookups ------------------------------------------------------------------------------
+
+    def resolve(self, path: str, *, follow_last: bool = True) -> str:
+        """The member path that `path` names inside the guest, following the tree's symlinks."""
+        pending = [part for part in path.split("/") if part not in ("", ".")]
+        resolved: list[str] = []
+        hops = 0
+        while pending:
+            part = pending.pop(0)
+            if part == "..":
+                if resolved:
+                    resolved.pop()
+                continue
+            candidate = "/".join([*resolved, part])
+            entry = self.entries.get(candidate)
+            if entry is not None and entry.type == SYM and (pending or follow_last):
+                hops += 1
+                if hops > MAX_SYMLINK_HOPS:
+                    raise BuildError(problem=f"too many levels of symlinks resolving /{path}", where=f"/{path}",
+                                     fix="the rootfs has a symlink loop")
+                if entry.linkname.startswith("/"):
+                    resolved = []
+                pending = [p for p in entry.linkname.split("/") if p not in ("", ".")] + pending
+                continue
+            resolved.append(part)
+        return "/".join(resolved)
+
+    def get(self, path: str, *, follow: bool = False) -> Entry | None:
+        return self.entries.get(self.resolve(path, follow_last=follow))
+
+    def exists(self, path: str, *, follow: bool = False) -> bool:
+        return self.get(path, follow=follow) is not None
+
+    def children(self, directory: str) -> Iterator[Entry]:
+        prefix = f"{directory}/" if directory else ""
+        for path, entry in self.entries.items():
+            if path and path.startswith(prefix):
+                yield entry
+
+    def read(self, path: str) -> bytes:
+        entry = self.get(path, follow=True)
+        if entry is None:
+            raise BuildError(problem=f"/{path} does not exist in the rootfs", where=f"/{path}")
+        return self._content(entry)
+
+    def _content(self, entry: Entry) -> bytes:
+        if entry.type == LNK:
+            return self._content(self.entries[entry.linkname])
+        if entry.type != REG:
+            raise BuildError(problem=f"/{entry.path} is a {entry.kind}, not a file", where=f"/{entry.path}")
+        if entry.data is not None:
+            return entry.data
+        if entry.host_file is not None:
+            return entry.host_file.read_bytes()
+        assert self._base is not None and entry.source is not None
+        handle = self._base.extractfile(entry.source)
+        assert handle is not None
+        return handle.read()
+
+    def sha256(self, path: str) -> str:
+        return hashlib.sha256(self.read(path)).hexdigest()
+
+    # --- edits --------------------------------------------------------------------------------
+
+    def _place(self, path: str) -> str:
+        """Where a new member named `path` goes: its parent resolved, missing parents created."""
+        parts = normalise(path).rsplit("/", 1)
+        name = parts[-1]
+        if not name or name == "..":
+            raise BuildError(problem=f"invalid rootfs path '{path}'", where=path)
+        parent = self.mkdirs(parts[0]) if len(parts) == 2 else ""
+        return f"{parent}/{name}" if parent else name
+
+    def mkdirs(self, path: str, mode: int = 0o755) -> str:
+        """Create the directory and its missing parents (root-owned); return its member path."""
+        current = ""
+        for part in normalise(path).split("/"):
+            if not part:
+                continue
+            current = self.resolve(f"{current}/{part}" if current else part)
+            entry = self.entries.get(current)
+            if entry is None:
+                self.entries[current] = Entry(current, DIR, mode, mtime=self.mtime)
+            elif entry.type != DIR:
+                raise BuildError(problem=f"/{current} is a {entry.kind}, where a directory is needed",
+                                 where=f"/{current}", fix="the rootfs layout is unexpected")
+        return current
+
+    def _store(self, entry: Entry) -> None:
+        old = self.entries.get(entry.path)
+        if old is not None and old.type == DIR and entry.type != DIR:
+            self.remove(entry.path)
+        elif old is not None and old.type == REG:
+            self._detach_links({entry.path})
+        self.entries[entry.path] = entry  # a replaced member keeps its place
+
+    def put_file(self, path: str, content: bytes | Path, *, mode: int = 0o644, uid: int = 0, gid: int = 0) -> str:
+        target = self._place(path)
+        entry = Entry(target, REG, mode, uid, gid, self.mtime)
+        if isinstance(content, Path):
+            entry.host_file = content
+        else:
+            entry.data = content
+        self._store(entry)
+        return target
+
+    def put_symlink(self, path: str, target: str, *, uid: int = 0, gid: int = 0) -> str:
+        where = self._place(path)
+        self._store(Entry(where, SYM, 0o777, uid, gid, self.mtime, linkname=target))
+        return where
+
+    def put_hardlink(self, path: str, existing: str) -> str:
+        resolved = self.resolve(existing)
+        target = self.entries.get(resolved)
+        if target is None or target.type != REG:
+            raise BuildError(problem=f"hard link target /{existing} is not a file", where=f"/{path}")
+        where = self._place(path)
+        self._store(Entry(where, LNK, target.mode, target.uid, target.gid, self.mtime, linkname=resolved))
+        return where
+
+    def put_dir(self, path: str, *, mode: int = 0o755, uid: int = 0, gid: int = 0) -> str:
+        where = self.resolve(path)
+        existing = self.entries.get(where)
+        if existing is not None and existing.type == DIR:
+            existing.mode, existing.uid, existing.gid = mode, uid, gid
+            return where
+        where = self._place(path)
+        self._store(Entry(where, DIR, mode, uid, gid, self.mtime))
+        return where
+
+    def chmod(self, path: str, mode: int) -> None:
+        entry = self.get(path, follow=True)
+        if entry is None:
+            raise BuildError(problem=f"/{path} does not exist in the rootfs", where=f"/{path}")
+        entry.mode = mode
+
+    def update(self, path: str, edit: Callable[[str], str]) -> bool:
+        """Rewrite a text file as `sed -i` would (a new file at that path, same owner and mode);
+        False if it does not exist."""
+        entry = self.get(path, follow=True)
+        if entry is None or entry.type not in (REG, LNK):
+            return False
+        text = self._content(entry).decode("utf-8", errors="surrogateescape")
+        if entry.type == LNK:
+            entry.type, entry.linkname = REG, ""
+        else:
+            self._detach_links({entry.path})
+        entry.data = edit(text).encode("utf-8", errors="surrogateescape")
+        entry.host_file = None
+        entry.mtime = self.mtime
+        return True
+
+    def remove(self, path: str) -> list[str]:
+        """Remove a member (not following a final symlink) and everything below it."""
+        where = self.resolve(path, follow_last=False)
+        if where == "" or where not in self.entries:
+            return []
+        prefix = f"{where}/"
+        doomed = [name for name in self.entries if name == where or name.startswith(prefix)]
+        self._forget(doomed)
+        return doomed
+
+    def remove_matching(self, predicate: Callable[[Entry], bool]) -> list[str]:
+        """Remove every member (and what is below it) for which predicate is true."""
+        chosen = [name for name, entry in self.entries.items() if name and predicate(entry)]
+        doomed: list[str] = []
+        for name in chosen:
+            prefix = f"{name}/"
+            doomed.extend(other for other in self.entries if other == name or other.startswith(prefix))
+        unique = list(dict.fromkeys(doomed))
+        self._forget(unique)
+        return unique
+
+    def _forget(self, names: list[str]) -> None:
+        self._detach_links({name for name in names if self.entries[name].type == REG}, set(names))
+        for name in names:
+            del self.entries[name]
+
+    def _detach_links(self, paths: set[str], doomed: set[str] | None = None) -> None:
+        """Before files go away or change, the first surviving hard link to each takes over its
+        old content and the other links point to that one (what unlinking does on a filesystem)."""
+        if not paths:
+            return
+        doomed = doomed or set()
+        groups: dict[str, list[Entry]] = {}
+        for entry in self.entries.values():
+            if entry.type == LNK and entry.linkname in paths and entry.path not in doomed:
+                groups.setdefault(entry.linkname, []).append(entry)
+        for target, links in groups.items():
+            original = self.entries[target]
+            heir = links[0]
+            heir.type, heir.linkname = REG, ""
+            heir.source, heir.data, heir.host_file = original.source, original.data, original.host_file
+            for other in links[1:]:
+                other.linkname = heir.path
+
+    # --- output -------------------------------------------------------------------------------
+
+    def write(self, destination: Path | BinaryIO, progress: Callable[[int], object] | None = None) -> None:
+        """Write the tree as a PAX tar, in tree order, with numeric ids and no user names."""
+        if isinstance(destination, Path):
+            with destination.open("wb") as handle:
+                self._write(handle, progress)
+        else:
+            self._write(destination, progress)
+
+    def ordered(self) -> list[Entry]:
+        """Depth-first by name, each directory's members together (so tar restores a directory's
+        mtime after filling it), and each hard-linked file's content with the first of its names."""
+        order = sorted(self.entries.values(), key=lambda entry: entry.path.split("/") if entry.path else [])
+        position = {entry.path: index for index, entry in enumerate(order)}
+        groups: dict[str, list[Entry]] = {}
+        for entry in order:
+            if entry.type == LNK:
+                groups.setdefault(entry.linkname, []).append(entry)
+        for target_path, links in groups.items():
+            first = min(links, key=lambda link: position[link.path])
+            if position[first.path] > position[target_path]:
+                continue
+            target = self.entries[target_path]
+            # The first name in output order carries the content; the rest link to it.
+            first.type, first.linkname = REG, ""
+            first.source, first.data, first.host_file = target.source, target.data, target.host_file
+            target.type, target.linkname = LNK, first.path
+            target.source, target.data, target.host_file = None, None, None
+            for link in links:
+                if link is not first:
+                    link.linkname = first.path
+        return order
+
+    def _write(self, handle: BinaryIO, progress: Callable[[int], object] | None) -> None:
+        with tarfile.open(fileobj=handle, mode="w|", format=tarfile.PAX_FORMAT,
+                          errors="surrogateescape") as out:
+            for entry in self.ordered():
+                info = self._header(entry)
+                if entry.type != REG:
+                    out.addfile(info)
+                elif entry.data is not None:
+                    out.addfile(info, io.BytesIO(entry.data))
+                elif entry.host_file is not None:
+                    with entry.host_file.open("rb") as data:
+                        out.addfile(info, data)
+                else:
+                    assert self._base is not None and entry.source is not None
+                    out.addfile(info, self._base.extractfile(entry.source))
+                if progress is not None:
+                    progress(1)
+
+    def _header(self, entry: Entry) -> tarfile.TarInfo:
+        if entry.source is not None:
+            info = copy.copy(entry.source)
+            info.pax_headers = dict(entry.pax)
+        else:
+            info = tarfile.TarInfo()
+            info.pax_headers = dict(entry.pax)
+        info.name = f"./{entry.path}" if entry.path else "./"
+        info.type = entry.type
+        info.mode = entry.mode
+        info.uid, info.gid = entry.uid, entry.gid
+        info.uname = info.gname = ""
+        info.mtime = entry.mtime
+        info.devmajor, info.devminor = entry.devmajor, entry.devminor
+        if entry.type == LNK:
+            info.linkname = f"./{entry.linkname}"
+        elif entry.type == SYM:
+            info.linkname = entry.linkname
+        else:
+            info.linkname = ""
+        if entry.type == REG:
+            if entry.data is not None:
+                info.size = len(entry.data)
+            elif entry.host_file is not None:
+                info.size = entry.host_file.stat().st_size
+        else:
+            info.size = 0
+        return info
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __iter__(self) -> Iterator[Entry]:
+        return iter(list(self.entries.values()))
+
