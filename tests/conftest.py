@@ -47,3 +47,11 @@ def run_cli(*args: str | os.PathLike[str], env: dict[str, str] | None = None, cw
 @pytest.fixture
 def cli() -> object:
     return run_cli
+
+
+@pytest.fixture(scope="session")
+def test_agent(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A static ELF to install as the agent (built once per session)."""
+    from tests.helpers.testagent import build_test_agent
+
+    return build_test_agent(tmp_path_factory.mktemp("agent"))
