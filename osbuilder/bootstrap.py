@@ -1,0 +1,209 @@
+"""Bootstrapping a distribution with mmdebstrap, and the package cache shared between builds.
+
+mmdebstrap writes a tarball (bit-reproducible with SOURCE_DATE_EPOCH, identical in root and
+unshare mode) that provisioning then edits; device nodes are left out (`--skip=output/dev`), as
+devtmpfs provides them in the guest and a rootless extraction could not create them.
+
+Package cache: downloaded .debs are kept under <cache>/apt-archives/<archive>/<suite>/<arch>/.
+mmdebstrap's documented recipe reuses them: a setup hook `sync-in`s a snapshot of that directory
+into the chroot's /var/cache/apt/archives (apt then only fetches what is missing or changed, as it
+checks every file against the signed index), `--skip=download/empty` allows the non-empty archive
+directory, `--skip=essential/unlink` keeps the essential packages there, and a customize hook
+`sync-out`s the directory again. The special hooks copy across the user-namespace boundary, so
+this works in root, unshare and container runs alike and the cached files stay owned by the
+caller. New packages enter the shared directory by rename, and a package's older versions are
+dropped when a build used a newer one.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import re
+import shlex
+import urllib.parse
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from osbuilder import runner, userns
+from osbuilder.arch import Arch
+from osbuilder.cache import Cache
+from osbuilder.context import Context
+from osbuilder.debarchive import ArchiveClient, extract_member
+from osbuilder.errors import BuildError, UsageError
+from osbuilder.mirrors import archive_mirror
+from osbuilder.recipes import Recipe
+
+log = logging.getLogger(__name__)
+
+APT_ARCHIVES = "/var/cache/apt/archives"
+DPKG_SPEEDUP = "force-unsafe-io"  # no fsync per file while bootstrapping; removed from the result
+DPKG_CONFIG = "etc/dpkg/dpkg.cfg.d/99mmdebstrap"
+
+
+@dataclass(frozen=True)
+class BootstrapSpec:
+    suite: str
+    variant: str
+    components: tuple[str, ...]
+    debian_arch: str
+    packages: tuple[str, ...]
+    mirror: str | None  # None: mmdebstrap's default mirrors for the suite
+    trims: tuple[str, ...]  # left out by dpkg (path-exclude) and removed again by provisioning
+    options: tuple[str, ...]  # the recipe's extra mmdebstrap options
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where mmdebstrap finds things: host paths natively, mount points in a container."""
+
+    target: str
+    debs_in: str
+    debs_out: str
+    keyring: str | None
+
+
+def mmdebstrap_argv(spec: BootstrapSpec, mode: str, paths: Paths) -> list[str]:
+    argv = [
+        "mmdebstrap",
+        f"--mode={mode}",
+        f"--variant={spec.variant}",
+        f"--architectures={spec.debian_arch}",
+        f"--components={','.join(spec.components)}",
+    ]
+    if spec.packages:
+        argv.append(f"--include={','.join(spec.packages)}")
+    if paths.keyring:
+        argv.append(f"--keyring={paths.keyring}")
+    argv += ["--skip=output/dev", "--skip=download/empty", "--skip=essential/unlink", f"--dpkgopt={DPKG_SPEEDUP}"]
+    argv += [f"--dpkgopt=path-exclude=/{trim.strip('/')}/*" for trim in spec.trims]
+    argv += [
+        f'--setup-hook=mkdir -p "$1"{APT_ARCHIVES}',
+        f"--setup-hook=sync-in {shlex.quote(paths.debs_in)} {APT_ARCHIVES}/",
+        f"--customize-hook=sync-out {APT_ARCHIVES} {shlex.quote(paths.debs_out)}",
+        # The packages are in the cache now; they do not belong in the rootfs tarball.
+        f'--customize-hook=rm -f "$1"{APT_ARCHIVES}/*.deb',
+    ]
+    argv += list(spec.options)
+    argv += [spec.suite, paths.target]
+    if spec.mirror:
+        argv.append(spec.mirror)
+    return argv
+
+
+def drop_dpkg_speedup(text: str) -> str:
+    return "".join(line for line in text.splitlines(keepends=True) if line.strip() != DPKG_SPEEDUP)
+
+
+@functools.cache
+def mmdebstrap_version() -> str:
+    tool = runner.require_tool("mmdebstrap", "bootstrap the rootfs")
+    return runner.run([tool, "--version"], what="mmdebstrap --version").stdout.strip()
+
+
+def native_mode() -> str:
+    """mmdebstrap's mode on this host: root as root, unshare for a user with subordinate ids."""
+    if os.geteuid() == 0:
+        return "root"
+    problem = userns.unshare_problem()
+    if problem:
+        raise UsageError(
+            problem=f"cannot bootstrap without root here: {problem}",
+            where="--backend native",
+            fix="use --backend docker, run as root, or give this user subordinate ids "
+                "(usermod --add-subuids 100000-165535 --add-subgids 100000-165535 USER) with uidmap installed",
+        )
+    return "unshare"
+
+
+def bootstrap_mirror(archive: str, suite: str, explicit: str | None) -> str | None:
+    """--mirror, else OSBUILDER_<ARCHIVE>_MIRROR, else None (mmdebstrap's defaults, which include the
+    suite's updates and security suites; a single mirror URL bootstraps from that suite only)."""
+    return archive_mirror(archive, suite, explicit, sources=[])
+
+
+def resolve_keyring(context: Context, recipe: Recipe, arch: Arch) -> Path | None:
+    """The archive keyring for --keyring: the host's, else the pinned keyring package's file, kept
+    in the cache (Debian hosts lack the Ubuntu archive keys)."""
+    keyring = recipe.keyring
+    if keyring is None:
+        return None
+    if keyring.host_path and Path(keyring.host_path).is_file():
+        return Path(keyring.host_path)
+    if not keyring.external or not keyring.member:
+        raise UsageError(
+            problem=f"the archive keyring {keyring.host_path} is not installed",
+            where=f"{recipe.document.where('keyring')} (keyring)",
+            fix="install the keyring package, or name a versions.yaml external with its member",
+        )
+    pin = context.versions.external(keyring.external)
+    deb = ArchiveClient(context.fetcher).resolve(pin, arch.name, arch.debian)
+    target = context.cache.path("keyrings") / f"{deb.sha256[:16]}-{Path(keyring.member).name}"
+    if not target.is_file():
+        temporary = target.with_name(f".{target.name}.{os.getpid()}")
+        temporary.write_bytes(extract_member(deb.path, keyring.member))
+        os.replace(temporary, target)
+    return target
+
+
+# --- the package cache -----------------------------------------------------------------------
+
+
+_DEB = re.compile(r"^(?P<name>[^_]+)_(?P<version>[^_]+)_(?P<arch>[^_]+)\.deb$")
+
+
+class PackageCache:
+    def __init__(self, cache: Cache, archive: str, suite: str, debian_arch: str) -> None:
+        self.cache = cache
+        self.label = f"apt-archives-{archive}-{suite}-{debian_arch}"
+        self.directory = cache.path("apt-archives", archive, suite, debian_arch)
+
+    def debs(self) -> list[str]:
+        return sorted(name for name in os.listdir(self.directory) if name.endswith(".deb"))
+
+    def snapshot(self, destination: Path) -> int:
+        """Hard-link the cached packages into a directory private to one build (so a concurrent
+        merge cannot change what that build copies in)."""
+        destination.mkdir(parents=True, exist_ok=True)
+        with self.cache.lock(self.label):
+            names = self.debs()
+            for name in names:
+                try:
+                    os.link(self.directory / name, destination / name)
+                except OSError:  # another filesystem or no hard links: copy instead
+                    (destination / name).write_bytes((self.directory / name).read_bytes())
+        return len(names)
+
+    def merge(self, used: Path, known: Sequence[str]) -> list[str]:
+        """Take the packages a build used into the cache; return the ones it downloaded."""
+        built = sorted(name for name in os.listdir(used) if _DEB.match(name))
+        downloaded = [name for name in built if name not in set(known)]
+        with self.cache.lock(self.label):
+            present = set(self.debs())
+            for name in built:
+                if name not in present:
+                    os.replace(used / name, self.directory / name)
+            current = {_package_key(name): name for name in built}
+            for name in present:
+                key = _package_key(name)
+                if key in current and current[key] != name:
+                    (self.directory / name).unlink(missing_ok=True)  # superseded by a newer version
+        return downloaded
+
+
+def _package_key(filename: str) -> tuple[str, str]:
+    match = _DEB.match(filename)
+    if not match:
+        return filename, ""
+    return urllib.parse.unquote(match["name"]), match["arch"]
+
+
+def run_native(argv: Sequence[str], on_line: Callable[[str], None]) -> None:
+    try:
+        runner.run(argv, stream=True, on_line=on_line, what="mmdebstrap")
+    except BuildError as error:
+        error.fix = ("see the mmdebstrap output above; run the command by hand with --verbose to debug "
+                     "(network access to the archive mirror is needed)")
+        raise

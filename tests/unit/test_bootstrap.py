@@ -1,0 +1,68 @@
+"""The mmdebstrap command line and the package cache shared between builds."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from osbuilder import bootstrap
+from osbuilder.bootstrap import BootstrapSpec, PackageCache, Paths
+from osbuilder.cache import Cache
+
+SPEC = BootstrapSpec(suite="noble", variant="required", components=("main", "universe"), debian_arch="amd64",
+                     packages=("chrony", "init"), mirror=None, trims=("usr/share/doc",), options=("--aptopt=X",))
+
+
+def test_mmdebstrap_command_line() -> None:
+    argv = bootstrap.mmdebstrap_argv(SPEC, "unshare", Paths("/out/b.tar", "/c/in", "/c/out", "/k.gpg"))
+    assert argv[:5] == ["mmdebstrap", "--mode=unshare", "--variant=required", "--architectures=amd64",
+                        "--components=main,universe"]
+    for option in ("--include=chrony,init", "--keyring=/k.gpg", "--skip=output/dev", "--skip=download/empty",
+                   "--skip=essential/unlink", "--dpkgopt=force-unsafe-io", "--dpkgopt=path-exclude=/usr/share/doc/*",
+                   "--setup-hook=sync-in /c/in /var/cache/apt/archives/",
+                   "--customize-hook=sync-out /var/cache/apt/archives /c/out", "--aptopt=X"):
+        assert option in argv, option
+    assert argv.index("--setup-hook=sync-in /c/in /var/cache/apt/archives/") > argv.index(
+        '--setup-hook=mkdir -p "$1"/var/cache/apt/archives')
+    assert argv[-2:] == ["noble", "/out/b.tar"]
+    with_mirror = bootstrap.mmdebstrap_argv(
+        BootstrapSpec(**{**SPEC.__dict__, "mirror": "http://mirror.invalid/ubuntu"}), "root",
+        Paths("/t", "/a b", "/o", None))
+    assert with_mirror[-3:] == ["noble", "/t", "http://mirror.invalid/ubuntu"]
+    assert "--setup-hook=sync-in '/a b' /var/cache/apt/archives/" in with_mirror
+    assert not any(arg.startswith("--keyring") for arg in with_mirror)
+
+
+def test_the_speedup_leaves_the_dpkg_configuration() -> None:
+    text = "force-unsafe-io\npath-exclude=/usr/share/doc/*\n"
+    assert bootstrap.drop_dpkg_speedup(text) == "path-exclude=/usr/share/doc/*\n"
+
+
+def test_native_mode_as_root() -> None:
+    if os.geteuid() == 0:
+        assert bootstrap.native_mode() == "root"
+
+
+def _deb(directory: Path, name: str, content: bytes = b"deb") -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / name).write_bytes(content)
+
+
+def test_package_cache_snapshot_merge_and_prune(tmp_path: Path) -> None:
+    packages = PackageCache(Cache(tmp_path / "cache"), "ubuntu", "noble", "amd64")
+    _deb(packages.directory, "libc6_2.39-0ubuntu8_amd64.deb")
+    _deb(packages.directory, "zlib1g_1%3a1.3_amd64.deb")
+    snapshot = tmp_path / "in"
+    assert packages.snapshot(snapshot) == 2
+    known = sorted(os.listdir(snapshot))
+    used = tmp_path / "out"
+    _deb(used, "libc6_2.39-0ubuntu8.4_amd64.deb")  # a newer libc6 was downloaded
+    _deb(used, "zlib1g_1%3a1.3_amd64.deb")  # reused
+    _deb(used, "chrony_4.5_amd64.deb")  # new
+    (used / "lock").write_text("")
+    downloaded = packages.merge(used, known)
+    assert downloaded == ["chrony_4.5_amd64.deb", "libc6_2.39-0ubuntu8.4_amd64.deb"]
+    assert packages.debs() == ["chrony_4.5_amd64.deb", "libc6_2.39-0ubuntu8.4_amd64.deb",
+                               "zlib1g_1%3a1.3_amd64.deb"]
+    # the snapshot is hard links: removing the old libc6 from the cache did not touch it
+    assert (snapshot / "libc6_2.39-0ubuntu8_amd64.deb").read_bytes() == b"deb"
