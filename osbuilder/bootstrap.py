@@ -17,13 +17,15 @@ dropped when a build used a newer one.
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import logging
 import os
 import re
 import shlex
+import shutil
+import tempfile
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,10 +99,8 @@ def drop_dpkg_speedup(text: str) -> str:
     return "".join(line for line in text.splitlines(keepends=True) if line.strip() != DPKG_SPEEDUP)
 
 
-@functools.cache
-def mmdebstrap_version() -> str:
-    tool = runner.require_tool("mmdebstrap", "bootstrap the rootfs")
-    return runner.run([tool, "--version"], what="mmdebstrap --version").stdout.strip()
+def mmdebstrap_version(memo: Path | None = None) -> str:
+    return runner.tool_version("mmdebstrap", memo, "bootstrap the rootfs")
 
 
 def native_mode() -> str:
@@ -146,6 +146,34 @@ def resolve_keyring(context: Context, recipe: Recipe, arch: Arch) -> Path | None
         temporary.write_bytes(extract_member(deb.path, keyring.member))
         os.replace(temporary, target)
     return target
+
+
+def _readable_by_anyone(path: Path) -> bool:
+    if not path.stat().st_mode & 0o004:
+        return False
+    return all(parent.stat().st_mode & 0o001 for parent in path.resolve().parents)
+
+
+@contextlib.contextmanager
+def keyring_for_apt(keyring: Path | None) -> Iterator[Path | None]:
+    """The keyring where apt can read it. apt verifies the archive as the unprivileged _apt user
+    (and, in unshare mode, as a subordinate id), which cannot enter a private cache directory such
+    as ~/.cache; a copy in the temporary directory can be read by anyone (it is public data)."""
+    if keyring is None or _readable_by_anyone(keyring):
+        yield keyring
+        return
+    base = Path(tempfile.gettempdir())
+    if not base.stat().st_mode & 0o001:
+        base = Path("/tmp")
+    directory = Path(tempfile.mkdtemp(prefix="osbuilder-keyring-", dir=base))
+    try:
+        directory.chmod(0o755)
+        copy = directory / keyring.name
+        shutil.copyfile(keyring, copy)
+        copy.chmod(0o644)
+        yield copy
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 # --- the package cache -----------------------------------------------------------------------

@@ -70,13 +70,16 @@ def default_base(distro: str, release: str) -> str:
 def builder_image(engine: docker.DockerClient, distro: str, release: str, base_image: str) -> Builder:
     dockerfile = templating.render("rootfs/Dockerfile.j2", base_image=base_image, distro=distro, release=release,
                                    packages=BUILDER_PACKAGES)
-    tag = f"{BUILDER_REPOSITORY}:{distro}-{release}-{hashlib.sha256(dockerfile.encode()).hexdigest()[:12]}"
+    try:
+        base_id = str(engine.images.get(base_image).id)
+    except docker.errors.ImageNotFound:
+        base_id = "absent"
+        log.info("base image %s is not present; the engine will try to pull it", base_image)
+    # The tag names the Dockerfile and the base image's content: a re-imported base gets a new builder.
+    digest = hashlib.sha256(f"{dockerfile}\n{base_id}".encode()).hexdigest()[:12]
+    tag = f"{BUILDER_REPOSITORY}:{distro}-{release}-{digest}"
     with contextlib.suppress(docker.errors.ImageNotFound):
         return Builder(tag, engine.images.get(tag).id)
-    try:
-        engine.images.get(base_image)
-    except docker.errors.ImageNotFound:
-        log.info("base image %s is not present; the engine will try to pull it", base_image)
     log.info("building the builder image %s from %s", tag, base_image)
     try:
         image, _logs = engine.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, network_mode="host",

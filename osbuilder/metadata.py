@@ -105,7 +105,7 @@ class Package:
 
 
 def parse_dpkg_query(output: str) -> list[Package]:
-    """Lines of `dpkg-query -W -f '${db:Status-Abbrev}\\t${binary:Package}\\t${Version}\\t${Architecture}\\n'`."""
+    """Lines of `dpkg-query -W -f '${db:Status-Abbrev}\\t${Package}\\t${Version}\\t${Architecture}\\n'`."""
     packages = []
     for line in output.splitlines():
         fields = line.split("\t")

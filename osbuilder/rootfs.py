@@ -11,14 +11,18 @@ rootless, so the tree is owned by the caller's subordinate ids (see osbuilder.us
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import shutil
+import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, BinaryIO, cast
 
 from osbuilder import bootstrap, docker_backend, metadata, progress, provision, runner, userns
 from osbuilder.agent_build import default_agent
@@ -27,7 +31,7 @@ from osbuilder.arch import Arch, host_arch, parse_arch
 from osbuilder.cache import content_key, sha256_file, sha256_tree
 from osbuilder.context import Context
 from osbuilder.debarchive import ArchiveClient, extract_member
-from osbuilder.errors import UsageError
+from osbuilder.errors import BuildError, CommandError, UsageError
 from osbuilder.paths import TEMPLATES_DIR
 from osbuilder.recipes import InitMode, Recipe, Release
 from osbuilder.rootfs_tree import RootfsTree
@@ -44,6 +48,7 @@ AGENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 BUILDER_MODULES = ("rootfs.py", "rootfs_tree.py", "provision.py", "bootstrap.py", "docker_backend.py",
                    "metadata.py", "agent_input.py")
 BUSYBOX_MEMBER = "bin/busybox"
+TOOL_VERSIONS = "tool-versions.json"  # memo of `tool --version` in the cache
 
 
 @dataclass(frozen=True)
@@ -104,7 +109,7 @@ class Result:
     cache_hit: bool
     meta: dict[str, Any]
     duration: float = 0.0
-    notes: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         plan = self.plan
@@ -125,6 +130,7 @@ class Result:
             "agent_version": self.meta.get("agent_version"),
             "source_date_epoch": plan.source_date_epoch,
             "duration": round(self.duration, 3),
+            "timings": self.timings,
         }
 
 
@@ -229,16 +235,11 @@ def _builder_digest() -> str:
     return content_key({path.name: sha256_file(path) for path in files})
 
 
-def _tool_version(name: str) -> str:
-    tool = runner.require_tool(name, "build the rootfs")
-    return runner.run([tool, "--version"], what=f"{name} --version").stdout.splitlines()[0].strip()
-
-
 def strip_tool(arch: Arch) -> str:
     return "strip" if arch.name == host_arch().name else f"{arch.cross_prefix}strip"
 
 
-def cache_inputs(plan: Plan, bootstrap_tool: str) -> dict[str, Any]:
+def cache_inputs(plan: Plan, bootstrap_tool: str, memo: Path | None = None) -> dict[str, Any]:
     request = plan.request
     return {
         "kind": CACHE_KIND,
@@ -260,7 +261,7 @@ def cache_inputs(plan: Plan, bootstrap_tool: str) -> dict[str, Any]:
         "backend": request.backend if plan.bootstraps else "none",
         "bootstrap_tool": bootstrap_tool,
         "mirror": plan.mirror,
-        "strip": _tool_version(strip_tool(plan.arch)),
+        "strip": runner.tool_version(strip_tool(plan.arch), memo, "strip the agent"),
         "source_date_epoch": plan.source_date_epoch,
     }
 
@@ -268,8 +269,19 @@ def cache_inputs(plan: Plan, bootstrap_tool: str) -> dict[str, Any]:
 # --- building -----------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _phase(timings: dict[str, float], name: str) -> Iterator[None]:
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        timings[name] = round(timings.get(name, 0.0) + time.monotonic() - started, 3)
+
+
 def build(context: Context, plan: Plan) -> Result:
     started = time.monotonic()
+    timings: dict[str, float] = {}
+    memo = context.cache.root / TOOL_VERSIONS
     builder: docker_backend.Builder | None = None
     engine = None
     if plan.mode == "docker":
@@ -278,57 +290,60 @@ def build(context: Context, plan: Plan) -> Result:
         builder = docker_backend.builder_image(engine, plan.recipe.name, plan.release.codename, base)
         tool = f"docker:{builder.image_id}"
     elif plan.bootstraps:
-        tool = bootstrap.mmdebstrap_version()
+        tool = bootstrap.mmdebstrap_version(memo)
     else:
         tool = "none"
-    inputs = cache_inputs(plan, tool)
-    key = content_key(inputs)
+    with _phase(timings, "cache_key"):
+        inputs = cache_inputs(plan, tool, memo)
+        key = content_key(inputs)
     existing = None if plan.request.no_cache else context.cache.lookup(CACHE_KIND, key)
     if existing is not None:
         log.info("cache hit: reusing rootfs %s (no bootstrap)", key[:16])
         hit = True
-        entry = existing
+        with _phase(timings, "install"):
+            install(existing / ROOTFS_TAR, plan.output)
     else:
         log.info("building %s %s (%s, %s mode) for %s", plan.recipe.name, plan.release.codename, plan.init.name,
                  plan.mode, plan.arch.name)
-        made = context.cache.get_or_build(
-            CACHE_KIND, key, lambda staging: _build_entry(context, plan, key, staging, engine, builder),
-            force=plan.request.no_cache)
-        hit, entry = made.hit, made.path
-    install(entry / ROOTFS_TAR, plan.output)
+        installer = Installer(plan.output)
+        try:
+            made = context.cache.get_or_build(
+                CACHE_KIND, key,
+                lambda staging: _build_entry(context, plan, key, staging, engine, builder, timings, installer),
+                force=plan.request.no_cache)
+            with _phase(timings, "install"):
+                if installer.process is not None:
+                    installer.finish()  # it unpacked the tarball while the build wrote it
+                else:
+                    install(made.path / ROOTFS_TAR, plan.output)  # another process built it meanwhile
+        except BaseException:
+            installer.abort()
+            raise
+        hit = made.hit
     meta = context.cache.entry_meta(CACHE_KIND, key)
-    return Result(plan, key, hit, meta, time.monotonic() - started)
+    return Result(plan, key, hit, meta, time.monotonic() - started, timings)
 
 
 def _build_entry(context: Context, plan: Plan, key: str, staging: Path, engine: Any,
-                 builder: docker_backend.Builder | None) -> dict[str, Any]:
+                 builder: docker_backend.Builder | None, timings: dict[str, float],
+                 installer: Installer) -> dict[str, Any]:
     mtime = plan.source_date_epoch if plan.source_date_epoch is not None else int(time.time())
     base: Path | None = None
     downloaded: list[str] = []
     if plan.bootstraps:
         base = staging / "bootstrap.tar"
-        downloaded = _bootstrap(context, plan, staging, base, engine, builder)
-    agent = _prepare_agent(plan, staging)
+        with _phase(timings, "bootstrap"):
+            downloaded = _bootstrap(context, plan, staging, base, engine, builder)
+    with _phase(timings, "provision"):
+        agent = _prepare_agent(plan, staging)
     with RootfsTree(base, mtime=mtime) as tree:
-        packages: list[metadata.Package] = []
-        if plan.bootstraps:
-            tree.update(bootstrap.DPKG_CONFIG, bootstrap.drop_dpkg_speedup)
-        else:
-            provision.dirs_for_kernel_and_agent(tree)
-            if plan.busybox:
-                packages.append(_add_busybox(context, plan, tree, staging))
-        spec = provision.Provisioning(
-            init=plan.init.name, agent=agent, trims=plan.recipe.trim,
-            delete_unneeded=plan.request.delete_unneeded, kernel_modules=plan.request.kernel_modules)
-        provision.provision(tree, spec)
-        if plan.bootstraps:
-            packages = _installed_packages(tree, staging)
-        tree.put_file(metadata.OSBUILDER_YAML, _osbuilder_yaml(plan).encode())
-        manifest = _manifest(plan, key, agent, packages)
-        tree.put_file(metadata.MANIFEST_JSON, manifest.encode())
-        provision.require_ok(provision.check(tree, spec), "rootfs")
-        with progress.bar(len(tree), "writing the rootfs", unit="files") as bar:
-            tree.write(staging / ROOTFS_TAR, bar.update)
+        with _phase(timings, "provision"):
+            packages, manifest = _provision_tree(context, plan, key, tree, agent, staging)
+        with _phase(timings, "write"), progress.bar(len(tree), "writing the rootfs", unit="files") as bar, \
+                (staging / ROOTFS_TAR).open("wb") as cached:
+            unpacking = installer.start()
+            assert unpacking is not None
+            tree.write(cast(BinaryIO, Tee(cached, unpacking)), bar.update)
     (staging / MANIFEST).write_text(manifest)
     agent.binary.unlink()
     if base is not None:
@@ -343,6 +358,29 @@ def _build_entry(context: Context, plan: Plan, key: str, staging: Path, engine: 
         "init": plan.init.name,
         "mode": plan.mode,
     }
+
+
+def _provision_tree(context: Context, plan: Plan, key: str, tree: RootfsTree, agent: provision.AgentInstall,
+                    staging: Path) -> tuple[list[metadata.Package], str]:
+    """Provision, describe and check the tree; return the installed packages and the manifest."""
+    packages: list[metadata.Package] = []
+    if plan.bootstraps:
+        tree.update(bootstrap.DPKG_CONFIG, bootstrap.drop_dpkg_speedup)
+    else:
+        provision.dirs_for_kernel_and_agent(tree)
+        if plan.busybox:
+            packages.append(_add_busybox(context, plan, tree, staging))
+    spec = provision.Provisioning(
+        init=plan.init.name, agent=agent, trims=plan.recipe.trim,
+        delete_unneeded=plan.request.delete_unneeded, kernel_modules=plan.request.kernel_modules)
+    provision.provision(tree, spec)
+    if plan.bootstraps:
+        packages = _installed_packages(tree, staging)
+    tree.put_file(metadata.OSBUILDER_YAML, _osbuilder_yaml(plan).encode())
+    manifest = _manifest(plan, key, agent, packages)
+    tree.put_file(metadata.MANIFEST_JSON, manifest.encode())
+    provision.require_ok(provision.check(tree, spec), "rootfs")
+    return packages, manifest
 
 
 def _phase_logger(description: str) -> tuple[Any, Any]:
@@ -385,8 +423,9 @@ def _bootstrap(context: Context, plan: Plan, staging: Path, target: Path, engine
             argv = bootstrap.mmdebstrap_argv(spec, "root", paths)
             docker_backend.run(engine, builder, argv, mounts, owned_outputs=[f"{root}/out"], on_line=on_line)
         else:
-            paths = bootstrap.Paths(str(target), str(debs_in), str(debs_out), str(keyring) if keyring else None)
-            bootstrap.run_native(bootstrap.mmdebstrap_argv(spec, plan.mode, paths), on_line)
+            with bootstrap.keyring_for_apt(keyring) as readable:
+                paths = bootstrap.Paths(str(target), str(debs_in), str(debs_out), str(readable) if readable else None)
+                bootstrap.run_native(bootstrap.mmdebstrap_argv(spec, plan.mode, paths), on_line)
     downloaded = packages.merge(debs_out, known)
     shutil.rmtree(debs_in)
     shutil.rmtree(debs_out)
@@ -433,7 +472,7 @@ def _installed_packages(tree: RootfsTree, staging: Path) -> list[metadata.Packag
     (admindir / "status").write_bytes(tree.read("var/lib/dpkg/status"))
     query = runner.require_tool("dpkg-query", "list the installed packages")
     result = runner.run([query, f"--admindir={admindir}", "-W",
-                         "-f=${db:Status-Abbrev}\t${binary:Package}\t${Version}\t${Architecture}\n"],
+                         "-f=${db:Status-Abbrev}\t${Package}\t${Version}\t${Architecture}\n"],
                         what="dpkg-query")
     shutil.rmtree(admindir)
     return metadata.parse_dpkg_query(result.stdout)
@@ -481,34 +520,92 @@ def _manifest(plan: Plan, key: str, agent: provision.AgentInstall, packages: lis
 # --- installing ---------------------------------------------------------------------------------
 
 
+class Installer:
+    """Unpacks a rootfs tarball stream as `output`, atomically: `tar -x` into a sibling directory,
+    then one rename; an existing `output` (empty, or allowed by --force) is replaced only once the
+    new tree is complete. Rootless, tar runs in the caller's user namespace, so the tree belongs to
+    the caller's subordinate ids. A build streams its tarball here while writing it to the cache."""
+
+    def __init__(self, output: Path) -> None:
+        self.output = output
+        self.idmap = userns.caller_map()
+        self.temporary = output.with_name(f".{output.name}.osbuilder-new.{os.getpid()}")
+        self.retired = output.with_name(f".{output.name}.osbuilder-old.{os.getpid()}")
+        self.process: subprocess.Popen[bytes] | None = None
+        self.argv: list[str] = []
+        self._errors: IO[bytes] | None = None
+
+    def start(self, source: BinaryIO | None = None) -> IO[bytes] | None:
+        """Start tar; it reads `source`, or the returned pipe when no source is given."""
+        extract = ["tar", "--extract", "--file=-", f"--directory={self.temporary}", "--numeric-owner",
+                   "--same-permissions", "--xattrs", "--xattrs-include=*"]
+        if self.idmap.kind == userns.SUBID_KIND:
+            self.argv = userns.wrap(["sh", "-ec", 'mkdir -- "$1"; shift; exec "$@"', "sh", str(self.temporary),
+                                     *extract], self.idmap)
+        else:
+            self.temporary.mkdir()
+            if self.idmap.kind == userns.SELF_KIND:
+                extract.append("--no-same-owner")  # everything becomes the caller's (guest root)
+            self.argv = extract
+        self._errors = tempfile.TemporaryFile()  # noqa: SIM115 (closed in finish)
+        self.process = runner.spawn(self.argv, stdin=source if source is not None else subprocess.PIPE,
+                                    stderr=self._errors)
+        return self.process.stdin
+
+    def finish(self) -> None:
+        assert self.process is not None and self._errors is not None
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        status = self.process.wait()
+        self._errors.seek(0)
+        errors = self._errors.read().decode(errors="replace")
+        self._errors.close()
+        if status != 0:
+            raise CommandError(problem=f"unpacking the rootfs into {self.temporary} failed with exit status {status}",
+                               where=runner.format_argv(self.argv), fix="see the messages of tar below",
+                               argv=self.argv, returncode=status, stderr_tail=runner.output_tail(errors))
+        if not (self.temporary / metadata.OSBUILDER_YAML).is_file():
+            raise BuildError(problem=f"the unpacked rootfs has no /{metadata.OSBUILDER_YAML}",
+                             where=str(self.output), fix="the cached tarball is damaged: rebuild with --no-cache")
+        if self.output.exists():
+            _rename(self.output, self.retired, self.idmap)
+        _rename(self.temporary, self.output, self.idmap)
+        if self.retired.exists():
+            userns.remove_tree(self.retired)
+
+    def abort(self) -> None:
+        if self.process is not None:
+            if self.process.stdin is not None:
+                with contextlib.suppress(OSError):
+                    self.process.stdin.close()
+            runner.terminate(self.process)
+        userns.remove_tree(self.temporary, self.idmap)
+        if self.retired.exists() and not self.output.exists():
+            _rename(self.retired, self.output, self.idmap)
+
+
 def install(tarball: Path, output: Path) -> None:
-    """Unpack a rootfs tarball as `output`, atomically: into a sibling, then one rename. An
-    existing `output` (empty, or allowed by --force) is replaced only once the new tree is ready."""
-    idmap = userns.caller_map()
-    temporary = output.with_name(f".{output.name}.osbuilder-new.{os.getpid()}")
-    retired = output.with_name(f".{output.name}.osbuilder-old.{os.getpid()}")
-    extract = ["tar", "--extract", f"--file={tarball}", f"--directory={temporary}", "--numeric-owner",
-               "--same-permissions", "--xattrs", "--xattrs-include=*"]
+    """Unpack a cached rootfs tarball as `output` (see Installer)."""
+    installer = Installer(output)
     try:
-        with progress.bar(None, f"installing {output.name}", unit="tree"):
-            if idmap.kind == userns.SUBID_KIND:
-                script = 'mkdir -- "$1"; shift; exec "$@"'
-                runner.run(userns.wrap(["sh", "-ec", script, "sh", temporary, *extract], idmap), what="tar -x")
-            else:
-                temporary.mkdir()
-                if idmap.kind == userns.SELF_KIND:
-                    extract.append("--no-same-owner")  # everything becomes the caller's (guest root)
-                runner.run(extract, what="tar -x")
-        if output.exists():
-            _rename(output, retired, idmap)
-        _rename(temporary, output, idmap)
+        with tarball.open("rb") as source, progress.bar(None, f"installing {output.name}", unit="tree"):
+            installer.start(source)
+            installer.finish()
     except BaseException:
-        userns.remove_tree(temporary, idmap)
-        if retired.exists() and not output.exists():
-            _rename(retired, output, idmap)
+        installer.abort()
         raise
-    if retired.exists():
-        userns.remove_tree(retired)
+
+
+class Tee:
+    """A write-only stream that writes everything to several streams (the cache file and tar -x)."""
+
+    def __init__(self, *targets: IO[bytes]) -> None:
+        self.targets = targets
+
+    def write(self, data: bytes) -> int:
+        for target in self.targets:
+            target.write(data)
+        return len(data)
 
 
 def _rename(source: Path, destination: Path, idmap: userns.IdMap) -> None:

@@ -66,3 +66,21 @@ def test_package_cache_snapshot_merge_and_prune(tmp_path: Path) -> None:
                                "zlib1g_1%3a1.3_amd64.deb"]
     # the snapshot is hard links: removing the old libc6 from the cache did not touch it
     assert (snapshot / "libc6_2.39-0ubuntu8_amd64.deb").read_bytes() == b"deb"
+
+
+def test_keyring_in_a_private_directory_is_handed_to_apt_as_a_readable_copy(tmp_path: Path) -> None:
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    keyring = private / "archive.gpg"
+    keyring.write_bytes(b"keys")
+    with bootstrap.keyring_for_apt(keyring) as readable:
+        assert readable is not None and readable != keyring and readable.read_bytes() == b"keys"
+        assert readable.stat().st_mode & 0o004
+        assert all(parent.stat().st_mode & 0o001 for parent in readable.parents)
+    assert not readable.exists() and not readable.parent.exists()
+    public = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
+    if public.is_file():
+        with bootstrap.keyring_for_apt(public) as same:
+            assert same == public
+    with bootstrap.keyring_for_apt(None) as nothing:
+        assert nothing is None

@@ -175,3 +175,21 @@ def test_bad_input_exits_2_and_leaves_nothing(tmp_path: Path, test_agent: Path, 
         assert text in result.stderr, (text, result.stderr)
     assert os.listdir(tmp_path / "out") == []
     _nothing_left(tmp_path, cache, before | ({"cache"} if cache.exists() else set()))
+
+
+def test_a_damaged_tarball_installs_nothing(tmp_path: Path) -> None:
+    from osbuilder.errors import BuildError, CommandError
+    from osbuilder.rootfs import install
+
+    damaged = tmp_path / "rootfs.tar"
+    damaged.write_bytes(b"not a tar archive" * 100)
+    output = tmp_path / "rootfs"
+    with pytest.raises(CommandError) as failed:
+        install(damaged, output)
+    assert "unpacking the rootfs" in failed.value.problem and failed.value.exit_code == 1
+    assert sorted(os.listdir(tmp_path)) == ["rootfs.tar"]
+    damaged.write_bytes(b"\0" * 1024)  # an end-of-archive marker: tar unpacks nothing and succeeds
+    with pytest.raises(BuildError, match="has no /var/lib/osbuilder/osbuilder.yaml") as empty:
+        install(damaged, output)
+    assert "--no-cache" in empty.value.fix
+    assert sorted(os.listdir(tmp_path)) == ["rootfs.tar"]
