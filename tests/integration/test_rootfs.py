@@ -159,3 +159,34 @@ def test_second_build_downloads_no_package(bookworm_agent_rootfs: BuiltRootfs, a
     assert report["packages_downloaded"] == 0
     # mmdebstrap with SOURCE_DATE_EPOCH plus our deterministic provisioning: bit for bit the same
     assert _sha256(entry) == before
+
+
+def test_minimal_with_busybox(rootfs_cache: Path, test_agent: Path, tmp_path: Path) -> None:
+    output = tmp_path / "minimal"
+    result = build_rootfs(rootfs_cache, output, "--distro", "minimal", "--busybox", "--agent", test_agent)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    busybox = output / "bin/busybox"
+    assert os.access(busybox, os.X_OK)
+    echoed = subprocess.run([str(busybox), "echo", "from the pinned busybox"], capture_output=True, text=True)
+    assert echoed.stdout == "from the pinned busybox\n"  # the real static busybox, runnable
+    assert os.readlink(output / "bin/sh") == "/bin/busybox"
+    assert _sha256(output / "sbin/init") == report["agent_sha256"]  # no applet took init's place
+    manifest = json.loads((output / "var/lib/osbuilder/manifest.json").read_text())
+    pin = yaml.safe_load((REPO / "versions.yaml").read_text())["externals"]["busybox"]
+    assert [(p["name"], p["version"]) for p in manifest["packages"]] == [("busybox-static", pin["version"])]
+    assert report["packages"] == 1
+
+
+def test_make_rootfs(rootfs_cache: Path, test_agent: Path, tmp_path: Path) -> None:
+    result = subprocess.run(
+        ["make", "-C", str(REPO), "rootfs", "DISTRO=minimal", f"AGENT={test_agent}", f"BUILD_DIR={tmp_path}",
+         f"OSB_FLAGS=--cache-dir {rootfs_cache}"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rootfs = tmp_path / "rootfs-minimal-bookworm-agent"
+    assert (rootfs / "sbin/init").is_file() and (rootfs / "var/lib/osbuilder/osbuilder.yaml").is_file()
+    again = subprocess.run(["make", "-C", str(REPO), "rootfs", "DISTRO=minimal", f"AGENT={test_agent}",
+                            f"BUILD_DIR={tmp_path}", f"OSB_FLAGS=--cache-dir {rootfs_cache} --json"],
+                           capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert '"cache_hit": true' in again.stdout  # the same rootfs, replaced in place
