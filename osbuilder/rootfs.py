@@ -205,6 +205,13 @@ def make_plan(context: Context, request: Request) -> Plan:
         raise UsageError(problem="--agent and --agent-tarball exclude each other", where="--agent-tarball",
                          fix="give one of them")
     output = check_output(request.output, request.force)
+    if bootstraps and request.backend == "native" and arch.name != host_arch().name \
+            and not Path(f"/proc/sys/fs/binfmt_misc/qemu-{arch.qemu}").exists():
+        raise UsageError(
+            problem=f"bootstrapping {arch.name} on this {host_arch().name} host needs qemu-user emulation, "
+                    "which is not registered",
+            where=f"--arch {request.arch}", fix="apt-get install qemu-user-static binfmt-support, or build on a "
+                                                f"{arch.name} host")
     sde = _source_date_epoch()
     if not bootstraps:
         mode = "none"

@@ -3,7 +3,6 @@ checked with dpkg-query and the file system; the rootfs cache and the package ca
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -15,6 +14,7 @@ import yaml
 
 from osbuilder.recipes import load_recipe
 from tests.conftest import REPO, BuiltRootfs, build_rootfs
+from tests.helpers.rootfsinspect import dpkg_packages, sha256, tree_listing
 
 pytestmark = pytest.mark.integration
 
@@ -23,13 +23,6 @@ KATA_KEYS = [
     "architecture:", "base-distro:", "  name:", "  version:", "  packages:", "    default:", "    extra:", "agent:",
     "  url:", "  name:", "  version:", "  agent-is-init-daemon:",
 ]
-
-
-def _dpkg_packages(rootfs: Path) -> dict[str, str]:
-    output = subprocess.run(["dpkg-query", f"--admindir={rootfs}/var/lib/dpkg", "-W",
-                             "-f=${db:Status-Abbrev} ${Package} ${Version}\n"], capture_output=True, text=True,
-                            check=True).stdout
-    return {fields[1]: fields[2] for fields in (line.split() for line in output.splitlines()) if fields[0] == "ii"}
 
 
 def _recipe_packages(distro: str, init: str) -> tuple[str, ...]:
@@ -48,15 +41,11 @@ def _osbuilder_yaml(rootfs: Path) -> tuple[list[str], dict[str, Any]]:
     return keys, yaml.safe_load(text)
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def test_noble_systemd(noble_rootfs: BuiltRootfs) -> None:
     rootfs, report = noble_rootfs.path, noble_rootfs.report
     assert (report["distro"], report["release"], report["init"], report["mode"]) == ("ubuntu", "noble", "systemd",
                                                                                       "root")
-    installed = _dpkg_packages(rootfs)
+    installed = dpkg_packages(rootfs)
     assert set(_recipe_packages("ubuntu", "systemd")) <= set(installed)
     assert report["packages"] == len(installed)
     manifest = json.loads((rootfs / "var/lib/osbuilder/manifest.json").read_text())
@@ -70,7 +59,7 @@ def test_noble_systemd(noble_rootfs: BuiltRootfs) -> None:
     # init is systemd, the agent is a service of kata-containers.target
     assert os.path.realpath(rootfs / "sbin/init") == str(rootfs / "usr/lib/systemd/systemd")
     agent = rootfs / "usr/bin/kata-agent"
-    assert os.access(agent, os.X_OK) and _sha256(agent) == report["agent_sha256"]
+    assert os.access(agent, os.X_OK) and sha256(agent) == report["agent_sha256"]
     units = rootfs / "usr/lib/systemd/system"
     assert "ExecStart=/usr/bin/kata-agent" in (units / "kata-agent.service").read_text()
     assert "Requires=kata-agent.service" in (units / "kata-containers.target").read_text()
@@ -98,12 +87,12 @@ def test_noble_systemd(noble_rootfs: BuiltRootfs) -> None:
 def test_bookworm_agent_as_init(bookworm_agent_rootfs: BuiltRootfs) -> None:
     rootfs, report = bookworm_agent_rootfs.path, bookworm_agent_rootfs.report
     assert (report["distro"], report["release"], report["init"]) == ("debian", "bookworm", "agent")
-    installed = _dpkg_packages(rootfs)
+    installed = dpkg_packages(rootfs)
     assert set(_recipe_packages("debian", "agent")) <= set(installed)
     assert "init" not in installed and "systemd-sysv" not in installed
     init = rootfs / "sbin/init"
     assert init.is_file() and not (rootfs / "usr/sbin/init").is_symlink()
-    assert _sha256(init) == report["agent_sha256"]
+    assert sha256(init) == report["agent_sha256"]
     assert not (rootfs / "usr/bin/kata-agent").exists()
     assert not (rootfs / "usr/lib/systemd/system/kata-agent.service").exists()
     assert not (rootfs / "etc/systemd/system/tmp.mount").exists()
@@ -112,11 +101,6 @@ def test_bookworm_agent_as_init(bookworm_agent_rootfs: BuiltRootfs) -> None:
     assert meta["agent"]["agent-is-init-daemon"] == "yes"
     assert meta["base-distro"] == {"name": "debian", "version": "bookworm", "packages": {
         "default": sorted(_recipe_packages("debian", "agent")), "extra": None}}
-
-
-def _tree_listing(rootfs: Path) -> str:
-    return subprocess.run(["find", ".", "-printf", "%p %y %m %U %G %s %l\n"], cwd=rootfs, capture_output=True,
-                          text=True, check=True).stdout
 
 
 def test_unchanged_rebuild_is_a_cache_hit_without_bootstrap(noble_rootfs: BuiltRootfs, tmp_path: Path) -> None:
@@ -135,8 +119,8 @@ def test_unchanged_rebuild_is_a_cache_hit_without_bootstrap(noble_rootfs: BuiltR
     assert report["cache_hit"] is True and report["cache_key"] == noble_rootfs.report["cache_key"]
     assert "cache hit" in result.stderr
     assert not marker.exists()
-    assert _tree_listing(output) == _tree_listing(noble_rootfs.path)
-    assert _sha256(output / "usr/bin/kata-agent") == noble_rootfs.report["agent_sha256"]
+    assert tree_listing(output) == tree_listing(noble_rootfs.path)
+    assert sha256(output / "usr/bin/kata-agent") == noble_rootfs.report["agent_sha256"]
 
 
 def test_second_build_downloads_no_package(bookworm_agent_rootfs: BuiltRootfs, archive_proxy: object,
@@ -147,7 +131,7 @@ def test_second_build_downloads_no_package(bookworm_agent_rootfs: BuiltRootfs, a
     first = bookworm_agent_rootfs.report
     assert len(first["proxied_debs"]) >= first["packages"] > 0  # the cold build fetched every package
     entry = bookworm_agent_rootfs.cache / "rootfs" / first["cache_key"] / "rootfs.tar"
-    before = _sha256(entry)
+    before = sha256(entry)
     archive_proxy.clear()
     result = build_rootfs(bookworm_agent_rootfs.cache, tmp_path / "again", *bookworm_agent_rootfs.args,
                           "--no-cache", env={"http_proxy": archive_proxy.url})
@@ -158,7 +142,7 @@ def test_second_build_downloads_no_package(bookworm_agent_rootfs: BuiltRootfs, a
     assert archive_proxy.debs() == []  # only the signed indexes were fetched
     assert report["packages_downloaded"] == 0
     # mmdebstrap with SOURCE_DATE_EPOCH plus our deterministic provisioning: bit for bit the same
-    assert _sha256(entry) == before
+    assert sha256(entry) == before
 
 
 def test_minimal_with_busybox(rootfs_cache: Path, test_agent: Path, tmp_path: Path) -> None:
@@ -171,7 +155,7 @@ def test_minimal_with_busybox(rootfs_cache: Path, test_agent: Path, tmp_path: Pa
     echoed = subprocess.run([str(busybox), "echo", "from the pinned busybox"], capture_output=True, text=True)
     assert echoed.stdout == "from the pinned busybox\n"  # the real static busybox, runnable
     assert os.readlink(output / "bin/sh") == "/bin/busybox"
-    assert _sha256(output / "sbin/init") == report["agent_sha256"]  # no applet took init's place
+    assert sha256(output / "sbin/init") == report["agent_sha256"]  # no applet took init's place
     manifest = json.loads((output / "var/lib/osbuilder/manifest.json").read_text())
     pin = yaml.safe_load((REPO / "versions.yaml").read_text())["externals"]["busybox"]
     assert [(p["name"], p["version"]) for p in manifest["packages"]] == [("busybox-static", pin["version"])]

@@ -19,7 +19,7 @@ from osbuilder.bootstrap import resolve_keyring
 from osbuilder.context import Context
 from osbuilder.paths import DEFAULT_DISTROS_DIR, DEFAULT_VERSIONS
 from tests.conftest import REPO, ROOTFS_SDE, BuiltRootfs, build_rootfs
-from tests.integration.test_rootfs import _dpkg_packages
+from tests.helpers.rootfsinspect import dpkg_packages
 
 pytestmark = pytest.mark.integration
 
@@ -72,7 +72,7 @@ def test_docker_backend_gives_the_same_packages(noble_rootfs: BuiltRootfs, base_
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert (report["backend"], report["mode"]) == ("docker", "docker")
-    assert _dpkg_packages(output) == _dpkg_packages(noble_rootfs.path)
+    assert dpkg_packages(output) == dpkg_packages(noble_rootfs.path)
     assert os.path.realpath(output / "sbin/init") == str(output / "usr/lib/systemd/systemd")
     entry = noble_rootfs.cache / "rootfs" / report["cache_key"]
     assert {(path.stat().st_uid, path.stat().st_gid) for path in entry.iterdir()} == {(os.getuid(), os.getgid())}
