@@ -343,7 +343,8 @@ def _build_entry(context: Context, plan: Plan, key: str, staging: Path, engine: 
             downloaded = _bootstrap(context, plan, staging, base, engine, builder)
     with _phase(timings, "provision"):
         agent = _prepare_agent(plan, staging)
-    with RootfsTree(base, mtime=mtime) as tree:
+        tree = RootfsTree(base, mtime=mtime)
+    with tree:
         with _phase(timings, "provision"):
             packages, manifest = _provision_tree(context, plan, key, tree, agent, staging)
         with _phase(timings, "write"), progress.bar(len(tree), "writing the rootfs", unit="files") as bar, \
