@@ -106,7 +106,8 @@ def _var_layout(tree: RootfsTree) -> None:
     for path in VAR_REMOVED:
         tree.remove(path)
     if tree.exists("var/lib"):
-        tree.remove_matching(lambda entry: parent_is(entry, tree.resolve("var/lib"))
+        var_lib = tree.resolve("var/lib")
+        tree.remove_matching(lambda entry: parent_is(entry, var_lib)
                              and entry.path.rsplit("/", 1)[-1] not in VAR_LIB_KEPT)
     tree.put_symlink("var/tmp", "../tmp")
 

@@ -308,11 +308,11 @@ def build(context: Context, plan: Plan) -> Result:
         log.info("cache hit: reusing rootfs %s (no bootstrap)", key[:16])
         hit = True
         with _phase(timings, "install"):
-            install(existing / ROOTFS_TAR, plan.output)
+            install(existing / ROOTFS_TAR, plan.output, plan.request.force)
     else:
         log.info("building %s %s (%s, %s mode) for %s", plan.recipe.name, plan.release.codename, plan.init.name,
                  plan.mode, plan.arch.name)
-        installer = Installer(plan.output)
+        installer = Installer(plan.output, plan.request.force)
         try:
             made = context.cache.get_or_build(
                 CACHE_KIND, key,
@@ -322,7 +322,7 @@ def build(context: Context, plan: Plan) -> Result:
                 if installer.process is not None:
                     installer.finish()  # it unpacked the tarball while the build wrote it
                 else:
-                    install(made.path / ROOTFS_TAR, plan.output)  # another process built it meanwhile
+                    install(made.path / ROOTFS_TAR, plan.output, plan.request.force)  # built by another process
         except BaseException:
             installer.abort()
             raise
@@ -534,8 +534,9 @@ class Installer:
     new tree is complete. Rootless, tar runs in the caller's user namespace, so the tree belongs to
     the caller's subordinate ids. A build streams its tarball here while writing it to the cache."""
 
-    def __init__(self, output: Path) -> None:
+    def __init__(self, output: Path, force: bool = False) -> None:
         self.output = output
+        self.force = force
         self.idmap = userns.caller_map()
         self.temporary = output.with_name(f".{output.name}.osbuilder-new.{os.getpid()}")
         self.retired = output.with_name(f".{output.name}.osbuilder-old.{os.getpid()}")
@@ -576,6 +577,9 @@ class Installer:
             raise BuildError(problem=f"the unpacked rootfs has no /{metadata.OSBUILDER_YAML}",
                              where=str(self.output), fix="the cached tarball is damaged: rebuild with --no-cache")
         if self.output.exists():
+            if not self.force and (not self.output.is_dir() or any(self.output.iterdir())):
+                raise BuildError(problem=f"{self.output} was filled by something else during the build",
+                                 where=f"-o {self.output}", fix="build into another directory, or pass --force")
             _rename(self.output, self.retired, self.idmap)
         _rename(self.temporary, self.output, self.idmap)
         if self.retired.exists():
@@ -592,9 +596,9 @@ class Installer:
             _rename(self.retired, self.output, self.idmap)
 
 
-def install(tarball: Path, output: Path) -> None:
+def install(tarball: Path, output: Path, force: bool = False) -> None:
     """Unpack a cached rootfs tarball as `output` (see Installer)."""
-    installer = Installer(output)
+    installer = Installer(output, force)
     try:
         with tarball.open("rb") as source, progress.bar(None, f"installing {output.name}", unit="tree"):
             installer.start(source)

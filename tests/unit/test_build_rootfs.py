@@ -204,3 +204,22 @@ def test_foreign_architecture_without_emulation(tmp_path: Path, test_agent: Path
     assert result.returncode == 2
     assert "qemu-user" in result.stderr and "--arch aarch64" in result.stderr
     assert not (tmp_path / "rootfs").exists()
+
+
+def test_an_output_filled_during_the_build_is_kept(tmp_path: Path, test_agent: Path) -> None:
+    from osbuilder.errors import BuildError
+    from osbuilder.rootfs import Installer
+
+    report = _json(_build(tmp_path / "cache", tmp_path / "first", test_agent))
+    tarball = tmp_path / "cache" / "rootfs" / report["cache_key"] / "rootfs.tar"
+    output = tmp_path / "second"
+    installer = Installer(output)
+    with tarball.open("rb") as source:
+        installer.start(source)
+        output.mkdir()
+        (output / "theirs").write_text("someone else's")
+        with pytest.raises(BuildError, match="filled by something else"):
+            installer.finish()
+    installer.abort()
+    assert os.listdir(output) == ["theirs"]
+    assert sorted(os.listdir(tmp_path)) == ["cache", "first", "second"]
