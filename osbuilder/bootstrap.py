@@ -37,6 +37,7 @@ from osbuilder.debarchive import ArchiveClient, extract_member
 from osbuilder.errors import BuildError, UsageError
 from osbuilder.mirrors import archive_mirror
 from osbuilder.recipes import Recipe
+from osbuilder.rootfs_tree import RootfsTree
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,6 @@ class BootstrapSpec:
     debian_arch: str
     packages: tuple[str, ...]
     mirror: str | None  # None: mmdebstrap's default mirrors for the suite
-    trims: tuple[str, ...]  # left out by dpkg (path-exclude) and removed again by provisioning
     options: tuple[str, ...]  # the recipe's extra mmdebstrap options
 
 
@@ -79,8 +79,9 @@ def mmdebstrap_argv(spec: BootstrapSpec, mode: str, paths: Paths) -> list[str]:
         argv.append(f"--include={','.join(spec.packages)}")
     if paths.keyring:
         argv.append(f"--keyring={paths.keyring}")
+    # Not --dpkgopt=path-exclude for the recipe's trims: mmdebstrap then pipes every essential
+    # package through mmtarfilter (a Python process each), which costs more than it saves.
     argv += ["--skip=output/dev", "--skip=download/empty", "--skip=essential/unlink", f"--dpkgopt={DPKG_SPEEDUP}"]
-    argv += [f"--dpkgopt=path-exclude=/{trim.strip('/')}/*" for trim in spec.trims]
     argv += [
         f'--setup-hook=mkdir -p "$1"{APT_ARCHIVES}',
         f"--setup-hook=sync-in {shlex.quote(paths.debs_in)} {APT_ARCHIVES}/",
@@ -97,6 +98,17 @@ def mmdebstrap_argv(spec: BootstrapSpec, mode: str, paths: Paths) -> list[str]:
 
 def drop_dpkg_speedup(text: str) -> str:
     return "".join(line for line in text.splitlines(keepends=True) if line.strip() != DPKG_SPEEDUP)
+
+
+def finish_tree(tree: RootfsTree) -> None:
+    """Take our bootstrap-only dpkg setting out of the rootfs (the file goes if nothing else is in it)."""
+    entry = tree.get(DPKG_CONFIG)
+    if entry is None:
+        return
+    if drop_dpkg_speedup(tree.read(DPKG_CONFIG).decode(errors="replace")).strip():
+        tree.update(DPKG_CONFIG, drop_dpkg_speedup)
+    else:
+        tree.remove(DPKG_CONFIG)
 
 
 def mmdebstrap_version(memo: Path | None = None) -> str:

@@ -373,7 +373,7 @@ def _provision_tree(context: Context, plan: Plan, key: str, tree: RootfsTree, ag
     """Provision, describe and check the tree; return the installed packages and the manifest."""
     packages: list[metadata.Package] = []
     if plan.bootstraps:
-        tree.update(bootstrap.DPKG_CONFIG, bootstrap.drop_dpkg_speedup)
+        bootstrap.finish_tree(tree)
     else:
         provision.dirs_for_kernel_and_agent(tree)
         if plan.busybox:
@@ -408,8 +408,7 @@ def _bootstrap(context: Context, plan: Plan, staging: Path, target: Path, engine
     recipe = plan.recipe
     spec = bootstrap.BootstrapSpec(
         suite=plan.release.suite, variant=recipe.bootstrap.variant, components=recipe.bootstrap.components,
-        debian_arch=plan.arch.debian, packages=plan.packages, mirror=plan.mirror, trims=recipe.trim,
-        options=recipe.bootstrap.options)
+        debian_arch=plan.arch.debian, packages=plan.packages, mirror=plan.mirror, options=recipe.bootstrap.options)
     keyring = bootstrap.resolve_keyring(context, recipe, plan.arch)
     packages = bootstrap.PackageCache(context.cache, recipe.bootstrap.archive or "debian", plan.release.suite,
                                       plan.arch.debian)

@@ -8,9 +8,11 @@ from pathlib import Path
 from osbuilder import bootstrap
 from osbuilder.bootstrap import BootstrapSpec, PackageCache, Paths
 from osbuilder.cache import Cache
+from osbuilder.rootfs_tree import RootfsTree
+from tests.helpers.faketree import debian_like
 
 SPEC = BootstrapSpec(suite="noble", variant="required", components=("main", "universe"), debian_arch="amd64",
-                     packages=("chrony", "init"), mirror=None, trims=("usr/share/doc",), options=("--aptopt=X",))
+                     packages=("chrony", "init"), mirror=None, options=("--aptopt=X",))
 
 
 def test_mmdebstrap_command_line() -> None:
@@ -18,7 +20,7 @@ def test_mmdebstrap_command_line() -> None:
     assert argv[:5] == ["mmdebstrap", "--mode=unshare", "--variant=required", "--architectures=amd64",
                         "--components=main,universe"]
     for option in ("--include=chrony,init", "--keyring=/k.gpg", "--skip=output/dev", "--skip=download/empty",
-                   "--skip=essential/unlink", "--dpkgopt=force-unsafe-io", "--dpkgopt=path-exclude=/usr/share/doc/*",
+                   "--skip=essential/unlink", "--dpkgopt=force-unsafe-io",
                    "--setup-hook=sync-in /c/in /var/cache/apt/archives/",
                    "--customize-hook=sync-out /var/cache/apt/archives /c/out", "--aptopt=X"):
         assert option in argv, option
@@ -33,9 +35,16 @@ def test_mmdebstrap_command_line() -> None:
     assert not any(arg.startswith("--keyring") for arg in with_mirror)
 
 
-def test_the_speedup_leaves_the_dpkg_configuration() -> None:
+def test_the_speedup_leaves_the_dpkg_configuration(tmp_path: Path) -> None:
     text = "force-unsafe-io\npath-exclude=/usr/share/doc/*\n"
     assert bootstrap.drop_dpkg_speedup(text) == "path-exclude=/usr/share/doc/*\n"
+    with RootfsTree(debian_like(tmp_path / "base.tar")) as tree:
+        bootstrap.finish_tree(tree)
+        assert tree.read(bootstrap.DPKG_CONFIG) == b"path-exclude=/usr/share/doc/*\n"
+        tree.put_file(bootstrap.DPKG_CONFIG, b"force-unsafe-io\n")
+        bootstrap.finish_tree(tree)
+        assert not tree.exists(bootstrap.DPKG_CONFIG)
+    assert not any("path-exclude" in arg for arg in bootstrap.mmdebstrap_argv(SPEC, "root", Paths("/t", "/i", "/o", None)))
 
 
 def test_native_mode_as_root() -> None:
