@@ -7,8 +7,10 @@ rootfs.sh runs for Ubuntu (it downloads every package each time). Variants:
   cold-rootfs   osbuilder --no-cache with the package cache filled (a changed agent or option)
   warm          osbuilder again, unchanged: a rootfs cache hit
 
-Runs are interleaved round by round, so load from other work on the machine hits every variant
-alike; the table shows the median of each. Targets: cold <= 1.1 x baseline, warm <= 0.1 x.
+Runs are interleaved round by round (the baseline's place in the sequence moves from round to
+round, and the disks are synced before every run), so load from other work on the machine hits
+every variant alike; the table shows the median of each. Times are whole-process wall times.
+Targets: cold <= 1.1 x baseline, warm <= 0.1 x.
 
     python benchmarks/rootfs.py [--rounds N] [--distro ubuntu --release noble] [--json-only]
 """
@@ -20,6 +22,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -35,6 +38,7 @@ from osbuilder.arch import host_arch  # noqa: E402
 from osbuilder.bootstrap import mmdebstrap_version, resolve_keyring  # noqa: E402
 from osbuilder.context import Context  # noqa: E402
 from osbuilder.paths import DEFAULT_DISTROS_DIR, DEFAULT_VERSIONS  # noqa: E402
+from osbuilder.userns import mounts_below  # noqa: E402
 from tests.helpers.testagent import build_test_agent  # noqa: E402
 
 SOURCE_DATE_EPOCH = "1700000000"
@@ -43,12 +47,24 @@ TARGETS = {"cold": 1.1, "warm": 0.1}
 
 def _timed(argv: list[str], env: dict[str, str]) -> tuple[float, subprocess.CompletedProcess[str]]:
     started = time.monotonic()
-    result = subprocess.run(argv, capture_output=True, text=True, env=env)
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        stdout, stderr = process.communicate()
+    except BaseException:
+        # Let mmdebstrap unmount its chroot and clean up (SIGKILL would leave mounts behind).
+        process.terminate()
+        process.wait(timeout=60)
+        raise
     elapsed = time.monotonic() - started
+    result = subprocess.CompletedProcess(argv, process.returncode, stdout, stderr)
     if result.returncode != 0:
         sys.stderr.write(result.stderr[-3000:])
         raise SystemExit(f"failed: {' '.join(argv)}")
     return elapsed, result
+
+
+def _terminate(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def _load() -> str:
@@ -66,6 +82,7 @@ def main() -> int:
     parser.add_argument("--json-only", action="store_true", help="print only the JSON result")
     args = parser.parse_args()
 
+    signal.signal(signal.SIGTERM, _terminate)
     work = Path(tempfile.mkdtemp(prefix="osbuilder-bench-"))
     env = {**os.environ, "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH, "OSBUILDER_NO_PROGRESS": "1"}
     try:
@@ -90,13 +107,16 @@ def main() -> int:
         for round_number in range(args.rounds):
             cache = work / f"cache-{round_number}"
             runs = [
-                ("baseline", [*baseline_argv, str(work / "baseline")]),
                 ("cold", [*osbuilder, "--cache-dir", str(cache), *build_args, "-o", str(work / "cold")]),
                 ("cold-rootfs", [*osbuilder, "--cache-dir", str(cache), *build_args, "--no-cache",
                                  "-o", str(work / "cold-rootfs")]),
                 ("warm", [*osbuilder, "--cache-dir", str(cache), *build_args, "-o", str(work / "warm")]),
             ]
+            # The baseline moves through the sequence from round to round, so that no variant always
+            # runs after the same neighbour.
+            runs.insert(round_number % (len(runs) + 1), ("baseline", [*baseline_argv, str(work / "baseline")]))
             for name, argv in runs:
+                os.sync()  # every run starts without the previous one's unwritten data
                 loads.append(_load())
                 elapsed, result = _timed(argv, env)
                 times[name].append(elapsed)
@@ -106,7 +126,6 @@ def main() -> int:
                     phases[name].append(data.get("timings", {}))
                 if not args.json_only:
                     sys.stderr.write(f"round {round_number + 1}: {name:<12} {elapsed:7.2f} s (load {loads[-1]})\n")
-            for name in ("baseline", "cold", "cold-rootfs", "warm"):
                 shutil.rmtree(work / name, ignore_errors=True)
             shutil.rmtree(cache, ignore_errors=True)
         median = {name: statistics.median(values) for name, values in times.items()}
@@ -139,7 +158,10 @@ def main() -> int:
         print(json.dumps(report, indent=2))
         return 0
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if mounts_below(work):
+            sys.stderr.write(f"not removing {work}: file systems are still mounted in it\n")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """Bootstrapping a distribution with mmdebstrap, and the package cache shared between builds.
 
-mmdebstrap writes a tarball (bit-reproducible with SOURCE_DATE_EPOCH, identical in root and
-unshare mode) that provisioning then edits; device nodes are left out (`--skip=output/dev`), as
-devtmpfs provides them in the guest and a rootless extraction could not create them.
+As root, mmdebstrap writes a directory where the output will be, and provisioning edits it in
+place; otherwise (unshare mode, the docker backend) it writes a tarball, bit-reproducible with
+SOURCE_DATE_EPOCH, that provisioning edits as tar members. Device nodes are left out
+(`--skip=output/dev`): devtmpfs provides them in the guest and a rootless extraction could not
+create them.
 
 Package cache: downloaded .debs are kept under <cache>/apt-archives/<archive>/<suite>/<arch>/.
 mmdebstrap's documented recipe reuses them: a setup hook `sync-in`s a snapshot of that directory
@@ -42,8 +44,12 @@ from osbuilder.rootfs_tree import RootfsTree
 log = logging.getLogger(__name__)
 
 APT_ARCHIVES = "/var/cache/apt/archives"
-DPKG_SPEEDUP = "force-unsafe-io"  # no fsync per file while bootstrapping; removed from the result
-DPKG_CONFIG = "etc/dpkg/dpkg.cfg.d/99mmdebstrap"
+# dpkg settings for the bootstrap only, in a file of ours that provisioning removes again:
+# no fsync per unpacked file, and the recipe's trims never unpacked by the packages installed after
+# the essential set. (Not --dpkgopt=path-exclude: with it mmdebstrap pipes every essential package
+# through mmtarfilter, a Python process each, which costs more than it saves.)
+DPKG_CONFIG = "etc/dpkg/dpkg.cfg.d/90osbuilder-bootstrap"
+DPKG_SPEEDUP = "force-unsafe-io"
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,7 @@ class BootstrapSpec:
     debian_arch: str
     packages: tuple[str, ...]
     mirror: str | None  # None: mmdebstrap's default mirrors for the suite
+    trims: tuple[str, ...]  # not unpacked after the essential set (provisioning removes the rest)
     options: tuple[str, ...]  # the recipe's extra mmdebstrap options
 
 
@@ -67,10 +74,11 @@ class Paths:
     keyring: str | None
 
 
-def mmdebstrap_argv(spec: BootstrapSpec, mode: str, paths: Paths) -> list[str]:
+def mmdebstrap_argv(spec: BootstrapSpec, mode: str, paths: Paths, output_format: str = "tar") -> list[str]:
     argv = [
         "mmdebstrap",
         f"--mode={mode}",
+        f"--format={output_format}",
         f"--variant={spec.variant}",
         f"--architectures={spec.debian_arch}",
         f"--components={','.join(spec.components)}",
@@ -79,10 +87,12 @@ def mmdebstrap_argv(spec: BootstrapSpec, mode: str, paths: Paths) -> list[str]:
         argv.append(f"--include={','.join(spec.packages)}")
     if paths.keyring:
         argv.append(f"--keyring={paths.keyring}")
-    # Not --dpkgopt=path-exclude for the recipe's trims: mmdebstrap then pipes every essential
-    # package through mmtarfilter (a Python process each), which costs more than it saves.
-    argv += ["--skip=output/dev", "--skip=download/empty", "--skip=essential/unlink", f"--dpkgopt={DPKG_SPEEDUP}"]
+    argv += ["--skip=output/dev", "--skip=download/empty", "--skip=essential/unlink"]
+    config = f'"$1"/{DPKG_CONFIG}'
     argv += [
+        f'--setup-hook=mkdir -p "$1"/{DPKG_CONFIG.rsplit("/", 1)[0]} && echo {DPKG_SPEEDUP} > {config}',
+        *([f"--essential-hook=printf '%s\\n' {' '.join(shlex.quote(line) for line in trim_lines(spec.trims))}"
+           f" >> {config}"] if spec.trims else []),
         f'--setup-hook=mkdir -p "$1"{APT_ARCHIVES}',
         f"--setup-hook=sync-in {shlex.quote(paths.debs_in)} {APT_ARCHIVES}/",
         f"--customize-hook=sync-out {APT_ARCHIVES} {shlex.quote(paths.debs_out)}",
@@ -96,19 +106,13 @@ def mmdebstrap_argv(spec: BootstrapSpec, mode: str, paths: Paths) -> list[str]:
     return argv
 
 
-def drop_dpkg_speedup(text: str) -> str:
-    return "".join(line for line in text.splitlines(keepends=True) if line.strip() != DPKG_SPEEDUP)
+def trim_lines(trims: Sequence[str]) -> list[str]:
+    return [f"path-exclude=/{trim.strip('/')}/*" for trim in trims]
 
 
 def finish_tree(tree: RootfsTree) -> None:
-    """Take our bootstrap-only dpkg setting out of the rootfs (the file goes if nothing else is in it)."""
-    entry = tree.get(DPKG_CONFIG)
-    if entry is None:
-        return
-    if drop_dpkg_speedup(tree.read(DPKG_CONFIG).decode(errors="replace")).strip():
-        tree.update(DPKG_CONFIG, drop_dpkg_speedup)
-    else:
-        tree.remove(DPKG_CONFIG)
+    """Take our bootstrap-only dpkg settings out of the rootfs."""
+    tree.remove(DPKG_CONFIG)
 
 
 def mmdebstrap_version(memo: Path | None = None) -> str:

@@ -100,6 +100,9 @@ def _mount_points(tree: RootfsTree) -> None:
     for path, mode in MOUNT_POINTS:
         if tree.get(path, follow=True) is None:
             tree.put_dir(path, mode=mode)
+    # What bootstrapping left in /dev (links, pts/, shm/) is hidden by devtmpfs at boot; emptying it
+    # makes every backend give the same tree.
+    tree.remove_matching(lambda entry: parent_is(entry, "dev"))
 
 
 def _var_layout(tree: RootfsTree) -> None:
@@ -209,8 +212,7 @@ def _systemd_wiring(tree: RootfsTree, agent: AgentInstall) -> None:
                       templating.render("rootfs/kata-containers.target.j2", agent_unit=AGENT_UNIT).encode())
     tree.put_symlink(f"{ETC_UNIT_DIR}/basic.target.wants/{TARGET_UNIT}", f"/{SYSTEMD_UNIT_DIR}/{TARGET_UNIT}")
     tree.put_symlink(f"{ETC_UNIT_DIR}/{TARGET_UNIT}.wants/dbus.socket", f"/{SYSTEMD_UNIT_DIR}/dbus.socket")
-    root = tree.entries[""]
-    root.mode |= 0o051  # chmod g+rx,o+x: services running as other users can reach /
+    tree.chmod("", tree.entries[""].mode | 0o051)  # chmod g+rx,o+x: services of other users can reach /
 
 
 def _replace_file(tree: RootfsTree, path: str, content: bytes) -> None:

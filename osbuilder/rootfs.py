@@ -5,8 +5,13 @@ The cache keeps each finished rootfs as one uncompressed PAX tarball (rootfs/<ke
 with numeric owners. A tarball keeps guest ownership exactly whoever stores it (a rootless
 caller cannot own files as root, but a tar header can say so), stays an ordinary file of the
 caller that `rm -rf` removes, is written and read sequentially, and is what mmdebstrap produces
-anyway. Installing it into -o DIR is one `tar -x`, inside the caller's user namespace when
-rootless, so the tree is owned by the caller's subordinate ids (see osbuilder.userns).
+in unshare mode anyway. A cache hit is one `tar -x` into -o DIR, inside the caller's user
+namespace when rootless, so the tree is owned by the caller's subordinate ids (osbuilder.userns).
+
+A build edits the distribution as a RootfsTree. As root, mmdebstrap writes its directory next to
+-o DIR, the edits are applied to it there and it is renamed into place: the tree is written once,
+as by plain mmdebstrap. Otherwise mmdebstrap's tarball is edited and streamed into `tar -x` while
+it is written to the cache. Either way the output equals what a cache hit unpacks.
 """
 
 from __future__ import annotations
@@ -319,8 +324,8 @@ def build(context: Context, plan: Plan) -> Result:
                 lambda staging: _build_entry(context, plan, key, staging, engine, builder, timings, installer),
                 force=plan.request.no_cache)
             with _phase(timings, "install"):
-                if installer.process is not None:
-                    installer.finish()  # it unpacked the tarball while the build wrote it
+                if installer.started:
+                    installer.finish()  # the build filled it (in place, or by streaming the tarball)
                 else:
                     install(made.path / ROOTFS_TAR, plan.output, plan.request.force)  # built by another process
         except BaseException:
@@ -337,24 +342,38 @@ def _build_entry(context: Context, plan: Plan, key: str, staging: Path, engine: 
     mtime = plan.source_date_epoch if plan.source_date_epoch is not None else int(time.time())
     base: Path | None = None
     downloaded: list[str] = []
+    # As root, mmdebstrap writes its directory straight where the output will be, and the edits
+    # are applied there: no tarball from mmdebstrap and no second copy of the tree (the cheapest
+    # path, and the one that matters for speed). Otherwise (unshare, docker) its tarball is edited.
+    in_place = plan.mode == "root"
     if plan.bootstraps:
-        base = staging / "bootstrap.tar"
+        base = installer.temporary if in_place else staging / "bootstrap.tar"
         with _phase(timings, "bootstrap"):
             downloaded = _bootstrap(context, plan, staging, base, engine, builder)
     with _phase(timings, "provision"):
         agent = _prepare_agent(plan, staging)
-        tree = RootfsTree(base, mtime=mtime)
+        if in_place and base is not None:
+            tree = RootfsTree.from_directory(base, mtime=mtime, clamp=plan.source_date_epoch)
+        else:
+            tree = RootfsTree(base, mtime=mtime)
     with tree:
         with _phase(timings, "provision"):
             packages, manifest = _provision_tree(context, plan, key, tree, agent, staging)
+        if in_place:
+            with _phase(timings, "install"):
+                tree.apply_to()  # the output is complete; the cache tarball is read from it
+                installer.adopt()
         with _phase(timings, "write"), progress.bar(len(tree), "writing the rootfs", unit="files") as bar, \
                 (staging / ROOTFS_TAR).open("wb") as cached:
-            unpacking = installer.start()
-            assert unpacking is not None
-            tree.write(cast(BinaryIO, Tee(cached, unpacking)), bar.update)
+            if in_place:
+                tree.write(cached, bar.update)
+            else:
+                unpacking = installer.start()
+                assert unpacking is not None
+                tree.write(cast(BinaryIO, Tee(cached, unpacking)), bar.update)
     (staging / MANIFEST).write_text(manifest)
     agent.binary.unlink()
-    if base is not None:
+    if base is not None and not in_place:
         base.unlink()
     return {
         "packages": len(packages),
@@ -408,7 +427,8 @@ def _bootstrap(context: Context, plan: Plan, staging: Path, target: Path, engine
     recipe = plan.recipe
     spec = bootstrap.BootstrapSpec(
         suite=plan.release.suite, variant=recipe.bootstrap.variant, components=recipe.bootstrap.components,
-        debian_arch=plan.arch.debian, packages=plan.packages, mirror=plan.mirror, options=recipe.bootstrap.options)
+        debian_arch=plan.arch.debian, packages=plan.packages, mirror=plan.mirror, trims=recipe.trim,
+        options=recipe.bootstrap.options)
     keyring = bootstrap.resolve_keyring(context, recipe, plan.arch)
     packages = bootstrap.PackageCache(context.cache, recipe.bootstrap.archive or "debian", plan.release.suite,
                                       plan.arch.debian)
@@ -427,12 +447,13 @@ def _bootstrap(context: Context, plan: Plan, staging: Path, target: Path, engine
                       docker_backend.Mount(str(debs_in), f"{root}/debs-in", read_only=True)]
             if keyring:
                 mounts.append(docker_backend.Mount(str(keyring), f"{root}/keyring.gpg", read_only=True))
-            argv = bootstrap.mmdebstrap_argv(spec, "root", paths)
+            argv = bootstrap.mmdebstrap_argv(spec, "root", paths, "tar")
             docker_backend.run(engine, builder, argv, mounts, owned_outputs=[f"{root}/out"], on_line=on_line)
         else:
             with bootstrap.keyring_for_apt(keyring) as readable:
                 paths = bootstrap.Paths(str(target), str(debs_in), str(debs_out), str(readable) if readable else None)
-                bootstrap.run_native(bootstrap.mmdebstrap_argv(spec, plan.mode, paths), on_line)
+                output_format = "directory" if plan.mode == "root" else "tar"
+                bootstrap.run_native(bootstrap.mmdebstrap_argv(spec, plan.mode, paths, output_format), on_line)
     downloaded = packages.merge(debs_out, known)
     shutil.rmtree(debs_in)
     shutil.rmtree(debs_out)
@@ -542,6 +563,15 @@ class Installer:
         self.process: subprocess.Popen[bytes] | None = None
         self.argv: list[str] = []
         self._errors: IO[bytes] | None = None
+        self.adopted = False
+
+    @property
+    def started(self) -> bool:
+        return self.process is not None or self.adopted
+
+    def adopt(self) -> None:
+        """The temporary directory was filled by other means (a bootstrap in place)."""
+        self.adopted = True
 
     def start(self, source: BinaryIO | None = None) -> IO[bytes] | None:
         """Start tar; it reads `source`, or the returned pipe when no source is given."""
@@ -561,17 +591,10 @@ class Installer:
         return self.process.stdin
 
     def finish(self) -> None:
-        assert self.process is not None and self._errors is not None
-        if self.process.stdin is not None:
-            self.process.stdin.close()
-        status = self.process.wait()
-        self._errors.seek(0)
-        errors = self._errors.read().decode(errors="replace")
-        self._errors.close()
-        if status != 0:
-            raise CommandError(problem=f"unpacking the rootfs into {self.temporary} failed with exit status {status}",
-                               where=runner.format_argv(self.argv), fix="see the messages of tar below",
-                               argv=self.argv, returncode=status, stderr_tail=runner.output_tail(errors))
+        if self.process is not None:
+            self._wait()
+        elif not self.adopted:
+            raise RuntimeError("Installer.finish() before start() or adopt()")
         if not (self.temporary / metadata.OSBUILDER_YAML).is_file():
             raise BuildError(problem=f"the unpacked rootfs has no /{metadata.OSBUILDER_YAML}",
                              where=str(self.output), fix="the cached tarball is damaged: rebuild with --no-cache")
@@ -583,6 +606,19 @@ class Installer:
         _rename(self.temporary, self.output, self.idmap)
         if self.retired.exists():
             userns.remove_tree(self.retired)
+
+    def _wait(self) -> None:
+        assert self.process is not None and self._errors is not None
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        status = self.process.wait()
+        self._errors.seek(0)
+        errors = self._errors.read().decode(errors="replace")
+        self._errors.close()
+        if status != 0:
+            raise CommandError(problem=f"unpacking the rootfs into {self.temporary} failed with exit status {status}",
+                               where=runner.format_argv(self.argv), fix="see the messages of tar below",
+                               argv=self.argv, returncode=status, stderr_tail=runner.output_tail(errors))
 
     def abort(self) -> None:
         if self.process is not None:

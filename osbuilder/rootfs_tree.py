@@ -14,6 +14,9 @@ from __future__ import annotations
 import copy
 import hashlib
 import io
+import os
+import shutil
+import stat
 import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -56,6 +59,7 @@ class Entry:
     pax: dict[str, str] = field(default_factory=dict)
     devmajor: int = 0
     devminor: int = 0
+    dirty: bool = True  # differs from the base it was read from (new, edited or re-moded)
 
     @property
     def kind(self) -> str:
@@ -70,6 +74,8 @@ class RootfsTree:
     def __init__(self, base: Path | None = None, *, mtime: int = 0) -> None:
         self.mtime = mtime  # for everything added or changed (SOURCE_DATE_EPOCH)
         self.entries: dict[str, Entry] = {}
+        self.directory: Path | None = None  # set by from_directory(): the tree on disk
+        self.origin: dict[str, bool] = {}  # path -> is a directory, for everything read from disk
         # Held open for the tree's lifetime: unchanged contents are copied from it on write().
         self._base = tarfile.open(base, "r:", errors="surrogateescape") if base else None  # noqa: SIM115
         if self._base is None:
@@ -80,7 +86,8 @@ class RootfsTree:
             self.entries[path] = Entry(
                 path, info.type if info.type != tarfile.AREGTYPE else REG, info.mode, info.uid, info.gid,
                 int(info.mtime), normalise(info.linkname) if info.type == LNK else info.linkname,
-                source=info, pax=dict(info.pax_headers), devmajor=info.devmajor, devminor=info.devminor)
+                source=info, pax=dict(info.pax_headers), devmajor=info.devmajor, devminor=info.devminor,
+                dirty=False)
         if "" not in self.entries:
             raise BuildError(problem=f"{base} has no top directory entry ('./')", where=str(base),
                              fix="the bootstrap output is not a rootfs tarball")
@@ -94,6 +101,43 @@ class RootfsTree:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @classmethod
+    def from_directory(cls, root: Path, *, mtime: int, clamp: int | None = None) -> RootfsTree:
+        """A tree read from disk (mmdebstrap's directory output, as root). Contents stay on disk
+        and are read when the tarball is written; apply_to() makes the disk match the model. Times
+        later than `clamp` (SOURCE_DATE_EPOCH) become `clamp`, as mmdebstrap does for tarballs.
+        Device nodes, fifos and sockets are left out (and removed by apply_to)."""
+        tree = cls(None, mtime=mtime)
+        tree.entries.clear()
+        tree.directory = root
+        first_names: dict[tuple[int, int], str] = {}
+
+        def visit(path: str, full: Path) -> None:
+            info = full.lstat()
+            kind = info.st_mode
+            tree.origin[path] = stat.S_ISDIR(kind)
+            when = int(info.st_mtime) if clamp is None else min(int(info.st_mtime), clamp)
+            entry = Entry(path, DIR, stat.S_IMODE(kind), info.st_uid, info.st_gid, when, dirty=False)
+            if stat.S_ISLNK(kind):
+                entry.type, entry.linkname = SYM, os.readlink(full)
+            elif stat.S_ISREG(kind):
+                identity = (info.st_dev, info.st_ino)
+                if info.st_nlink > 1 and identity in first_names:
+                    entry.type, entry.linkname = LNK, first_names[identity]
+                else:
+                    entry.type, entry.host_file = REG, full
+                    first_names.setdefault(identity, path)
+            elif not stat.S_ISDIR(kind):
+                return  # a device node, fifo or socket
+            entry.pax = _xattrs(full)
+            tree.entries[path] = entry
+            if entry.type == DIR:
+                for name in sorted(os.listdir(full)):
+                    visit(f"{path}/{name}" if path else name, full / name)
+
+        visit("", root)
+        return tree
 
     # --- lookups ------------------------------------------------------------------------------
 
@@ -219,7 +263,8 @@ class RootfsTree:
         where = self.resolve(path)
         existing = self.entries.get(where)
         if existing is not None and existing.type == DIR:
-            existing.mode, existing.uid, existing.gid = mode, uid, gid
+            if (existing.mode, existing.uid, existing.gid) != (mode, uid, gid):
+                existing.mode, existing.uid, existing.gid, existing.dirty = mode, uid, gid, True
             return where
         where = self._place(path)
         self._store(Entry(where, DIR, mode, uid, gid, self.mtime))
@@ -229,7 +274,8 @@ class RootfsTree:
         entry = self.get(path, follow=True)
         if entry is None:
             raise BuildError(problem=f"/{path} does not exist in the rootfs", where=f"/{path}")
-        entry.mode = mode
+        if entry.mode != mode:
+            entry.mode, entry.dirty = mode, True
 
     def update(self, path: str, edit: Callable[[str], str]) -> bool:
         """Rewrite a text file as `sed -i` would (a new file at that path, same owner and mode);
@@ -245,6 +291,7 @@ class RootfsTree:
         entry.data = edit(text).encode("utf-8", errors="surrogateescape")
         entry.host_file = None
         entry.mtime = self.mtime
+        entry.dirty = True
         return True
 
     def remove(self, path: str) -> list[str]:
@@ -288,8 +335,73 @@ class RootfsTree:
             heir = links[0]
             heir.type, heir.linkname = REG, ""
             heir.source, heir.data, heir.host_file = original.source, original.data, original.host_file
+            if self.directory is not None and original.host_file == self.directory / original.path:
+                heir.host_file = self.directory / heir.path  # on disk: the same inode, under its own name
             for other in links[1:]:
                 other.linkname = heir.path
+
+    # --- back to disk ---------------------------------------------------------------------------
+
+    def apply_to(self, root: Path | None = None) -> None:
+        """Make the directory this tree was read from (from_directory) match the model: remove what
+        is gone, write what is new or edited, then set every time. Needs the privileges of the
+        tree's owner (root for mmdebstrap's root mode)."""
+        root = root or self.directory
+        if root is None:
+            raise ValueError("apply_to() needs a tree read from a directory")
+        gone = [path for path, was_dir in self.origin.items()
+                if path not in self.entries or (self.entries[path].type == DIR) != was_dir]
+        for path in sorted(gone, reverse=True):  # children before their directories
+            full = root / path
+            if self.origin[path] and not full.is_symlink():
+                shutil.rmtree(full)
+            else:
+                full.unlink(missing_ok=True)
+        for entry in self.ordered():
+            if entry.dirty:
+                self._write_entry(root, entry)
+        for entry in self.entries.values():
+            full = root / entry.path if entry.path else root
+            if full.lstat().st_mtime_ns != entry.mtime * 1_000_000_000:
+                os.utime(full, ns=(entry.mtime * 1_000_000_000,) * 2, follow_symlinks=False)
+
+    def _write_entry(self, root: Path, entry: Entry) -> None:
+        full = root / entry.path if entry.path else root
+        if entry.type == DIR:
+            if not full.is_dir() or full.is_symlink():
+                full.unlink(missing_ok=True)
+                full.mkdir()
+            os.lchown(full, entry.uid, entry.gid)
+            full.chmod(entry.mode)
+            return
+        if entry.type == REG:
+            if entry.data is None and entry.host_file == full:  # same content, new mode or owner
+                os.lchown(full, entry.uid, entry.gid)
+                full.chmod(entry.mode)
+                return
+            temporary = full.with_name(f".{full.name}.osbuilder-new")
+            if entry.data is not None:
+                temporary.write_bytes(entry.data)
+            else:
+                shutil.copyfile(self._content_path(entry), temporary)
+            os.lchown(temporary, entry.uid, entry.gid)
+            temporary.chmod(entry.mode)
+            os.replace(temporary, full)  # a new inode: other hard links keep the old content
+            return
+        if full.is_symlink() or full.exists():
+            full.unlink()
+        if entry.type == SYM:
+            os.symlink(entry.linkname, full)
+            os.lchown(full, entry.uid, entry.gid)
+        elif entry.type == LNK:
+            os.link(root / entry.linkname, full)
+        else:
+            raise BuildError(problem=f"cannot create the {entry.kind} /{entry.path} on disk", where=f"/{entry.path}")
+
+    def _content_path(self, entry: Entry) -> Path:
+        if entry.host_file is None:
+            raise BuildError(problem=f"/{entry.path} has no content to write", where=f"/{entry.path}")
+        return entry.host_file
 
     # --- output -------------------------------------------------------------------------------
 
@@ -378,3 +490,19 @@ class RootfsTree:
     def __iter__(self) -> Iterator[Entry]:
         return iter(list(self.entries.values()))
 
+
+
+def _xattrs(path: Path) -> dict[str, str]:
+    """Extended attributes as tar's PAX headers name them (file capabilities, ACLs)."""
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError:
+        return {}
+    headers = {}
+    for name in sorted(names):
+        try:
+            value = os.getxattr(path, name, follow_symlinks=False)
+        except OSError:
+            continue
+        headers[f"SCHILY.xattr.{name}"] = value.decode("utf-8", errors="surrogateescape")
+    return headers

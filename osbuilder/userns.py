@@ -208,13 +208,35 @@ def wrap(argv: Sequence[str | os.PathLike[str]], idmap: IdMap) -> list[str]:
     ]
 
 
+def mounts_below(path: Path) -> list[str]:
+    """Mount points at or below path (a chroot a killed bootstrap left mounted)."""
+    prefix = os.path.realpath(path)
+    found = []
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 4:
+            point = fields[4].encode().decode("unicode_escape")  # octal escapes such as \040
+            if point == prefix or point.startswith(prefix + "/"):
+                found.append(point)
+    return found
+
+
 def remove_tree(path: Path, idmap: IdMap | None = None) -> None:
-    """Delete a tree, entering its user namespace when the caller may not delete it directly."""
+    """Delete a tree, entering its user namespace when the caller may not delete it directly.
+    A tree with something mounted inside is left alone: deleting it would reach into the mounts."""
     if not path.exists() and not path.is_symlink():
         return
     if path.is_symlink() or not path.is_dir():
         path.unlink()
         return
+    mounted = mounts_below(path)
+    if mounted:
+        raise BuildError(problem=f"{path} still has file systems mounted in it: {', '.join(mounted[:4])}",
+                         where=str(path), fix=f"unmount them (umount -R {mounted[0]}), then remove {path}")
     try:
         shutil.rmtree(path)
         return

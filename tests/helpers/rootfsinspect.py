@@ -20,6 +20,14 @@ def sha256(path: Path) -> str:
 
 
 def tree_listing(rootfs: Path) -> str:
-    """Every path with its type, mode, owner, size and link target (what `find -printf` sees)."""
-    return subprocess.run(["find", ".", "-printf", "%p %y %m %U %G %s %l\n"], cwd=rootfs, capture_output=True,
-                          text=True, check=True).stdout
+    """Every path with its type, mode, owner, size (of files), link target and mtime, sorted (what
+    `find -printf` sees; a directory's size depends on its history, not its content)."""
+    output = subprocess.run(["find", ".", "-printf", "%p %y %m %U %G %s %l %T@\n"], cwd=rootfs,
+                            capture_output=True, text=True, check=True).stdout
+    lines = []
+    for line in output.splitlines():
+        fields = line.split(" ")
+        if fields[1] == "d":
+            fields[5] = "-"
+        lines.append(" ".join(fields))
+    return "\n".join(sorted(lines))

@@ -80,7 +80,7 @@ def test_noble_systemd(noble_rootfs: BuiltRootfs) -> None:
     assert os.readlink(rootfs / "var/tmp") == "../tmp"
     for gone in ("var/cache", "var/log", "usr/share/doc", "usr/share/man", "var/lib/apt"):
         assert not (rootfs / gone).exists(), gone
-    assert not (rootfs / "etc/dpkg/dpkg.cfg.d/99mmdebstrap").exists()  # only our bootstrap setting was there
+    assert not (rootfs / "etc/dpkg/dpkg.cfg.d/90osbuilder-bootstrap").exists()  # bootstrap-only settings
     assert not [path for path in (rootfs / "dev").iterdir()]  # devtmpfs provides the nodes
 
 

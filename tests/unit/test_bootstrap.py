@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 from osbuilder import bootstrap
@@ -12,15 +13,15 @@ from osbuilder.rootfs_tree import RootfsTree
 from tests.helpers.faketree import debian_like
 
 SPEC = BootstrapSpec(suite="noble", variant="required", components=("main", "universe"), debian_arch="amd64",
-                     packages=("chrony", "init"), mirror=None, options=("--aptopt=X",))
+                     packages=("chrony", "init"), mirror=None, trims=("usr/share/doc",), options=("--aptopt=X",))
 
 
 def test_mmdebstrap_command_line() -> None:
     argv = bootstrap.mmdebstrap_argv(SPEC, "unshare", Paths("/out/b.tar", "/c/in", "/c/out", "/k.gpg"))
-    assert argv[:5] == ["mmdebstrap", "--mode=unshare", "--variant=required", "--architectures=amd64",
+    assert argv[:6] == ["mmdebstrap", "--mode=unshare", "--format=tar", "--variant=required", "--architectures=amd64",
                         "--components=main,universe"]
     for option in ("--include=chrony,init", "--keyring=/k.gpg", "--skip=output/dev", "--skip=download/empty",
-                   "--skip=essential/unlink", "--dpkgopt=force-unsafe-io",
+                   "--skip=essential/unlink",
                    "--setup-hook=sync-in /c/in /var/cache/apt/archives/",
                    "--customize-hook=sync-out /var/cache/apt/archives /c/out", "--aptopt=X"):
         assert option in argv, option
@@ -35,16 +36,23 @@ def test_mmdebstrap_command_line() -> None:
     assert not any(arg.startswith("--keyring") for arg in with_mirror)
 
 
-def test_the_speedup_leaves_the_dpkg_configuration(tmp_path: Path) -> None:
-    text = "force-unsafe-io\npath-exclude=/usr/share/doc/*\n"
-    assert bootstrap.drop_dpkg_speedup(text) == "path-exclude=/usr/share/doc/*\n"
+def test_bootstrap_dpkg_settings_are_ours_and_temporary(tmp_path: Path) -> None:
+    argv = bootstrap.mmdebstrap_argv(SPEC, "root", Paths("/t", "/i", "/o", None), "directory")
+    assert "--format=directory" in argv
+    config = f'"$1"/{bootstrap.DPKG_CONFIG}'
+    assert f'--setup-hook=mkdir -p "$1"/etc/dpkg/dpkg.cfg.d && echo force-unsafe-io > {config}' in argv
+    # trims are excluded only after the essential set (no mmtarfilter), never with --dpkgopt
+    assert f"--essential-hook=printf '%s\\n' 'path-exclude=/usr/share/doc/*' >> {config}" in argv
+    assert not any(arg.startswith("--dpkgopt") for arg in argv)
+    # the hooks are shell: run them on a scratch tree as mmdebstrap would
+    for hook in (arg for arg in argv if arg.startswith(("--setup-hook=mkdir -p \"$1\"/etc", "--essential-hook"))):
+        subprocess.run(["sh", "-c", hook.split("=", 1)[1], "exec", str(tmp_path)], check=True)
+    assert (tmp_path / bootstrap.DPKG_CONFIG).read_text() == "force-unsafe-io\npath-exclude=/usr/share/doc/*\n"
     with RootfsTree(debian_like(tmp_path / "base.tar")) as tree:
-        bootstrap.finish_tree(tree)
-        assert tree.read(bootstrap.DPKG_CONFIG) == b"path-exclude=/usr/share/doc/*\n"
         tree.put_file(bootstrap.DPKG_CONFIG, b"force-unsafe-io\n")
         bootstrap.finish_tree(tree)
         assert not tree.exists(bootstrap.DPKG_CONFIG)
-    assert not any("path-exclude" in arg for arg in bootstrap.mmdebstrap_argv(SPEC, "root", Paths("/t", "/i", "/o", None)))
+        assert tree.exists("etc/dpkg/dpkg.cfg.d/99mmdebstrap")  # not ours: kept
 
 
 def test_native_mode_as_root() -> None:

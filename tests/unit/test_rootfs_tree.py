@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import tarfile
 from pathlib import Path
@@ -136,3 +137,59 @@ def test_an_empty_tree_has_a_top_directory(tmp_path: Path) -> None:
         tree.put_file("sbin/init", b"\x7fELF", mode=0o755)
         tree.write(tmp_path / "out.tar")
     assert [line.split()[3] for line in _listing(tmp_path / "out.tar")] == ["./", "./sbin", "./sbin/init"]
+
+
+def _disk_state(root: Path) -> dict[str, tuple[object, ...]]:
+    """path -> (kind, mode, uid, gid, mtime ns, content or target, hard-link group)."""
+    state: dict[str, tuple[object, ...]] = {}
+    groups: dict[tuple[int, int], str] = {}
+    for path in sorted([root, *root.rglob("*")]):
+        info = path.lstat()
+        name = path.relative_to(root).as_posix() if path != root else ""
+        if path.is_symlink():
+            detail: object = os.readlink(path)
+            kind = "link"
+        elif path.is_dir():
+            detail, kind = None, "dir"
+        else:
+            detail, kind = path.read_bytes(), "file"
+        group = groups.setdefault((info.st_dev, info.st_ino), name) if kind == "file" else None
+        state[name] = (kind, info.st_mode & 0o7777, info.st_uid, info.st_gid, info.st_mtime_ns, detail, group)
+    return state
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a tree with other owners needs root")
+def test_a_directory_tree_edited_in_place_matches_its_tarball(tmp_path: Path) -> None:
+    root = tmp_path / "tree"
+    (root / "etc").mkdir(parents=True)
+    (root / "usr/share/doc/tool").mkdir(parents=True)
+    (root / "usr/bin").mkdir(parents=True)
+    (root / "var/lib/chrony").mkdir(parents=True)
+    os.chown(root / "var/lib/chrony", 100, 101)
+    (root / "usr/share/doc/tool/README").write_text("content\n")
+    os.link(root / "usr/share/doc/tool/README", root / "usr/bin/tool")  # outlives the trimmed target
+    (root / "usr/bin/perl").write_text("#!perl\n")
+    os.link(root / "usr/bin/perl", root / "usr/bin/perl5")
+    os.symlink("/run/systemd/resolve/stub-resolv.conf", root / "etc/resolv.conf")
+    (root / "etc/chrony.conf").write_text("pool x\n")
+    os.mkfifo(root / "etc/fifo")
+    os.setxattr(root / "usr/bin/perl", "user.note", b"\xff binary")
+    with RootfsTree.from_directory(root, mtime=1700000000, clamp=1700000000) as tree:
+        assert "etc/fifo" not in tree.entries and tree.entries["usr/bin/perl5"].type == LNK
+        tree.remove("usr/share/doc")
+        tree.remove("etc/resolv.conf")
+        tree.put_file("etc/resolv.conf", b"")
+        tree.update("usr/bin/perl5", str.upper)  # sed -i: a new file; perl keeps its content
+        tree.put_symlink("var/tmp", "../tmp")
+        tree.put_dir("tmp", mode=0o1777)
+        tree.chmod("", 0o755)
+        tree.apply_to()  # first, as the build does: the tarball is then read from the edited tree
+        tree.write(tmp_path / "tree.tar")
+    unpacked = _extract(tmp_path / "tree.tar", tmp_path / "unpacked")
+    subprocess.run(["tar", "--xattrs", "--xattrs-include=*", "-xpf", str(tmp_path / "tree.tar"), "-C",
+                    str(unpacked), "--numeric-owner"], check=True)
+    assert _disk_state(root) == _disk_state(unpacked)
+    assert (root / "usr/bin/tool").read_text() == "content\n" and not (root / "etc/fifo").exists()
+    assert (root / "usr/bin/perl").read_text() == "#!perl\n" and (root / "usr/bin/perl5").read_text() == "#!PERL\n"
+    assert os.getxattr(root / "usr/bin/perl", "user.note") == b"\xff binary"
+    assert os.getxattr(unpacked / "usr/bin/perl", "user.note") == b"\xff binary"

@@ -88,3 +88,22 @@ def test_remove_tree_removes_what_it_can(tmp_path: Path) -> None:
     userns.remove_tree(tree)
     assert not tree.exists()
     userns.remove_tree(tree)  # absent: nothing to do
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting needs root")
+def test_a_tree_with_a_mount_inside_is_not_removed(tmp_path: Path) -> None:
+    import subprocess
+
+    tree = tmp_path / "chroot"
+    (tree / "proc").mkdir(parents=True)
+    if subprocess.run(["mount", "-t", "tmpfs", "none", str(tree / "proc")], capture_output=True).returncode:
+        pytest.skip("cannot mount here")
+    try:
+        assert userns.mounts_below(tree) == [str(tree / "proc")]
+        with pytest.raises(BuildError, match="mounted"):
+            userns.remove_tree(tree)
+        assert (tree / "proc").is_dir()
+    finally:
+        subprocess.run(["umount", str(tree / "proc")], check=True)
+    userns.remove_tree(tree)
+    assert not tree.exists()
