@@ -345,7 +345,7 @@ def _build_entry(context: Context, plan: Plan, key: str, staging: Path, engine: 
     # As root, mmdebstrap writes its directory straight where the output will be, and the edits
     # are applied there: no tarball from mmdebstrap and no second copy of the tree (the cheapest
     # path, and the one that matters for speed). Otherwise (unshare, docker) its tarball is edited.
-    in_place = plan.mode == "root"
+    in_place = plan.mode == "root" and _chroot_possible(plan.output.parent)
     if plan.bootstraps:
         base = installer.temporary if in_place else staging / "bootstrap.tar"
         with _phase(timings, "bootstrap"):
@@ -385,6 +385,12 @@ def _build_entry(context: Context, plan: Plan, key: str, staging: Path, engine: 
         "init": plan.init.name,
         "mode": plan.mode,
     }
+
+
+def _chroot_possible(directory: Path) -> bool:
+    """Whether maintainer scripts can run in a chroot under directory (not noexec, not nodev)."""
+    flags = os.statvfs(directory).f_flag
+    return not flags & (os.ST_NOEXEC | os.ST_NODEV)
 
 
 def _provision_tree(context: Context, plan: Plan, key: str, tree: RootfsTree, agent: provision.AgentInstall,

@@ -223,3 +223,18 @@ def test_an_output_filled_during_the_build_is_kept(tmp_path: Path, test_agent: P
     installer.abort()
     assert os.listdir(output) == ["theirs"]
     assert sorted(os.listdir(tmp_path)) == ["cache", "first", "second"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting needs root")
+def test_no_in_place_bootstrap_where_a_chroot_cannot_run(tmp_path: Path) -> None:
+    from osbuilder.rootfs import _chroot_possible
+
+    assert _chroot_possible(tmp_path)
+    mountpoint = tmp_path / "noexec"
+    mountpoint.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "noexec", "none", str(mountpoint)]).returncode:
+        pytest.skip("cannot mount here")
+    try:
+        assert not _chroot_possible(mountpoint)  # the build bootstraps a tarball there instead
+    finally:
+        subprocess.run(["umount", str(mountpoint)], check=True)
