@@ -2,7 +2,9 @@
 
 Provisioning edits this model instead of a directory, which needs no privileges: ownership, modes
 and device numbers are just numbers in tar headers, whoever runs osbuilder. Only the edits are held
-in memory; unchanged file contents are copied from the base tar when the new tar is written.
+in memory; unchanged file contents are copied from the base tar when the new tar is written. A tree
+can also be read from a directory (from_directory, as root), edited the same way, and the edits
+applied back to that directory (apply_to), so that it equals the tarball written from the model.
 
 Paths are relative to the rootfs, without a leading "./" ("" is the top directory), and are
 resolved through the tree's own symlinks, so `lib/systemd/system/x` on a merged-/usr system is the
@@ -38,10 +40,6 @@ def normalise(name: str) -> str:
     """'./usr/bin/' -> 'usr/bin'; './' -> ''."""
     parts = [part for part in name.split("/") if part not in ("", ".")]
     return "/".join(parts)
-
-
-def parent_of(path: str) -> str:
-    return path.rsplit("/", 1)[0] if "/" in path else ""
 
 
 @dataclass
@@ -171,12 +169,6 @@ class RootfsTree:
 
     def exists(self, path: str, *, follow: bool = False) -> bool:
         return self.get(path, follow=follow) is not None
-
-    def children(self, directory: str) -> Iterator[Entry]:
-        prefix = f"{directory}/" if directory else ""
-        for path, entry in self.entries.items():
-            if path and path.startswith(prefix):
-                yield entry
 
     def read(self, path: str) -> bytes:
         entry = self.get(path, follow=True)
