@@ -20,6 +20,7 @@ dropped when a build used a newer one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import re
@@ -74,7 +75,11 @@ class Paths:
     keyring: str | None
 
 
-def mmdebstrap_argv(spec: BootstrapSpec, mode: str, paths: Paths, output_format: str = "tar") -> list[str]:
+def mmdebstrap_argv(spec: BootstrapSpec, mode: str, paths: Paths, output_format: str = "tar",
+                    direct: bool = False) -> list[str]:
+    """The mmdebstrap command line. `direct`: the hooks run as root on this host and the chroot is
+    the output directory itself, so the cached packages are hard-linked in rather than copied, and
+    taken out again after the run (take_packages) instead of being copied out by sync-out."""
     argv = [
         "mmdebstrap",
         f"--mode={mode}",
@@ -94,11 +99,18 @@ def mmdebstrap_argv(spec: BootstrapSpec, mode: str, paths: Paths, output_format:
         *([f"--essential-hook=printf '%s\\n' {' '.join(shlex.quote(line) for line in trim_lines(spec.trims))}"
            f" >> {config}"] if spec.trims else []),
         f'--setup-hook=mkdir -p "$1"{APT_ARCHIVES}',
-        f"--setup-hook=sync-in {shlex.quote(paths.debs_in)} {APT_ARCHIVES}/",
-        f"--customize-hook=sync-out {APT_ARCHIVES} {shlex.quote(paths.debs_out)}",
-        # The packages are in the cache now; they do not belong in the rootfs tarball.
-        f'--customize-hook=rm -f "$1"{APT_ARCHIVES}/*.deb',
     ]
+    cached = shlex.quote(f"{paths.debs_in}/.")
+    if direct:
+        argv.append(f'--setup-hook=cp -al {cached} "$1"{APT_ARCHIVES}/ 2>/dev/null || cp -a {cached} "$1"{APT_ARCHIVES}/')
+        argv.append("--skip=cleanup/apt/cache")  # apt-get clean would delete what take_packages() keeps
+    else:
+        argv += [
+            f"--setup-hook=sync-in {shlex.quote(paths.debs_in)} {APT_ARCHIVES}/",
+            f"--customize-hook=sync-out {APT_ARCHIVES} {shlex.quote(paths.debs_out)}",
+            # The packages are in the cache now; they do not belong in the rootfs tarball.
+            f'--customize-hook=rm -f "$1"{APT_ARCHIVES}/*.deb',
+        ]
     argv += list(spec.options)
     argv += [spec.suite, paths.target]
     if spec.mirror:
@@ -221,20 +233,39 @@ class PackageCache:
         return len(names)
 
     def merge(self, used: Path, known: Sequence[str]) -> list[str]:
-        """Take the packages a build used into the cache; return the ones it downloaded."""
+        """Take the packages a build used into the cache (moved out of `used`); return the ones it
+        downloaded."""
         built = sorted(name for name in os.listdir(used) if _DEB.match(name))
         downloaded = [name for name in built if name not in set(known)]
         with self.cache.lock(self.label):
             present = set(self.debs())
             for name in built:
                 if name not in present:
-                    os.replace(used / name, self.directory / name)
+                    _move(used / name, self.directory / name)
             current = {_package_key(name): name for name in built}
             for name in present:
                 key = _package_key(name)
                 if key in current and current[key] != name:
                     (self.directory / name).unlink(missing_ok=True)  # superseded by a newer version
         return downloaded
+
+
+def _move(source: Path, destination: Path) -> None:
+    """Rename, or copy to a temporary name and rename across file systems."""
+    try:
+        os.replace(source, destination)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        temporary = destination.with_name(f".{destination.name}.{os.getpid()}")
+        shutil.copyfile(source, temporary)
+        os.replace(temporary, destination)
+        source.unlink()
+
+
+def take_packages(chroot: Path) -> Path:
+    """Where a direct run left the packages it used (they leave the tree with merge())."""
+    return chroot / APT_ARCHIVES.lstrip("/")
 
 
 def _package_key(filename: str) -> tuple[str, str]:

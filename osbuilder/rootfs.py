@@ -349,7 +349,7 @@ def _build_entry(context: Context, plan: Plan, key: str, staging: Path, engine: 
     if plan.bootstraps:
         base = installer.temporary if in_place else staging / "bootstrap.tar"
         with _phase(timings, "bootstrap"):
-            downloaded = _bootstrap(context, plan, staging, base, engine, builder)
+            downloaded = _bootstrap(context, plan, staging, base, engine, builder, in_place)
     with _phase(timings, "provision"):
         agent = _prepare_agent(plan, staging)
         if in_place and base is not None:
@@ -429,7 +429,7 @@ def _phase_logger(description: str) -> tuple[Any, Any]:
 
 
 def _bootstrap(context: Context, plan: Plan, staging: Path, target: Path, engine: Any,
-               builder: docker_backend.Builder | None) -> list[str]:
+               builder: docker_backend.Builder | None, in_place: bool) -> list[str]:
     recipe = plan.recipe
     spec = bootstrap.BootstrapSpec(
         suite=plan.release.suite, variant=recipe.bootstrap.variant, components=recipe.bootstrap.components,
@@ -458,9 +458,16 @@ def _bootstrap(context: Context, plan: Plan, staging: Path, target: Path, engine
         else:
             with bootstrap.keyring_for_apt(keyring) as readable:
                 paths = bootstrap.Paths(str(target), str(debs_in), str(debs_out), str(readable) if readable else None)
-                output_format = "directory" if plan.mode == "root" else "tar"
-                bootstrap.run_native(bootstrap.mmdebstrap_argv(spec, plan.mode, paths, output_format), on_line)
-    downloaded = packages.merge(debs_out, known)
+                output_format = "directory" if in_place else "tar"
+                bootstrap.run_native(
+                    bootstrap.mmdebstrap_argv(spec, plan.mode, paths, output_format, direct=in_place), on_line)
+    if in_place:
+        archives = bootstrap.take_packages(target)
+        downloaded = packages.merge(archives, known)
+        for leftover in archives.glob("*.deb"):  # hard links to what the cache already has
+            leftover.unlink()
+    else:
+        downloaded = packages.merge(debs_out, known)
     shutil.rmtree(debs_in)
     shutil.rmtree(debs_out)
     log.info("bootstrap done; %d packages downloaded, %d taken from the package cache", len(downloaded),

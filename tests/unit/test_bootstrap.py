@@ -101,3 +101,18 @@ def test_keyring_in_a_private_directory_is_handed_to_apt_as_a_readable_copy(tmp_
             assert same == public
     with bootstrap.keyring_for_apt(None) as nothing:
         assert nothing is None
+
+
+def test_direct_runs_link_packages_in_and_keep_them(tmp_path: Path) -> None:
+    argv = bootstrap.mmdebstrap_argv(SPEC, "root", Paths("/t", str(tmp_path / "cached"), "/o", None), "directory",
+                                     direct=True)
+    assert "--skip=cleanup/apt/cache" in argv
+    assert not any("sync-in" in arg or "sync-out" in arg or "rm -f" in arg for arg in argv)
+    hook = next(arg for arg in argv if arg.startswith("--setup-hook=cp -al"))
+    _deb(tmp_path / "cached", "libc6_2.39_amd64.deb")
+    chroot = tmp_path / "chroot"
+    (chroot / "var/cache/apt/archives").mkdir(parents=True)
+    subprocess.run(["sh", "-c", hook.split("=", 1)[1], "exec", str(chroot)], check=True)
+    linked = chroot / "var/cache/apt/archives/libc6_2.39_amd64.deb"
+    assert linked.stat().st_ino == (tmp_path / "cached/libc6_2.39_amd64.deb").stat().st_ino
+    assert bootstrap.take_packages(chroot) == chroot / "var/cache/apt/archives"
