@@ -115,6 +115,7 @@ class Result:
     meta: dict[str, Any]
     duration: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
+    tarball: Path | None = None  # the cache entry's rootfs.tar (later steps may read it directly)
 
     def to_json(self) -> dict[str, Any]:
         plan = self.plan
@@ -129,6 +130,7 @@ class Result:
             "mode": plan.mode,
             "cache_hit": self.cache_hit,
             "cache_key": self.cache_key,
+            "cache_tarball": str(self.tarball) if self.tarball else None,
             "packages": self.meta.get("packages"),
             "packages_downloaded": None if self.cache_hit else self.meta.get("packages_downloaded"),
             "agent_sha256": self.meta.get("agent_sha256"),
@@ -333,7 +335,8 @@ def build(context: Context, plan: Plan) -> Result:
             raise
         hit = made.hit
     meta = context.cache.entry_meta(CACHE_KIND, key)
-    return Result(plan, key, hit, meta, time.monotonic() - started, timings)
+    return Result(plan, key, hit, meta, time.monotonic() - started, timings,
+                  context.cache.entry(CACHE_KIND, key) / ROOTFS_TAR)
 
 
 def _build_entry(context: Context, plan: Plan, key: str, staging: Path, engine: Any,

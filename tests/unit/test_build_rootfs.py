@@ -63,6 +63,9 @@ def test_minimal_rootfs(tmp_path: Path, test_agent: Path) -> None:
     assert meta["rootfs-creation-time"] == "2023-11-14T22:13:20.000000000+0000Z"
     manifest = json.loads((output / "var/lib/osbuilder/manifest.json").read_text())
     assert manifest["cache_key"] == report["cache_key"]
+    assert report["cache_tarball"] == str(cache / "rootfs" / report["cache_key"] / "rootfs.tar")
+    with tarfile.open(report["cache_tarball"]) as tarball:  # the tree, as later steps may read it
+        assert tarball.getmember("./sbin/init").size == init.stat().st_size
     assert manifest["agent"]["sha256"] == report["agent_sha256"]
     assert manifest["agent"]["source_sha256"] == hashlib.sha256(test_agent.read_bytes()).hexdigest()
     assert manifest["recipe"]["name"] == "minimal" and len(manifest["recipe"]["sha256"]) == 64
