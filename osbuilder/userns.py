@@ -72,6 +72,33 @@ class IdMap:
             return uid, gid
         return _translate(self.uids, uid, to_guest=False), _translate(self.gids, gid, to_guest=False)
 
+    # The image and initrd builders' IdMapping protocol (osbuilder/idmap.py): an IdMap from
+    # detect() can be handed to them as it is.
+
+    @property
+    def name(self) -> str:
+        if self.kind == SUBID_KIND:
+            return f"subordinate ids ({self.uids[0].outer}+ -> 0+)"
+        if self.kind == SELF_KIND:
+            return f"caller-as-root ({self.uids[0].outer}:{self.gids[0].outer} -> 0:0)"
+        return "identity"
+
+    def wrap(self, argv: Sequence[str | os.PathLike[str]]) -> list[str]:
+        return wrap(argv, self)
+
+    def guest_uid(self, uid: int) -> int:
+        return self.to_guest(uid, 0)[0]
+
+    def guest_gid(self, gid: int) -> int:
+        return self.to_guest(0, gid)[1]
+
+    def covers(self, uid: int) -> bool:
+        """Whether a tool run through wrap() is root over files of this host uid (reads them whatever
+        their mode): every id the namespace maps, the caller included."""
+        if self.kind == IDENTITY_KIND:
+            return os.geteuid() == 0
+        return uid == os.geteuid() or any(r.host_to_guest(uid) is not None for r in self.uids)
+
 
 IDENTITY = IdMap(IDENTITY_KIND)
 OVERFLOW_ID = 65534
