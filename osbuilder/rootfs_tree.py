@@ -17,6 +17,7 @@ import copy
 import hashlib
 import io
 import os
+import re
 import shutil
 import stat
 import tarfile
@@ -32,6 +33,7 @@ DIR = tarfile.DIRTYPE
 SYM = tarfile.SYMTYPE
 LNK = tarfile.LNKTYPE
 MAX_SYMLINK_HOPS = 40
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9._+-]+(/[A-Za-z0-9._+-]+)*")  # no tar wildcard characters
 _TYPE_NAMES = {REG: "file", DIR: "directory", SYM: "symlink", LNK: "hard link", tarfile.CHRTYPE: "character device",
                tarfile.BLKTYPE: "block device", tarfile.FIFOTYPE: "fifo"}
 
@@ -331,6 +333,29 @@ class RootfsTree:
                 heir.host_file = self.directory / heir.path  # on disk: the same inode, under its own name
             for other in links[1:]:
                 other.linkname = heir.path
+
+    def split_point(self, minimum: int = 1000) -> str | None:
+        """A directory whose subtree holds about half of the entries (at least a fifth) and shares
+        no hard link with the rest, so that the two parts can be unpacked independently; None for
+        small trees and where no such directory exists."""
+        total = len(self.entries)
+        if total < minimum:
+            return None
+        counts: dict[str, int] = {}
+        for path in self.entries:
+            parts = path.split("/") if path else []
+            for depth in range(1, min(len(parts), 3) + 1):
+                prefix = "/".join(parts[:depth])
+                counts[prefix] = counts.get(prefix, 0) + 1
+        links = [(entry.path, entry.linkname) for entry in self.entries.values() if entry.type == LNK]
+        candidates = sorted((abs(total - 2 * count), path) for path, count in counts.items()
+                            if self.entries.get(path) is not None and self.entries[path].type == DIR
+                            and _PLAIN_NAME.fullmatch(path) and min(count, total - count) >= total // 5)
+        for _imbalance, path in candidates:
+            prefix = f"{path}/"
+            if all(link.startswith(prefix) == target.startswith(prefix) for link, target in links):
+                return path
+        return None
 
     # --- back to disk ---------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 from pathlib import Path
 
@@ -31,3 +32,22 @@ def tree_listing(rootfs: Path) -> str:
             fields[5] = "-"
         lines.append(" ".join(fields))
     return "\n".join(sorted(lines))
+
+
+def disk_state(root: Path) -> dict[str, tuple[object, ...]]:
+    """path -> (kind, mode, uid, gid, mtime ns, content or target, hard-link group)."""
+    state: dict[str, tuple[object, ...]] = {}
+    groups: dict[tuple[int, int], str] = {}
+    for path in sorted([root, *root.rglob("*")]):
+        info = path.lstat()
+        name = path.relative_to(root).as_posix() if path != root else ""
+        if path.is_symlink():
+            detail: object = os.readlink(path)
+            kind = "link"
+        elif path.is_dir():
+            detail, kind = None, "dir"
+        else:
+            detail, kind = path.read_bytes(), "file"
+        group = groups.setdefault((info.st_dev, info.st_ino), name) if kind == "file" else None
+        state[name] = (kind, info.st_mode & 0o7777, info.st_uid, info.st_gid, info.st_mtime_ns, detail, group)
+    return state

@@ -241,3 +241,32 @@ def test_no_in_place_bootstrap_where_a_chroot_cannot_run(tmp_path: Path) -> None
         assert not _chroot_possible(mountpoint)  # the build bootstraps a tarball there instead
     finally:
         subprocess.run(["umount", str(mountpoint)], check=True)
+
+
+def test_a_split_unpack_gives_the_same_tree(tmp_path: Path) -> None:
+    from osbuilder.rootfs import Installer, Split
+    from osbuilder.rootfs_tree import RootfsTree
+    from tests.helpers.rootfsinspect import disk_state
+
+    tree = RootfsTree(None, mtime=1700000000)
+    for index in range(700):
+        tree.put_file(f"usr/lib/pkg{index % 7}/file{index}", f"{index}\n".encode())
+        tree.put_file(f"etc/conf{index % 5}/file{index}", b"x", mode=0o600)
+    tree.put_file("usr/bin/tool", b"tool", mode=0o755)
+    tree.put_hardlink("usr/bin/tool2", "usr/bin/tool")
+    tree.put_symlink("usr/lib/pkg0/link", "../pkg1")
+    tree.put_file("var/lib/osbuilder/osbuilder.yaml", b"---\n")
+    split = Split.of(tree)
+    assert split is not None and split.root in ("etc", "usr") and "" in split.mtimes
+    tarball = tmp_path / "rootfs.tar"
+    tree.write(tarball)
+    states = []
+    for name, how in (("serial", None), ("split", split)):
+        installer = Installer(tmp_path / name)
+        installer.unpack(tarball, how)
+        installer.finish()
+        states.append(disk_state(tmp_path / name))
+    assert states[0] == states[1]
+    assert Split.from_json(json.loads(json.dumps(split.to_json()))) == split
+    tree.put_hardlink("etc/crossing", "usr/lib/pkg1/file1")  # no half of the tree stands alone now
+    assert Split.of(tree) is None

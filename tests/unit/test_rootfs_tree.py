@@ -13,6 +13,7 @@ import pytest
 from osbuilder.errors import BuildError
 from osbuilder.rootfs_tree import LNK, REG, SYM, RootfsTree, normalise
 from tests.helpers.faketree import debian_like
+from tests.helpers.rootfsinspect import disk_state
 
 
 @pytest.fixture
@@ -139,25 +140,6 @@ def test_an_empty_tree_has_a_top_directory(tmp_path: Path) -> None:
     assert [line.split()[3] for line in _listing(tmp_path / "out.tar")] == ["./", "./sbin", "./sbin/init"]
 
 
-def _disk_state(root: Path) -> dict[str, tuple[object, ...]]:
-    """path -> (kind, mode, uid, gid, mtime ns, content or target, hard-link group)."""
-    state: dict[str, tuple[object, ...]] = {}
-    groups: dict[tuple[int, int], str] = {}
-    for path in sorted([root, *root.rglob("*")]):
-        info = path.lstat()
-        name = path.relative_to(root).as_posix() if path != root else ""
-        if path.is_symlink():
-            detail: object = os.readlink(path)
-            kind = "link"
-        elif path.is_dir():
-            detail, kind = None, "dir"
-        else:
-            detail, kind = path.read_bytes(), "file"
-        group = groups.setdefault((info.st_dev, info.st_ino), name) if kind == "file" else None
-        state[name] = (kind, info.st_mode & 0o7777, info.st_uid, info.st_gid, info.st_mtime_ns, detail, group)
-    return state
-
-
 @pytest.mark.skipif(os.geteuid() != 0, reason="a tree with other owners needs root")
 def test_a_directory_tree_edited_in_place_matches_its_tarball(tmp_path: Path) -> None:
     root = tmp_path / "tree"
@@ -188,7 +170,7 @@ def test_a_directory_tree_edited_in_place_matches_its_tarball(tmp_path: Path) ->
     unpacked = _extract(tmp_path / "tree.tar", tmp_path / "unpacked")
     subprocess.run(["tar", "--xattrs", "--xattrs-include=*", "-xpf", str(tmp_path / "tree.tar"), "-C",
                     str(unpacked), "--numeric-owner"], check=True)
-    assert _disk_state(root) == _disk_state(unpacked)
+    assert disk_state(root) == disk_state(unpacked)
     assert (root / "usr/bin/tool").read_text() == "content\n" and not (root / "etc/fifo").exists()
     assert (root / "usr/bin/perl").read_text() == "#!perl\n" and (root / "usr/bin/perl5").read_text() == "#!PERL\n"
     assert os.getxattr(root / "usr/bin/perl", "user.note") == b"\xff binary"
