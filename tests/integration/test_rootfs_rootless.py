@@ -16,6 +16,7 @@ import pytest
 from osbuilder import userns
 from tests.conftest import ROOTFS_SDE, BuiltRootfs
 from tests.helpers import rootless
+from tests.helpers.rootfsinspect import tree_listing
 
 pytestmark = pytest.mark.integration
 
@@ -86,6 +87,15 @@ def test_rootless_native_build(user: rootless.Rootless, workdir: Path, bookworm_
     # The cache entry is an ordinary file of the user's.
     entry = cache / "rootfs" / report["cache_key"] / "rootfs.tar"
     assert (entry.stat().st_uid, entry.stat().st_gid) == (user.uid, user.gid)
+    # A cache hit, unpacked in the user's namespace (in two tar processes), gives the same tree.
+    again = user.osbuilder("--cache-dir", str(cache), "build-rootfs", *args, "-o", str(out / "again"), "--json",
+                           env={"SOURCE_DATE_EPOCH": ROOTFS_SDE})
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["cache_hit"] is True
+    assert tree_listing(out / "again") == tree_listing(output)
+    userns_remove = user.run([user.python, "-c", "from pathlib import Path; from osbuilder import userns; "
+                              f"userns.remove_tree(Path({str(out / 'again')!r}))"])
+    assert userns_remove.returncode == 0, userns_remove.stderr
 
     # The shared helpers, as the user: detect the map, see guest ownership, remove the tree.
     script = f"""
