@@ -8,8 +8,9 @@ rootfs.sh runs for Ubuntu (it downloads every package each time). Variants:
   warm          osbuilder again, unchanged: a rootfs cache hit
 
 Runs are interleaved round by round (the baseline's place in the sequence moves from round to
-round, and the disks are synced before every run), so load from other work on the machine hits
-every variant alike; the table shows the median of each. Times are whole-process wall times.
+round, the disks are synced before every run and outputs are deleted only at the end of a round),
+so load from other work on the machine hits every variant alike; the table shows the median of
+each. Times are whole-process wall times.
 Targets: cold <= 1.1 x baseline, warm <= 0.1 x.
 
     python benchmarks/rootfs.py [--rounds N] [--distro ubuntu --release noble] [--json-only]
@@ -126,6 +127,9 @@ def main() -> int:
                     phases[name].append(data.get("timings", {}))
                 if not args.json_only:
                     sys.stderr.write(f"round {round_number + 1}: {name:<12} {elapsed:7.2f} s (load {loads[-1]})\n")
+            # Outputs go at the end of a round: deleting a tree right before a run would charge that
+            # run for the deletion (on this machine's disk, freeing blocks is slow).
+            for name, _argv in runs:
                 shutil.rmtree(work / name, ignore_errors=True)
             shutil.rmtree(cache, ignore_errors=True)
         median = {name: statistics.median(values) for name, values in times.items()}
