@@ -20,6 +20,9 @@ OS_VERSION ?=
 AGENT_INIT ?= no
 EXTRA_PKGS ?=
 USE_DOCKER ?=
+AGENT ?=
+AGENT_TARBALL ?=
+DOCKER_BASE ?=
 FS_TYPE ?= ext4
 ROOT_FREE_SPACE ?= 0
 IMAGE_SIZE_ALIGNMENT_MB ?= 128
@@ -113,8 +116,36 @@ initrd: venv
 kernel: venv
 	$(OSB) $(OSB_FLAGS) build-kernel --arch $(ARCH) -o $(BUILD_DIR)/kernel $(KERNEL_FLAGS)
 
-# Reserved for the asset issues: rootfs, agent, bundle, boot.
-rootfs agent bundle boot: venv
+# make rootfs [DISTRO=ubuntu] [OS_VERSION=noble] [AGENT_INIT=yes|no] [EXTRA_PKGS="a b"] [USE_DOCKER=true]
+#             [AGENT=path | AGENT_TARBALL=path] [DOCKER_BASE=image]
+# Without DISTRO: versions.yaml assets.image for ARCH; without OS_VERSION: the recipe's default release.
+# Output: $(BUILD_DIR)/rootfs-<distro>-<release>-<systemd|agent> (replaced on every run).
+ROOTFS_FLAGS = --arch $(ARCH) \
+	$(if $(filter yes true,$(AGENT_INIT)),--agent-init) \
+	$(if $(strip $(EXTRA_PKGS)),--extra-pkgs $(EXTRA_PKGS)) \
+	$(if $(filter true yes,$(USE_DOCKER)),--backend docker) \
+	$(if $(DOCKER_BASE),--docker-base $(DOCKER_BASE)) \
+	$(if $(AGENT),--agent $(AGENT)) \
+	$(if $(AGENT_TARBALL),--agent-tarball $(AGENT_TARBALL))
+
+rootfs: venv
+	@set -e; distro='$(DISTRO)'; release='$(OS_VERSION)'; \
+	if [ -z "$$distro" ]; then \
+	  distro=$$($(OSB) versions assets.image.architecture.$(ARCH).name); \
+	  [ -n "$$release" ] || release=$$($(OSB) versions assets.image.architecture.$(ARCH).version); \
+	fi; \
+	if [ -z "$$release" ]; then \
+	  release=$$($(OSB) distros --json | $(VENV)/bin/python -c \
+	    'import json, sys; print({d["name"]: d for d in json.load(sys.stdin)["distros"]}[sys.argv[1]]["default_release"])' \
+	    "$$distro"); \
+	fi; \
+	init=$(if $(filter yes true,$(AGENT_INIT)),agent,systemd); [ "$$distro" != minimal ] || init=agent; \
+	mkdir -p $(BUILD_DIR); \
+	$(OSB) build-rootfs --distro "$$distro" --os-version "$$release" $(strip $(ROOTFS_FLAGS)) \
+	  -o "$(BUILD_DIR)/rootfs-$$distro-$$release-$$init" --force $(OSB_FLAGS)
+
+# Reserved for the asset issues: agent, bundle, boot.
+agent bundle boot: venv
 	@echo "make $@: not implemented yet" >&2; exit 2
 
 clean:

@@ -134,20 +134,21 @@ class Cache:
         build: Callable[[Path], Mapping[str, Any] | None],
         *,
         remover: Callable[[Path], None] | None = None,
+        force: bool = False,
     ) -> Hit:
         """Return the entry for (kind, key), building it into a staging directory if absent.
 
         `build(staging)` fills the directory and may return metadata to record with the entry.
         The entry appears by one rename, so readers never see a half-built one. `remover` deletes
         a staging directory whose contents the current user cannot remove directly (trees owned
-        by subordinate ids).
+        by subordinate ids). `force` rebuilds even if the entry exists, then replaces it.
         """
         existing = self.lookup(kind, key)
-        if existing:
+        if existing and not force:
             return Hit(existing, True)
         with self.lock(f"{kind}-{key}"):
             existing = self.lookup(kind, key)
-            if existing:
+            if existing and not force:
                 return Hit(existing, True)
             staging = self.staging_dir(f"{kind}-{key[:16]}")
             try:
@@ -156,9 +157,13 @@ class Cache:
                 (staging / ENTRY_META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
                 final = self.entry(kind, key)
                 final.parent.mkdir(parents=True, exist_ok=True)
-                if final.exists():  # a leftover without metadata: incomplete, replace it
-                    _remove_tree(final, remover)
-                os.rename(staging, final)
+                if final.exists():  # replaced (force), or a leftover without metadata
+                    retired = self.root / "tmp" / f"{kind}-{key[:16]}-old.{os.getpid()}.{time.monotonic_ns()}"
+                    os.rename(final, retired)
+                    os.rename(staging, final)
+                    _remove_tree(retired, remover)
+                else:
+                    os.rename(staging, final)
                 return Hit(final, False)
             except BaseException:
                 _remove_tree(staging, remover)

@@ -40,10 +40,16 @@ STEPS: tuple[Step, ...] = (
         "bootstrap a distro rootfs (native backend)",
         (
             _T("mmdebstrap", "mmdebstrap"),
-            _T("newuidmap", "uidmap", optional=True, why="unshare mode for unprivileged users"),
+            _T("tar", "tar", why="unpacks the rootfs"),
+            _T("dpkg-query", "dpkg", why="lists the installed packages"),
             _T("strip", "binutils", why="strips the agent"),
+            _T("newuidmap", "uidmap", optional=True, why="unshare mode for unprivileged users"),
+            _T("newgidmap", "uidmap", optional=True, why="unshare mode for unprivileged users"),
+            _T("unshare", "util-linux", optional=True, why="rootless trees (osbuilder.userns)"),
             _T("zstd", "zstd", optional=True, why="agent tarballs in .tar.zst"),
         ),
+        # mmdebstrap picks the default mirror of an Ubuntu suite from distro-info-data
+        ("distro-info-data",),
     ),
     Step(
         "rootfs-docker",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import ctypes
+import json
 import logging
 import os
 import shlex
@@ -20,6 +21,7 @@ import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO
 
 from osbuilder.errors import CommandError, UsageError
@@ -127,7 +129,7 @@ def run(
         terminate(process)
         raise
     if check and process.returncode != 0:
-        tail = _tail(stderr if stderr.strip() else stdout)
+        tail = output_tail(stderr if stderr.strip() else stdout)
         log.error("command failed with exit status %s: %s", process.returncode, shown)
         raise CommandError(
             problem=f"{what or args[0]} failed with exit status {process.returncode}",
@@ -140,7 +142,8 @@ def run(
     return Completed(args, process.returncode, stdout, stderr)
 
 
-def _tail(text: str) -> str:
+def output_tail(text: str) -> str:
+    """The last lines of a command's output, as errors show them."""
     return "\n".join(text.rstrip().splitlines()[-TAIL_LINES:])
 
 
@@ -226,3 +229,28 @@ def spawn(
     except FileNotFoundError:
         require_tool(args[0])
         raise
+
+
+def tool_version(name: str, memo: Path | None = None, step: str = "") -> str:
+    """First line of `NAME --version`. With `memo` (a JSON file, e.g. in the cache) the answer is
+    kept per binary, identified by its path, size, mtime and inode: a Perl tool such as mmdebstrap
+    takes a noticeable part of a cached build just to print its version."""
+    path = require_tool(name, step)
+    info = os.stat(path)
+    identity = f"{os.path.realpath(path)}:{info.st_size}:{info.st_mtime_ns}:{info.st_ino}"
+    known: dict[str, str] = {}
+    if memo is not None:
+        with contextlib.suppress(OSError, ValueError):
+            known = json.loads(memo.read_text())
+        if isinstance(known, dict) and isinstance(known.get(identity), str):
+            return known[identity]
+    output = run([path, "--version"], what=f"{name} --version").stdout.strip()
+    version = output.splitlines()[0].strip() if output else ""
+    if memo is not None:
+        known = {key: value for key, value in known.items() if not key.startswith(f"{os.path.realpath(path)}:")}
+        known[identity] = version
+        temporary = memo.with_name(f".{memo.name}.{os.getpid()}")
+        with contextlib.suppress(OSError):
+            temporary.write_text(json.dumps(known, indent=1, sort_keys=True) + "\n")
+            os.replace(temporary, memo)
+    return version

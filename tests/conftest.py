@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.helpers.httpproxy import RecordingProxy
 from tests.helpers.httpserver import FixtureServer
 from tests.helpers.kernel import default_kernel  # noqa: F401  (session fixture: the default guest kernel)
 
@@ -48,3 +52,74 @@ def run_cli(*args: str | os.PathLike[str], env: dict[str, str] | None = None, cw
 @pytest.fixture
 def cli() -> object:
     return run_cli
+
+
+@pytest.fixture(scope="session")
+def test_agent(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A static ELF to install as the agent (built once per session)."""
+    from tests.helpers.testagent import build_test_agent
+
+    return build_test_agent(tmp_path_factory.mktemp("agent"))
+
+
+# --- built rootfs trees, shared by the integration tests ------------------------------------------
+
+ROOTFS_SDE = "1700000000"
+
+
+@dataclass
+class BuiltRootfs:
+    path: Path  # the rootfs directory (-o)
+    report: dict[str, Any]  # build-rootfs --json
+    cache: Path  # the osbuilder cache it was built with
+    args: tuple[str, ...]  # build-rootfs arguments without -o, to rebuild it
+
+
+def build_rootfs(cache: Path, output: Path, *args: str | os.PathLike[str],
+                 env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return run_cli("--cache-dir", cache, "build-rootfs", *args, "-o", output, "--json",
+                   env={"SOURCE_DATE_EPOCH": ROOTFS_SDE, **(env or {})}, timeout=3600)
+
+
+def _built(cache: Path, output: Path, args: tuple[str, ...], env: dict[str, str] | None = None) -> BuiltRootfs:
+    result = build_rootfs(cache, output, *args, env=env)
+    assert result.returncode == 0, result.stderr
+    return BuiltRootfs(output, json.loads(result.stdout), cache, args)
+
+
+@pytest.fixture(scope="session")
+def rootfs_cache() -> Path:
+    """A cache kept between runs (build/test-cache, or $OSBUILDER_TEST_CACHE_DIR): reruns reuse the
+    rootfs and package caches. Tests that need a cold cache make their own."""
+    path = Path(os.environ.get("OSBUILDER_TEST_CACHE_DIR") or REPO / "build" / "test-cache")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def noble_rootfs(tmp_path_factory: pytest.TempPathFactory, rootfs_cache: Path, test_agent: Path) -> BuiltRootfs:
+    """Ubuntu noble, systemd init, native backend."""
+    args = ("--distro", "ubuntu", "--os-version", "noble", "--agent", str(test_agent))
+    return _built(rootfs_cache, tmp_path_factory.mktemp("noble") / "rootfs", args)
+
+
+@pytest.fixture(scope="session")
+def archive_proxy() -> Iterator[RecordingProxy]:
+    proxy = RecordingProxy().start()
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
+
+
+@pytest.fixture(scope="session")
+def bookworm_agent_rootfs(tmp_path_factory: pytest.TempPathFactory, test_agent: Path,
+                          archive_proxy: RecordingProxy) -> BuiltRootfs:
+    """Debian bookworm, the agent as init, native backend; built with a cold cache through a recording
+    proxy, so tests can see what was downloaded."""
+    cache = tmp_path_factory.mktemp("bookworm-cache")
+    args = ("--distro", "debian", "--os-version", "bookworm", "--agent-init", "--agent", str(test_agent))
+    archive_proxy.clear()
+    built = _built(cache, tmp_path_factory.mktemp("bookworm") / "rootfs", args, env={"http_proxy": archive_proxy.url})
+    built.report["proxied_debs"] = archive_proxy.debs()
+    return built

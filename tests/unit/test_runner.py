@@ -101,3 +101,21 @@ def test_spawned_child_dies_with_its_parent(tmp_path: Path) -> None:
     else:
         os.kill(child, signal.SIGKILL)
         pytest.fail("the spawned child outlived its SIGKILLed parent")
+
+
+def test_tool_version_is_memoised_per_binary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    tool = bin_dir / "slowtool"
+    calls = tmp_path / "calls"
+    tool.write_text(f"#!/bin/sh\necho run >> {calls}\necho 'slowtool 1.0'\necho more\n")
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    memo = tmp_path / "versions.json"
+    assert runner.tool_version("slowtool", memo) == "slowtool 1.0"
+    assert runner.tool_version("slowtool", memo) == "slowtool 1.0"
+    assert calls.read_text() == "run\n"
+    tool.write_text(f"#!/bin/sh\necho run >> {calls}\necho 'slowtool 2.0'\n")  # upgraded in place
+    os.utime(tool, ns=(1, 1))
+    assert runner.tool_version("slowtool", memo) == "slowtool 2.0"
+    assert calls.read_text() == "run\nrun\n"

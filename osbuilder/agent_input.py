@@ -1,0 +1,138 @@
+"""The agent to install: a local binary (--agent), a release tarball (--agent-tarball), or the
+reference agent built from agent/ (osbuilder.agent_build).
+
+A tarball is checked member by member before any work starts: no absolute paths, no `..`, no
+symlink or hard link that leads out of the rootfs, only files, directories and links, and the
+agent binary itself at usr/bin/<name>. Any violation is bad input (exit 2).
+
+The agent version recorded in osbuilder.yaml is versions.yaml's assets.agent.version, unless the
+tarball carries a top-level `VERSION` file (its first non-empty line); that file is not installed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+from dataclasses import dataclass
+from pathlib import Path
+
+import libarchive
+
+from osbuilder.cache import sha256_file
+from osbuilder.errors import UsageError
+
+ELF_MAGIC = b"\x7fELF"
+VERSION_MEMBER = "VERSION"
+
+
+@dataclass(frozen=True)
+class TarballMember:
+    path: str  # normalised, relative to the rootfs
+    kind: str  # "file", "dir", "symlink", "hardlink"
+    mode: int
+    linkname: str = ""  # symlink target as written, or hard link target (normalised)
+    data: bytes = b""
+
+
+@dataclass(frozen=True)
+class AgentSource:
+    kind: str  # "file", "tarball" or "default"
+    path: Path  # what the user gave (or the cached reference build)
+    sha256: str  # of that file: part of the cache key
+    binary: bytes  # the agent executable, before stripping
+    version: str | None = None  # carried by the tarball
+    members: tuple[TarballMember, ...] = ()  # the tarball's other members, in order
+
+
+def _check_elf(data: bytes, where: str, path: Path) -> None:
+    if not data.startswith(ELF_MAGIC):
+        raise UsageError(problem=f"{path} is not an ELF executable", where=where,
+                         fix="give the agent binary itself (a static ELF executable)")
+
+
+def from_file(path: Path, *, kind: str = "file", where: str = "--agent") -> AgentSource:
+    if not path.exists():
+        raise UsageError(problem=f"agent file {path} does not exist", where=f"{where} {path}",
+                         fix="check the path, or omit --agent to build the reference agent from agent/")
+    if not path.is_file():
+        raise UsageError(problem=f"{path} is not a regular file", where=f"{where} {path}",
+                         fix="give the agent executable")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(problem=f"cannot read {path}: {exc.strerror}", where=f"{where} {path}") from exc
+    _check_elf(data, f"{where} {path}", path)
+    return AgentSource(kind, path, hashlib.sha256(data).hexdigest(), data)
+
+
+def _normalise_member(name: str, where: str) -> str:
+    if name.startswith("/"):
+        raise UsageError(problem=f"member '{name}' has an absolute path", where=where,
+                         fix="rebuild the tarball with relative paths (tar -C DESTDIR .)")
+    parts = [part for part in name.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise UsageError(problem=f"member '{name}' contains '..'", where=where,
+                         fix="the tarball tries to write outside the rootfs; do not use it")
+    return "/".join(parts)
+
+
+def _inside(path: str) -> bool:
+    return path != ".." and not path.startswith("../")
+
+
+def from_tarball(path: Path, agent_name: str) -> AgentSource:
+    where = f"--agent-tarball {path}"
+    if not path.is_file():
+        raise UsageError(problem=f"agent tarball {path} does not exist" if not path.exists()
+                         else f"{path} is not a regular file", where=where,
+                         fix="give a tar.zst or tar.xz with usr/bin/" + agent_name)
+    members: list[TarballMember] = []
+    seen: set[str] = set()
+    version: str | None = None
+    binary: bytes | None = None
+    agent_path = f"usr/bin/{agent_name}"
+    try:
+        with libarchive.file_reader(str(path)) as archive:
+            for entry in archive:
+                name = _normalise_member(entry.pathname, where)
+                if not name:
+                    continue
+                if entry.issym:
+                    target = entry.linkpath or ""
+                    start = "" if target.startswith("/") else posixpath.dirname(name)
+                    resolved = posixpath.normpath(posixpath.join(start, target.lstrip("/")))
+                    if not _inside(resolved):
+                        raise UsageError(problem=f"symlink '{name}' -> '{target}' points outside the rootfs",
+                                         where=where, fix="the tarball is unsafe; do not use it")
+                    members.append(TarballMember(name, "symlink", 0o777, target))
+                elif entry.islnk:
+                    target = _normalise_member(entry.linkpath or "", where)
+                    if target not in seen:
+                        raise UsageError(problem=f"hard link '{name}' -> '{entry.linkpath}' does not name an "
+                                         "earlier member of the tarball", where=where,
+                                         fix="the tarball is unsafe or damaged; do not use it")
+                    members.append(TarballMember(name, "hardlink", entry.mode & 0o7777, target))
+                elif entry.isdir:
+                    members.append(TarballMember(name, "dir", entry.mode & 0o7777))
+                elif entry.isreg:
+                    data = b"".join(entry.get_blocks())
+                    if name == VERSION_MEMBER:
+                        lines = [line.strip() for line in data.decode(errors="replace").splitlines()]
+                        version = next((line for line in lines if line and not line.startswith("#")), None)
+                    elif name == agent_path:
+                        binary = data
+                        members.append(TarballMember(name, "file", entry.mode & 0o7777))
+                    else:
+                        members.append(TarballMember(name, "file", entry.mode & 0o7777, data=data))
+                else:
+                    raise UsageError(problem=f"member '{name}' is a device, fifo or socket", where=where,
+                                     fix="an agent tarball holds only files, directories and links")
+                seen.add(name)
+    except libarchive.ArchiveError as exc:
+        raise UsageError(problem=f"cannot read the tarball: {exc}", where=where,
+                         fix="give a valid tar.zst or tar.xz (kata-static-agent.tar.zst)") from exc
+    if binary is None:
+        raise UsageError(problem=f"the tarball has no regular file {agent_path}", where=where,
+                         fix=f"the agent must be at usr/bin/{agent_name} (or pass --agent-name)")
+    _check_elf(binary, where, path)
+    return AgentSource("tarball", path, sha256_file(path), binary, version, tuple(members))

@@ -1,0 +1,25 @@
+"""Jinja2 templates shipped in osbuilder/templates/ (units, Dockerfiles, configuration files)."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jinja2
+
+from osbuilder.paths import TEMPLATES_DIR
+
+
+@functools.cache
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
+        undefined=jinja2.StrictUndefined,  # a missing variable is a bug, not an empty string
+        keep_trailing_newline=True,
+        autoescape=False,  # nothing here is HTML
+    )
+
+
+def render(name: str, **variables: Any) -> str:
+    """Render templates/<name> (e.g. "rootfs/kata-agent.service.j2")."""
+    return _environment().get_template(name).render(**variables)
