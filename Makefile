@@ -28,8 +28,10 @@ ROOT_FREE_SPACE ?= 0
 IMAGE_SIZE_ALIGNMENT_MB ?= 128
 MEASURED_ROOTFS ?= no
 SKIP_DAX_HEADER ?= no
-# The rootfs directory `make image` and `make initrd` read; `make rootfs` produces it.
-ROOTFS_DIR ?= $(BUILD_DIR)/rootfs
+# The rootfs `make image` and `make initrd` read. Empty: they build it first from DISTRO/OS_VERSION
+# (default: versions.yaml assets.image / assets.initrd); `make rootfs` makes one you can pass here.
+ROOTFS_DIR ?=
+KERNEL_DIR ?= $(BUILD_DIR)/kernel
 IMAGE ?= $(BUILD_DIR)/kata-containers.img
 INITRD ?= $(BUILD_DIR)/kata-containers-initrd.img
 BLOCK_SIZE ?= 4096
@@ -38,6 +40,8 @@ SKIP_ROOTFS_CHECK ?= no
 INITRD_COMPRESSION ?=
 # build-kernel options, e.g. KERNEL_FLAGS="--debug" or "--confidential" or "--ccache".
 KERNEL_FLAGS ?=
+# osbuilder boot options, e.g. BOOT_FLAGS="--timeout 600 --console-log build/console.log".
+BOOT_FLAGS ?=
 OSB_FLAGS ?=
 PYTEST_FLAGS ?=
 
@@ -47,9 +51,8 @@ STAMP_VENV := $(VENV)/.osbuilder-installed
 .PHONY: all deps venv test test-unit test-integration test-cross lint format rootfs image initrd kernel agent \
         bundle boot clean distclean
 
-all: venv
-	$(OSB) doctor $(OSB_FLAGS) || true
-	$(OSB) versions $(OSB_FLAGS) assets
+# The default assets, boot-checked: kernel, image (systemd) and initrd (the agent is init).
+all: kernel image initrd boot
 
 # Debian packages: the union of what every step and the tests need (listed in osbuilder/hosttools.py).
 deps: $(STAMP_DEPS)
@@ -97,10 +100,20 @@ format: venv
 
 yes = $(filter yes true 1,$(1))
 
+# Without ROOTFS_DIR, build-image and build-initrd build the rootfs first with these options.
+ROOTFS_COMMON_FLAGS = $(if $(strip $(EXTRA_PKGS)),--extra-pkgs $(EXTRA_PKGS)) \
+	$(if $(call yes,$(USE_DOCKER)),--backend docker) \
+	$(if $(DOCKER_BASE),--docker-base $(DOCKER_BASE)) \
+	$(if $(AGENT),--agent $(AGENT)) \
+	$(if $(AGENT_TARBALL),--agent-tarball $(AGENT_TARBALL))
+ROOTFS_FLAGS = --arch $(ARCH) $(if $(DISTRO),--distro $(DISTRO)) $(if $(OS_VERSION),--os-version $(OS_VERSION)) \
+	$(ROOTFS_COMMON_FLAGS)
+ROOTFS_SOURCE = $(if $(ROOTFS_DIR),"$(ROOTFS_DIR)",$(strip $(ROOTFS_FLAGS)))
+
 # Kata's image_builder.sh variables map onto build-image's options.
 image: venv
 	@mkdir -p $(dir $(IMAGE))
-	$(OSB) build-image $(OSB_FLAGS) "$(ROOTFS_DIR)" -o "$(IMAGE)" --fs-type $(FS_TYPE) \
+	$(OSB) build-image $(OSB_FLAGS) $(ROOTFS_SOURCE) -o "$(IMAGE)" --fs-type $(FS_TYPE) \
 	  --root-free-space $(ROOT_FREE_SPACE) --alignment-mb $(IMAGE_SIZE_ALIGNMENT_MB) --block-size $(BLOCK_SIZE) \
 	  $(if $(call yes,$(MEASURED_ROOTFS)),--measured) $(if $(call yes,$(SKIP_DAX_HEADER)),--no-dax-header) \
 	  $(if $(call yes,$(AGENT_INIT)),--agent-init) $(if $(call yes,$(SKIP_ROOTFS_CHECK)),--skip-rootfs-check) \
@@ -108,26 +121,18 @@ image: venv
 
 initrd: venv
 	@mkdir -p $(dir $(INITRD))
-	$(OSB) build-initrd $(OSB_FLAGS) "$(ROOTFS_DIR)" -o "$(INITRD)" $(if $(call yes,$(AGENT_INIT)),--agent-init) \
+	$(OSB) build-initrd $(OSB_FLAGS) $(ROOTFS_SOURCE) -o "$(INITRD)" $(if $(call yes,$(AGENT_INIT)),--agent-init) \
 	  $(if $(INITRD_COMPRESSION),--compression $(INITRD_COMPRESSION)) \
 	  $(if $(call yes,$(SKIP_ROOTFS_CHECK)),--skip-rootfs-check)
 
-# The guest kernel (Debian's linux-source, kernel-configs/ fragments) into $(BUILD_DIR)/kernel/.
+# The guest kernel (Debian's linux-source, kernel-configs/ fragments) into $(KERNEL_DIR).
 kernel: venv
-	$(OSB) $(OSB_FLAGS) build-kernel --arch $(ARCH) -o $(BUILD_DIR)/kernel $(KERNEL_FLAGS)
+	$(OSB) $(OSB_FLAGS) build-kernel --arch $(ARCH) -o $(KERNEL_DIR) $(KERNEL_FLAGS)
 
 # make rootfs [DISTRO=ubuntu] [OS_VERSION=noble] [AGENT_INIT=yes|no] [EXTRA_PKGS="a b"] [USE_DOCKER=true]
 #             [AGENT=path | AGENT_TARBALL=path] [DOCKER_BASE=image]
 # Without DISTRO: versions.yaml assets.image for ARCH; without OS_VERSION: the recipe's default release.
 # Output: $(BUILD_DIR)/rootfs-<distro>-<release>-<systemd|agent> (replaced on every run).
-ROOTFS_FLAGS = --arch $(ARCH) \
-	$(if $(filter yes true,$(AGENT_INIT)),--agent-init) \
-	$(if $(strip $(EXTRA_PKGS)),--extra-pkgs $(EXTRA_PKGS)) \
-	$(if $(filter true yes,$(USE_DOCKER)),--backend docker) \
-	$(if $(DOCKER_BASE),--docker-base $(DOCKER_BASE)) \
-	$(if $(AGENT),--agent $(AGENT)) \
-	$(if $(AGENT_TARBALL),--agent-tarball $(AGENT_TARBALL))
-
 rootfs: venv
 	@set -e; distro='$(DISTRO)'; release='$(OS_VERSION)'; \
 	if [ -z "$$distro" ]; then \
@@ -139,13 +144,25 @@ rootfs: venv
 	    'import json, sys; print({d["name"]: d for d in json.load(sys.stdin)["distros"]}[sys.argv[1]]["default_release"])' \
 	    "$$distro"); \
 	fi; \
-	init=$(if $(filter yes true,$(AGENT_INIT)),agent,systemd); [ "$$distro" != minimal ] || init=agent; \
+	init=$(if $(call yes,$(AGENT_INIT)),agent,systemd); [ "$$distro" != minimal ] || init=agent; \
 	mkdir -p $(BUILD_DIR); \
-	$(OSB) build-rootfs --distro "$$distro" --os-version "$$release" $(strip $(ROOTFS_FLAGS)) \
+	$(OSB) build-rootfs --distro "$$distro" --os-version "$$release" --arch $(ARCH) \
+	  $(if $(call yes,$(AGENT_INIT)),--agent-init) $(strip $(ROOTFS_COMMON_FLAGS)) \
 	  -o "$(BUILD_DIR)/rootfs-$$distro-$$release-$$init" --force $(OSB_FLAGS)
 
-# Reserved for the asset issues: agent, bundle, boot.
-agent bundle boot: venv
+# The reference agent (static, musl) into $(BUILD_DIR)/kata-agent.
+agent: venv
+	@mkdir -p $(BUILD_DIR)
+	$(OSB) build-agent $(OSB_FLAGS) -o $(BUILD_DIR)/kata-agent
+
+# Boot-check the image and the initrd with the kernel, as the runtime would (QEMU; TCG unless KVM works).
+boot: venv
+	$(OSB) boot $(OSB_FLAGS) --kernel $(KERNEL_DIR)/vmlinux.container --image $(IMAGE) \
+	  $(if $(call yes,$(SKIP_DAX_HEADER)),--no-dax) --fs-type $(FS_TYPE) $(BOOT_FLAGS)
+	$(OSB) boot $(OSB_FLAGS) --kernel $(KERNEL_DIR)/vmlinux.container --initrd $(INITRD) $(BOOT_FLAGS)
+
+# Reserved for the release bundle issue.
+bundle: venv
 	@echo "make $@: not implemented yet" >&2; exit 2
 
 clean:

@@ -154,8 +154,13 @@ def subid_map(uid: int | None = None) -> IdMap | None:
     return IdMap(SUBID_KIND, (uids,), (gids,))
 
 
+def caller_as_root(uid: int, gid: int) -> IdMap:
+    """uid:gid become 0:0 (like fakeroot); every other id is unmapped."""
+    return IdMap(SELF_KIND, (IdRange(0, uid, 1),), (IdRange(0, gid, 1),))
+
+
 def self_map() -> IdMap:
-    return IdMap(SELF_KIND, (IdRange(0, os.geteuid(), 1),), (IdRange(0, os.getegid(), 1),))
+    return caller_as_root(os.geteuid(), os.getegid())
 
 
 def unshare_problem() -> str | None:

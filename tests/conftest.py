@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -13,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from osbuilder.paths import default_cache_dir
+from tests.helpers.assets import assets  # noqa: F401  (session fixture: kernel, images, initrd for boots)
 from tests.helpers.httpproxy import RecordingProxy
 from tests.helpers.httpserver import FixtureServer
 from tests.helpers.kernel import default_kernel  # noqa: F401  (session fixture: the default guest kernel)
@@ -56,10 +59,15 @@ def cli() -> object:
 
 @pytest.fixture(scope="session")
 def test_agent(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A static ELF to install as the agent (built once per session)."""
-    from tests.helpers.testagent import build_test_agent
+    """The reference agent (agent/), built once (cached) so the rootfs trees the tests build boot and
+    answer; a copy, so tests may hand it to other users."""
+    from osbuilder.agent_build import default_agent
+    from tests.helpers.kernel import user_context
 
-    return build_test_agent(tmp_path_factory.mktemp("agent"))
+    copy = tmp_path_factory.mktemp("agent") / "kata-agent"
+    shutil.copyfile(default_agent(user_context()), copy)
+    copy.chmod(0o755)
+    return copy
 
 
 # --- built rootfs trees, shared by the integration tests ------------------------------------------
@@ -89,9 +97,9 @@ def _built(cache: Path, output: Path, args: tuple[str, ...], env: dict[str, str]
 
 @pytest.fixture(scope="session")
 def rootfs_cache() -> Path:
-    """A cache kept between runs (build/test-cache, or $OSBUILDER_TEST_CACHE_DIR): reruns reuse the
-    rootfs and package caches. Tests that need a cold cache make their own."""
-    path = Path(os.environ.get("OSBUILDER_TEST_CACHE_DIR") or REPO / "build" / "test-cache")
+    """The user's cache (or $OSBUILDER_TEST_CACHE_DIR), kept between runs and shared with the kernel:
+    reruns reuse the rootfs and package caches. Tests that need a cold cache make their own."""
+    path = Path(os.environ.get("OSBUILDER_TEST_CACHE_DIR") or default_cache_dir())
     path.mkdir(parents=True, exist_ok=True)
     return path
 

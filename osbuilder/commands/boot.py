@@ -73,14 +73,15 @@ def _verity(value: str | None) -> VerityLine | None:
 
 
 @contextlib.contextmanager
-def _bundle_configs(bundle: Path) -> Iterator[list[tuple[str, RuntimeBoot]]]:
-    """Extract a bundle into a temporary directory and read its QEMU configuration(s)."""
-    from osbuilder.bundle.extract import extract_bundle, qemu_configs  # the bundle issue provides these
+def _bundle_configs(bundle: Path) -> Iterator[tuple[str, list[tuple[str, RuntimeBoot]]]]:
+    """Extract a bundle into a temporary directory: its VERSION and its QEMU configurations."""
+    from osbuilder.bundle.extract import extract_bundle, qemu_configs
 
     workdir = Path(tempfile.mkdtemp(prefix="osb-bundle-"))
     try:
         root = extract_bundle(bundle, workdir)
-        yield [(label, read_runtime_config(path, root=root)) for label, path in qemu_configs(root)]
+        version = (root / "opt/kata/VERSION").read_text().strip() if (root / "opt/kata/VERSION").is_file() else ""
+        yield version, [(label, read_runtime_config(path, root=root)) for label, path in qemu_configs(root)]
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -143,7 +144,9 @@ def run(context: Context, args: argparse.Namespace) -> Outcome:
     if args.bundle is not None:
         _require_file(args.bundle, "--bundle")
         reports: list[tuple[str, BootReport]] = []
-        with _bundle_configs(args.bundle) as configs:
+        with _bundle_configs(args.bundle) as (version, configs):
+            # What ships must match: the agent in every asset answers with the bundle's version.
+            args.expect_agent_version = args.expect_agent_version or version or None
             for label, config in configs:
                 reports.append((label, boot_one(context, args, config, config.kernel, config.image, config.initrd)))
         ok = all(report.ok for _, report in reports)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from osbuilder.commands import Command, Outcome
 from osbuilder.context import Context
-from osbuilder.errors import UsageError
 from osbuilder.image.layout import DEFAULT_ALIGNMENT_MB, FS_TYPES, MIB
+from osbuilder.outputs import check_output_path
+from osbuilder.rootfs_source import add_rootfs_options, rootfs_input
 from osbuilder.tree import parse_epoch
 
 if TYPE_CHECKING:
@@ -18,7 +20,8 @@ if TYPE_CHECKING:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("rootfs", nargs="?", type=Path, metavar="ROOTFS_DIR",
-                        help="the rootfs directory (make rootfs builds one)")
+                        help="the rootfs directory; without it the rootfs is built first "
+                             "(the options below, default: versions.yaml assets.image)")
     parser.add_argument("-o", "--output", type=Path, default=Path("kata-containers.img"), metavar="IMAGE",
                         help="the image to write (default: kata-containers.img)")
     parser.add_argument("--fs-type", choices=FS_TYPES, default="ext4", help="filesystem (FS_TYPE; default ext4)")
@@ -51,6 +54,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                      help="clamp every timestamp to this time (default: $SOURCE_DATE_EPOCH, else the newest "
                           "mtime in the rootfs)")
 
+    add_rootfs_options(parser)
 
 def options_from_args(args: argparse.Namespace) -> ImageOptions:
     # The builder is imported when a build runs, not for every command's --help.
@@ -71,12 +75,13 @@ def options_from_args(args: argparse.Namespace) -> ImageOptions:
 
 
 def run(context: Context, args: argparse.Namespace) -> Outcome:
-    if args.rootfs is None:
-        raise UsageError(problem="no rootfs directory given", where="osbuilder build-image",
-                         fix="give ROOTFS_DIR, e.g. osbuilder build-image build/rootfs -o kata-containers.img")
-    from osbuilder.image.builder import build_image
+    from osbuilder.image.builder import build_image, validate
 
-    result = build_image(args.rootfs, options_from_args(args))
+    options = validate(options_from_args(args))
+    with rootfs_input(context, args, "image", check_output_path(args.output)) as source:
+        # A built rootfs is identified by its cache key: the image's identifiers derive from it.
+        result = build_image(source.path, dataclasses.replace(options, agent_init=source.agent_init,
+                                                              seed=options.seed or source.cache_key))
     layout = result.layout
     lines = [
         f"{result.path}: {layout.size // MIB} MiB {result.filesystem.fs_type} image"
@@ -87,7 +92,10 @@ def run(context: Context, args: argparse.Namespace) -> Outcome:
         lines.append(f"  root hash: {result.verity.root_hash} (written to {result.root_hash_file})")
     lines.append(f"  built in {result.timings.get('total', 0):.2f} s; timestamps clamped to {result.epoch} "
                  f"({result.epoch_source})")
-    return Outcome(result.to_json(), "\n".join(lines))
+    data = result.to_json()
+    if source.built is not None:
+        data["rootfs"] = source.built
+    return Outcome(data, "\n".join(lines))
 
 
 COMMAND = Command("build-image", "build Kata's DAX disk image from a rootfs directory (no root, no loop devices)",

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 from osbuilder.commands import Command, Outcome
 from osbuilder.context import Context
-from osbuilder.errors import UsageError
 from osbuilder.initrd.compression import CODECS, DEFAULT
+from osbuilder.outputs import check_output_path
+from osbuilder.rootfs_source import add_rootfs_options, rootfs_input
 from osbuilder.tree import parse_epoch
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("rootfs", nargs="?", type=Path, metavar="ROOTFS_DIR",
-                        help="the rootfs directory (make rootfs builds one)")
+                        help="the rootfs directory; without it the rootfs is built first "
+                             "(the options below, default: versions.yaml assets.initrd)")
     parser.add_argument("-o", "--output", type=Path, default=Path("kata-containers-initrd.img"), metavar="INITRD",
                         help="the initrd to write (default: kata-containers-initrd.img)")
     parser.add_argument("--compression", choices=list(CODECS), default=DEFAULT,
@@ -28,24 +31,27 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source-date-epoch", metavar="SECONDS",
                         help="clamp every mtime to this time (default: $SOURCE_DATE_EPOCH, else the newest mtime)")
 
+    add_rootfs_options(parser)
 
 def run(context: Context, args: argparse.Namespace) -> Outcome:
-    if args.rootfs is None:
-        raise UsageError(problem="no rootfs directory given", where="osbuilder build-initrd",
-                         fix="give ROOTFS_DIR, e.g. osbuilder build-initrd build/rootfs -o kata-containers-initrd.img")
-    from osbuilder.initrd.builder import InitrdOptions, build_initrd
+    from osbuilder.initrd.builder import InitrdOptions, build_initrd, validate
 
     options = InitrdOptions(
-        output=args.output, compression=args.compression, level=args.level, agent_init=args.agent_init,
-        skip_rootfs_check=args.skip_rootfs_check, agent_bin=args.agent_bin,
+        output=check_output_path(args.output), compression=args.compression, level=args.level,
+        agent_init=args.agent_init, skip_rootfs_check=args.skip_rootfs_check, agent_bin=args.agent_bin,
         source_date_epoch=parse_epoch(args.source_date_epoch, "--source-date-epoch")
         if args.source_date_epoch is not None else None,
     )
-    result = build_initrd(args.rootfs, options)
+    validate(options)
+    with rootfs_input(context, args, "initrd", options.output) as source:
+        result = build_initrd(source.path, dataclasses.replace(options, agent_init=source.agent_init))
+    data = result.to_json()
+    if source.built is not None:
+        data["rootfs"] = source.built
     text = (f"{result.path}: {result.size} bytes, {result.compression} level {result.level}, {result.entries} entries "
             f"({result.cpio_bytes} bytes of cpio)\n  /init -> {result.init_target}"
             f"{' (added)' if result.init_added else ''}; built in {result.timings.get('total', 0):.2f} s")
-    return Outcome(result.to_json(), text)
+    return Outcome(data, text)
 
 
 COMMAND = Command("build-initrd", "build a reproducible, compressed cpio initrd from a rootfs directory",

@@ -8,9 +8,11 @@ command exits 1 and names them.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from osbuilder.plugins import collect, module_names
 
@@ -41,6 +43,16 @@ class Inspector:
     detect: Callable[[bytes, int], bool]  # (first HEAD_SIZE bytes, file size)
     inspect: Callable[[Path, InspectOptions], Report]
     order: int = 50  # lower is asked first (specific formats before general ones)
+
+
+def parse_json(content: bytes | str | None) -> Any:
+    """A JSON file read out of an asset (the rootfs builder's manifest.json), or None."""
+    if not content:
+        return None
+    try:
+        return json.loads(content)
+    except json.JSONDecodeError:
+        return None
 
 
 def discover() -> list[Inspector]:

@@ -15,9 +15,10 @@ from osbuilder.errors import CommandError
 from osbuilder.image import erofs, layout, mbr, verity
 from osbuilder.image.layout import ImageLayout, VerityLine
 from osbuilder.image.superblock import FsInfo, probe
-from osbuilder.inspectors import InspectOptions, Inspector, Report
+from osbuilder.inspectors import InspectOptions, Inspector, Report, parse_json
 
 OSBUILDER_YAML = "var/lib/osbuilder/osbuilder.yaml"
+ROOTFS_MANIFEST = "var/lib/osbuilder/manifest.json"
 
 
 def detect(head: bytes, size: int) -> bool:
@@ -30,12 +31,12 @@ def detect(head: bytes, size: int) -> bool:
     return bool(table.partitions)
 
 
-def _read_osbuilder_yaml(path: Path, info: FsInfo, offset: int) -> tuple[str | None, str]:
-    """The file's text and how it was read (or why not)."""
+def read_member(path: Path, info: FsInfo, offset: int, member: str) -> tuple[str | None, str]:
+    """A file of the image's filesystem as text, without mounting, and how it was read (or why not)."""
     if info.fs_type == "ext4":
         debugfs = runner.require_tool("debugfs", "read files from ext4 images")
         try:
-            result = runner.run([debugfs, "-R", f"cat /{OSBUILDER_YAML}", f"{path}?offset={offset}"], what="debugfs cat")
+            result = runner.run([debugfs, "-R", f"cat /{member}", f"{path}?offset={offset}"], what="debugfs cat")
         except CommandError as error:
             return None, f"debugfs failed: {error.problem}"
         if "File not found" in result.stderr:
@@ -44,17 +45,17 @@ def _read_osbuilder_yaml(path: Path, info: FsInfo, offset: int) -> tuple[str | N
     if info.fs_type == "erofs":
         fd = os.open(path, os.O_RDONLY)
         try:
-            data = erofs.Reader(fd, offset).read_file(OSBUILDER_YAML)
+            data = erofs.Reader(fd, offset).read_file(member)
             return (data.decode(errors="replace"), "erofs reader") if data is not None else (None, "not present")
         except erofs.ErofsError as error:
             reason = str(error)
         finally:
             os.close(fd)
-        return _erofs_extract(path, offset, info), f"fsck.erofs --extract ({reason} in place)"
+        return _erofs_extract(path, offset, info, member), f"fsck.erofs --extract ({reason} in place)"
     return None, "not read: xfs has no tool that reads a file without mounting"
 
 
-def _erofs_extract(path: Path, offset: int, info: FsInfo) -> str | None:
+def _erofs_extract(path: Path, offset: int, info: FsInfo, member: str) -> str | None:
     """Fallback for compressed files: copy the filesystem out and let fsck.erofs extract it."""
     fsck = runner.require_tool("fsck.erofs", "read files from erofs images")
     with tempfile.TemporaryDirectory(prefix="osbuilder-inspect-") as work:
@@ -62,7 +63,7 @@ def _erofs_extract(path: Path, offset: int, info: FsInfo) -> str | None:
         with path.open("rb") as source, blob.open("wb") as target:
             os.copy_file_range(source.fileno(), target.fileno(), info.size, offset, 0)
         runner.run([fsck, f"--extract={work}/tree", "--no-preserve", os.fspath(blob)], what="fsck.erofs --extract")
-        target_file = Path(work) / "tree" / OSBUILDER_YAML
+        target_file = Path(work) / "tree" / member
         return target_file.read_text(errors="replace") if target_file.is_file() else None
 
 
@@ -147,7 +148,7 @@ def inspect(path: Path, options: InspectOptions) -> Report:
             "nvdimm": decoded.kernel_root_params(nvdimm=True) if decoded.dax_header else None,
             "virtio_blk": decoded.kernel_root_params(nvdimm=False),
         }
-        content, how = _read_osbuilder_yaml(path, info, decoded.root.offset)
+        content, how = read_member(path, info, decoded.root.offset, OSBUILDER_YAML)
         metadata: dict[str, Any] = {"path": "/" + OSBUILDER_YAML, "read_by": how}
         if content is not None:
             try:
@@ -157,6 +158,8 @@ def inspect(path: Path, options: InspectOptions) -> Report:
                 metadata["error"] = str(error).splitlines()[0]
             metadata["text"] = content
         data["osbuilder"] = metadata
+        manifest_text, _how = read_member(path, info, decoded.root.offset, ROOTFS_MANIFEST)
+        data["rootfs_manifest"] = parse_json(manifest_text)
         summary = metadata.get("content") or {}
         if isinstance(summary, dict):
             version = (summary.get("osbuilder") or {}).get("version") if isinstance(summary.get("osbuilder"), dict) else None

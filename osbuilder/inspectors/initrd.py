@@ -14,10 +14,11 @@ from libarchive import ffi
 from libarchive.exception import ArchiveError
 
 from osbuilder.initrd.compression import CODECS, LZ4_FRAME_MAGIC, detect
-from osbuilder.inspectors import InspectOptions, Inspector, Report
+from osbuilder.inspectors import InspectOptions, Inspector, Report, parse_json
 from osbuilder.tree import follow_links
 
 OSBUILDER_YAML = "var/lib/osbuilder/osbuilder.yaml"
+ROOTFS_MANIFEST = "var/lib/osbuilder/manifest.json"
 DEFAULT_AGENT = "usr/bin/kata-agent"
 
 for _name, _restype in (("entry_ino64", ffi.c_longlong), ("entry_nlink", ffi.c_uint)):
@@ -127,7 +128,7 @@ def inspect(path: Path, options: InspectOptions) -> Report:
     data["init"] = init_info
     systemd = resolved_init is not None and resolved_init.endswith("systemd/systemd")
     init_info["mode"] = "systemd" if systemd else "agent" if resolved_init else None
-    wanted = {OSBUILDER_YAML}
+    wanted = {OSBUILDER_YAML, ROOTFS_MANIFEST}
     agent_path = None
     if resolved_init is not None and not systemd:
         agent_path = resolved_init
@@ -151,6 +152,7 @@ def inspect(path: Path, options: InspectOptions) -> Report:
             metadata["error"] = str(error).splitlines()[0]
         metadata["text"] = text_content
     data["osbuilder"] = metadata
+    data["rootfs_manifest"] = parse_json(contents.get(ROOTFS_MANIFEST))
     text = [
         f"{path}: initrd, {size} bytes, {codec.name} ({codec.kernel_option}), {len(members)} entries, "
         f"{data['data_bytes']} bytes of file data",

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from osbuilder.idmap import CallerAsRoot, IdentityMapping
 from osbuilder.image import sizing, verity
 from osbuilder.image.layout import MIB
 from osbuilder.initrd import compression, cpio
 from osbuilder.tree import DIR, SYMLINK, Entry, scan_tree
+from osbuilder.userns import IDENTITY, caller_as_root
 from tests.helpers.trees import EPOCH, NEW, OLD, make_rootfs
 
 # Free blocks that mke2fs 1.47.0 reports (dumpe2fs) for empty 4 KiB-block filesystems of these sizes
@@ -78,7 +78,7 @@ def test_verity_levels_match_veritysetup() -> None:
 def test_cpio_members_order_links_and_times(tmp_path: Path) -> None:
     scan = scan_tree(make_rootfs(tmp_path / "rootfs"))
     init = Entry("init", SYMLINK, 0o777, 0, 0, 11, EPOCH, 1, 0, 0, 0, "/sbin/init")
-    items = cpio.members(scan, IdentityMapping(), EPOCH, [init])
+    items = cpio.members(scan, IDENTITY, EPOCH, [init])
     names = [item.name for item in items]
     assert names[0] == "."
     assert names.index("./init") == names.index("./home/user") + 1 < names.index("./lib")
@@ -97,7 +97,7 @@ def test_cpio_members_order_links_and_times(tmp_path: Path) -> None:
 
 def test_cpio_members_map_the_caller_to_root(tmp_path: Path) -> None:
     scan = scan_tree(make_rootfs(tmp_path / "rootfs"))
-    items = cpio.members(scan, CallerAsRoot(os.getuid(), os.getgid()), EPOCH)
+    items = cpio.members(scan, caller_as_root(os.getuid(), os.getgid()), EPOCH)
     assert {(item.uid, item.gid) for item in items} == {(0, 0)}
 
 

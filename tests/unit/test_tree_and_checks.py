@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from osbuilder.errors import UsageError
-from osbuilder.idmap import OVERFLOW_ID, CallerAsRoot, IdentityMapping
+from osbuilder.idmap import OVERFLOW_ID
 from osbuilder.rootfscheck import check_rootfs
 from osbuilder.tree import resolve_in_root, scan_tree, source_date_epoch
+from osbuilder.userns import IDENTITY, caller_as_root
 from tests.helpers.trees import NEW, make_rootfs
 
 
@@ -117,9 +118,9 @@ def test_nvrc_init_is_accepted_without_systemd(tmp_path: Path) -> None:
 
 
 def test_id_mappings() -> None:
-    identity = IdentityMapping()
-    assert identity.wrap(["mkfs.ext4", "x"]) == ["mkfs.ext4", "x"] and identity.guest_uid(1000) == 1000
-    caller = CallerAsRoot(1000, 1001)
-    assert caller.wrap(["mkfs.ext4", "x"]) == ["unshare", "--user", "--map-root-user", "--", "mkfs.ext4", "x"]
+    assert IDENTITY.wrap(["mkfs.ext4", "x"]) == ["mkfs.ext4", "x"] and IDENTITY.guest_uid(1000) == 1000
+    caller = caller_as_root(1000, 1001)
+    wrapped = caller.wrap(["mkfs.ext4", "x"])
+    assert wrapped[0].endswith("unshare") and wrapped[1:] == ["--user", "--map-root-user", "--", "mkfs.ext4", "x"]
     assert (caller.guest_uid(1000), caller.guest_gid(1001), caller.guest_uid(0)) == (0, 0, OVERFLOW_ID)
-    assert caller.covers(1000) and not caller.covers(0)
+    assert caller.covers(1000) and not caller.covers(4242)

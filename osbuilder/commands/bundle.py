@@ -1,0 +1,92 @@
+"""osbuilder bundle: the kata-static release tarball, with the runtime that matches the agent."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+from pathlib import Path
+
+from osbuilder.arch import host_arch, parse_arch
+from osbuilder.bundle.builder import BundleInputs, build_bundle
+from osbuilder.bundle.runtime import acquire_runtime
+from osbuilder.commands import Command, Outcome
+from osbuilder.context import Context
+from osbuilder.errors import UsageError
+from osbuilder.outputs import check_output_path
+from osbuilder.paths import REPO_ROOT
+from osbuilder.tree import parse_epoch
+
+EPILOG = """\
+The runtime comes from versions.yaml (assets.runtime: URL and sha256 of a kata-static release) or
+from --runtime (a kata-static tarball, a directory laid out like /opt/kata, or a shim binary). Its
+version (from `containerd-shim-kata-v2 --version`, or --runtime-version) must equal the agent
+version recorded in every guest asset; a mismatch is refused.
+
+Timestamps are clamped to --source-date-epoch, else $SOURCE_DATE_EPOCH, else the commit time of
+this checkout, so a rebuild from the same inputs gives the same bytes.
+
+example:
+  osbuilder bundle --kernel-dir build/kernel --image build/kata-containers.img \\
+      --initrd build/kata-containers-initrd.img --measured-image build/kata-containers-measured.img \\
+      --measured-root-hash build/root_hash_measured.txt --runtime ./kata-static-4.1.0-amd64.tar.zst -o build/
+"""
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kernel-dir", type=Path, required=True, metavar="DIR",
+                        help="output directory of osbuilder build-kernel (vmlinux-*, vmlinuz-*, .container links)")
+    parser.add_argument("--image", type=Path, required=True, help="the rootfs image (systemd)")
+    parser.add_argument("--initrd", type=Path, required=True, help="the initrd (the agent is init)")
+    parser.add_argument("--measured-image", type=Path, metavar="IMAGE", help="the measured (dm-verity) image")
+    parser.add_argument("--measured-root-hash", type=Path, metavar="FILE",
+                        help="its root hash record (root_hash*.txt written next to it)")
+    parser.add_argument("--runtime", type=Path, metavar="PATH",
+                        help="local runtime instead of versions.yaml's download")
+    parser.add_argument("--runtime-version", metavar="VERSION",
+                        help="the runtime's version when it cannot be run here to ask it")
+    parser.add_argument("--arch", help="architecture (default: the host's)")
+    parser.add_argument("--source-date-epoch", metavar="SECONDS", help="clamp every timestamp to this time")
+    parser.add_argument("-o", "--output", type=Path, default=Path("."), metavar="PATH",
+                        help="the tarball, or a directory for kata-static-<version>-<arch>.tar.zst (default: .)")
+
+
+def _epoch(value: str | None) -> int:
+    if value is not None:
+        return parse_epoch(value, "--source-date-epoch")
+    if os.environ.get("SOURCE_DATE_EPOCH"):
+        return parse_epoch(os.environ["SOURCE_DATE_EPOCH"], "SOURCE_DATE_EPOCH")
+    try:
+        result = subprocess.run(["git", "-C", str(REPO_ROOT), "log", "-1", "--format=%ct"], capture_output=True,
+                                text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    return int(result.stdout.strip()) if result.returncode == 0 and result.stdout.strip().isdigit() else 0
+
+
+def run(context: Context, args: argparse.Namespace) -> Outcome:
+    arch = parse_arch(args.arch) if args.arch else host_arch()
+    if not args.kernel_dir.is_dir():
+        raise UsageError(problem="no such directory", where=f"--kernel-dir {args.kernel_dir}",
+                         fix="build the kernel first: osbuilder build-kernel -o DIR (make kernel)")
+    if (args.measured_image is None) != (args.measured_root_hash is None):
+        raise UsageError(problem="--measured-image and --measured-root-hash go together",
+                         where="--measured-image", fix="give both, or neither")
+    epoch = _epoch(args.source_date_epoch)
+    runtime = acquire_runtime(context.versions, context.fetcher, arch.name, args.runtime, args.runtime_version)
+    output = args.output
+    if output.is_dir():
+        output = output / f"kata-static-{runtime.version}-{arch.debian}.tar.zst"
+    output = check_output_path(output)
+    inputs = BundleInputs(arch=arch, kernel_dir=args.kernel_dir, image=args.image, initrd=args.initrd,
+                          measured_image=args.measured_image, measured_root_hash=args.measured_root_hash,
+                          runtime=runtime, source_date_epoch=epoch, versions_file=context.versions_path)
+    result = build_bundle(inputs, output)
+    text = (f"{result.path}: Kata {result.version} for {arch.name}, {len(result.files)} files, "
+            f"sha256 {result.sha256}\n  runtime {runtime.version} from {runtime.source}; built in "
+            f"{result.duration:.1f} s")
+    return Outcome(result.to_json(), text)
+
+
+COMMAND = Command("bundle", "assemble the kata-static release tarball: assets, runtime configuration, runtime",
+                  configure, run, order=70, epilog=EPILOG)
