@@ -40,6 +40,18 @@ SKIP_ROOTFS_CHECK ?= no
 INITRD_COMPRESSION ?=
 # build-kernel options, e.g. KERNEL_FLAGS="--debug" or "--confidential" or "--ccache".
 KERNEL_FLAGS ?=
+# A release bundle: the runtime (RUNTIME=path of a kata-static tarball, directory or shim; default:
+# versions.yaml assets.runtime) and, when it cannot be run here, RUNTIME_VERSION.
+MEASURED_IMAGE ?= $(BUILD_DIR)/kata-containers-measured.img
+RUNTIME ?=
+RUNTIME_VERSION ?=
+# Reproducible by default: every timestamp is clamped to the checkout's commit time.
+ifeq ($(origin SOURCE_DATE_EPOCH),undefined)
+SOURCE_DATE_EPOCH := $(shell git log -1 --format=%ct 2>/dev/null)
+endif
+ifneq ($(SOURCE_DATE_EPOCH),)
+export SOURCE_DATE_EPOCH
+endif
 # osbuilder boot options, e.g. BOOT_FLAGS="--timeout 600 --console-log build/console.log".
 BOOT_FLAGS ?=
 OSB_FLAGS ?=
@@ -49,7 +61,7 @@ STAMP_DEPS := $(VENV)/.deps-installed
 STAMP_VENV := $(VENV)/.osbuilder-installed
 
 .PHONY: all deps venv test test-unit test-integration test-cross lint format rootfs image initrd kernel agent \
-        bundle boot clean distclean
+        measured-image bundle bundle-only boot clean distclean
 
 # The default assets, boot-checked: kernel, image (systemd) and initrd (the agent is init).
 all: kernel image initrd boot
@@ -161,9 +173,20 @@ boot: venv
 	  $(if $(call yes,$(SKIP_DAX_HEADER)),--no-dax) --fs-type $(FS_TYPE) $(BOOT_FLAGS)
 	$(OSB) boot $(OSB_FLAGS) --kernel $(KERNEL_DIR)/vmlinux.container --initrd $(INITRD) $(BOOT_FLAGS)
 
-# Reserved for the release bundle issue.
-bundle: venv
-	@echo "make $@: not implemented yet" >&2; exit 2
+# The measured variant of the image (dm-verity), with its root hash next to it.
+measured-image: venv
+	$(MAKE) image IMAGE=$(MEASURED_IMAGE) MEASURED_ROOTFS=yes BUILD_VARIANT=measured
+
+# The kata-static release tarball from the assets, then boot-checked with its own configuration.
+bundle: kernel image initrd measured-image bundle-only
+	$(OSB) boot $(OSB_FLAGS) --bundle $(BUILD_DIR)/kata-static-*.tar.zst $(BOOT_FLAGS)
+
+# Only the tarball, from assets already in BUILD_DIR (a CI job that gathered them).
+bundle-only: venv
+	$(OSB) bundle $(OSB_FLAGS) --arch $(ARCH) --kernel-dir $(KERNEL_DIR) --image $(IMAGE) --initrd $(INITRD) \
+	  --measured-image $(MEASURED_IMAGE) --measured-root-hash $(dir $(MEASURED_IMAGE))root_hash_measured.txt \
+	  $(if $(RUNTIME),--runtime $(RUNTIME)) $(if $(RUNTIME_VERSION),--runtime-version $(RUNTIME_VERSION)) \
+	  -o $(BUILD_DIR)
 
 clean:
 	rm -rf $(BUILD_DIR)

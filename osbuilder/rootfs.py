@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, BinaryIO, cast
 
-from osbuilder import bootstrap, docker_backend, metadata, progress, provision, runner, userns
+from osbuilder import __version__, bootstrap, docker_backend, metadata, progress, provision, runner, userns
 from osbuilder.agent_build import default_agent
 from osbuilder.agent_input import AgentSource, from_file, from_tarball
 from osbuilder.arch import Arch, host_arch, parse_arch
@@ -260,7 +260,9 @@ def cache_inputs(plan: Plan, bootstrap_tool: str, memo: Path | None = None) -> d
         "kind": CACHE_KIND,
         "format": CACHE_FORMAT,
         "builder": _builder_digest(),
-        "osbuilder_version": plan.osbuilder_version,
+        # The package version, not the commit: the builder digest already covers the code that makes
+        # a rootfs, and a cache hit keeps the osbuilder.yaml of the commit that built the entry.
+        "osbuilder_version": __version__,
         "recipe": {"name": plan.recipe.name, "sha256": sha256_file(plan.recipe.path)},
         "release": plan.release.codename,
         "arch": plan.arch.name,
