@@ -1,4 +1,4 @@
-"""osbuilder matrix: the release variants (architecture × asset × variant) for a CI matrix.
+"""osbuilder matrix: the release variants (architecture x asset x variant) for a CI matrix.
 
 Each variant carries a content key: a digest of everything that determines its output (the pins in
 versions.yaml that it uses, the recipe, the kernel fragments, the agent sources, the osbuilder code
