@@ -8,7 +8,7 @@ rootfs.sh runs for Ubuntu (it downloads every package each time). Variants:
   warm          osbuilder again, unchanged: a rootfs cache hit
 
 Runs are interleaved round by round (the baseline's place in the sequence moves from round to
-round, the disks are synced before every run and outputs are deleted only at the end of a round),
+round, the disks are synced before every run and outputs are deleted only after the last run),
 so load from other work on the machine hits every variant alike; the table shows the median of
 each. Times are whole-process wall times.
 Targets: cold <= 1.1 x baseline, warm <= 0.1 x.
@@ -106,16 +106,18 @@ def main() -> int:
         phases: dict[str, list[dict[str, float]]] = {"cold": [], "cold-rootfs": [], "warm": []}
         loads: list[str] = []
         for round_number in range(args.rounds):
-            cache = work / f"cache-{round_number}"
+            place = work / f"round-{round_number}"
+            place.mkdir()
+            cache = place / "cache"
             runs = [
-                ("cold", [*osbuilder, "--cache-dir", str(cache), *build_args, "-o", str(work / "cold")]),
+                ("cold", [*osbuilder, "--cache-dir", str(cache), *build_args, "-o", str(place / "cold")]),
                 ("cold-rootfs", [*osbuilder, "--cache-dir", str(cache), *build_args, "--no-cache",
-                                 "-o", str(work / "cold-rootfs")]),
-                ("warm", [*osbuilder, "--cache-dir", str(cache), *build_args, "-o", str(work / "warm")]),
+                                 "-o", str(place / "cold-rootfs")]),
+                ("warm", [*osbuilder, "--cache-dir", str(cache), *build_args, "-o", str(place / "warm")]),
             ]
             # The baseline moves through the sequence from round to round, so that no variant always
             # runs after the same neighbour.
-            runs.insert(round_number % (len(runs) + 1), ("baseline", [*baseline_argv, str(work / "baseline")]))
+            runs.insert(round_number % (len(runs) + 1), ("baseline", [*baseline_argv, str(place / "baseline")]))
             for name, argv in runs:
                 os.sync()  # every run starts without the previous one's unwritten data
                 loads.append(_load())
@@ -127,11 +129,8 @@ def main() -> int:
                     phases[name].append(data.get("timings", {}))
                 if not args.json_only:
                     sys.stderr.write(f"round {round_number + 1}: {name:<12} {elapsed:7.2f} s (load {loads[-1]})\n")
-            # Outputs go at the end of a round: deleting a tree right before a run would charge that
-            # run for the deletion (on this machine's disk, freeing blocks is slow).
-            for name, _argv in runs:
-                shutil.rmtree(work / name, ignore_errors=True)
-            shutil.rmtree(cache, ignore_errors=True)
+            # Nothing is deleted until every run is measured: deleting a tree (slow on some disks,
+            # which free blocks synchronously) would charge whichever run comes next.
         median = {name: statistics.median(values) for name, values in times.items()}
         ratios = {name: median[name] / median["baseline"] for name in ("cold", "cold-rootfs", "warm")}
         report: dict[str, Any] = {
