@@ -35,12 +35,12 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from osbuilder.agent_build import default_agent  # noqa: E402
 from osbuilder.arch import host_arch  # noqa: E402
 from osbuilder.bootstrap import mmdebstrap_version, resolve_keyring  # noqa: E402
 from osbuilder.context import Context  # noqa: E402
-from osbuilder.paths import DEFAULT_DISTROS_DIR, DEFAULT_VERSIONS  # noqa: E402
+from osbuilder.paths import DEFAULT_DISTROS_DIR, DEFAULT_VERSIONS, default_cache_dir  # noqa: E402
 from osbuilder.userns import mounts_below  # noqa: E402
-from tests.helpers.testagent import build_test_agent  # noqa: E402
 
 SOURCE_DATE_EPOCH = "1700000000"
 TARGETS = {"cold": 1.1, "warm": 0.1}
@@ -92,7 +92,9 @@ def main() -> int:
         release = recipe.release(args.release)
         init = recipe.init("systemd")
         keyring = resolve_keyring(context, recipe, host_arch())
-        agent = build_test_agent(work / "agent")
+        # The reference agent, from the user's cache (built once), as the release builds embed it.
+        agent = default_agent(Context(versions_path=DEFAULT_VERSIONS, distros_dir=DEFAULT_DISTROS_DIR,
+                                      cache_dir=default_cache_dir()))
         baseline_argv = ["mmdebstrap", "--mode=root" if os.geteuid() == 0 else "--mode=unshare",
                          f"--variant={recipe.bootstrap.variant}",
                          f"--components={','.join(recipe.bootstrap.components)}",

@@ -8,11 +8,10 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from osbuilder.arch import host_arch, parse_arch
 from osbuilder.boot.accel import choose_accel
-from osbuilder.boot.check import BootReport, CheckOptions, boot_check
 from osbuilder.boot.kernelparams import FS_TYPES, RootSpec, kernel_params, parse_verity
 from osbuilder.boot.qemu import AGENT_PORT_NAME, VmSpec
 from osbuilder.boot.runtimeconfig import RuntimeBoot, read_runtime_config
@@ -20,6 +19,9 @@ from osbuilder.commands import Command, Outcome
 from osbuilder.context import Context
 from osbuilder.errors import UsageError
 from osbuilder.image.layout import VerityLine
+
+if TYPE_CHECKING:
+    from osbuilder.boot.check import BootReport
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -119,6 +121,10 @@ def boot_one(context: Context, args: argparse.Namespace, from_config: RuntimeBoo
                 transport=transport, port_name=args.port_name,
                 memory_mb=args.memory or (from_config.memory_mb if from_config and from_config.memory_mb else 2048),
                 cpus=args.cpus or (from_config.vcpus if from_config and from_config.vcpus else 1), qemu=args.qemu)
+    # Imported here: the agent client needs a recent protobuf, which the other commands (a rootless
+    # build-rootfs on a host's system Python, for one) must not depend on.
+    from osbuilder.boot.check import CheckOptions, boot_check
+
     options = CheckOptions(timeout=args.timeout, expect_agent_version=args.expect_agent_version,
                            console_log=args.console_log)
     return boot_check(vm, options)

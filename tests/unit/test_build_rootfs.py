@@ -42,9 +42,24 @@ def _nothing_left(parent: Path, cache: Path, before: set[str]) -> None:
         assert list((cache / "tmp").iterdir()) == []
 
 
+def _unstripped(agent: Path, destination: Path) -> Path:
+    """The agent with a debug section added, so stripping it has something to remove."""
+    debug = destination.with_suffix(".debug")
+    debug.write_bytes(bytes(range(256)) * 16)
+    subprocess.run(["objcopy", "--add-section", f".debug_osbuilder={debug}", agent, destination], check=True)
+    return destination
+
+
+def _section_names(binary: Path) -> set[str]:
+    listing = subprocess.run(["readelf", "-SW", binary], check=True, capture_output=True, text=True).stdout
+    return {word for line in listing.splitlines() for word in line.split() if word.startswith(".")}
+
+
 def test_minimal_rootfs(tmp_path: Path, test_agent: Path) -> None:
     cache, output = tmp_path / "cache", tmp_path / "rootfs"
-    report = _json(_build(cache, output, test_agent))
+    unstripped = _unstripped(test_agent, tmp_path / "kata-agent")
+    assert ".debug_osbuilder" in _section_names(unstripped)
+    report = _json(_build(cache, output, unstripped))
     for key in ("ok", "output", "distro", "release", "arch", "init", "backend", "mode", "cache_hit", "cache_key",
                 "packages", "agent_sha256", "duration"):
         assert key in report, key
@@ -52,7 +67,8 @@ def test_minimal_rootfs(tmp_path: Path, test_agent: Path) -> None:
                                                                                         False)
     init = output / "sbin" / "init"
     assert hashlib.sha256(init.read_bytes()).hexdigest() == report["agent_sha256"]
-    assert init.stat().st_size < test_agent.stat().st_size  # stripped
+    assert ".debug_osbuilder" not in _section_names(init)  # stripped
+    assert init.stat().st_size < unstripped.stat().st_size
     assert os.access(init, os.X_OK)
     for directory in ("dev", "proc", "sys", "run", "tmp", "etc", "var/lib/osbuilder"):
         assert (output / directory).is_dir(), directory
@@ -67,7 +83,7 @@ def test_minimal_rootfs(tmp_path: Path, test_agent: Path) -> None:
     with tarfile.open(report["cache_tarball"]) as tarball:  # the tree, as later steps may read it
         assert tarball.getmember("./sbin/init").size == init.stat().st_size
     assert manifest["agent"]["sha256"] == report["agent_sha256"]
-    assert manifest["agent"]["source_sha256"] == hashlib.sha256(test_agent.read_bytes()).hexdigest()
+    assert manifest["agent"]["source_sha256"] == hashlib.sha256(unstripped.read_bytes()).hexdigest()
     assert manifest["recipe"]["name"] == "minimal" and len(manifest["recipe"]["sha256"]) == 64
 
 

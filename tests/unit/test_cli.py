@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -51,3 +52,16 @@ def test_doctor_reports_present_tools() -> None:
     tools = {tool["tool"]: tool for step in report["steps"] for tool in step["tools"]}
     assert tools["make"]["present"] is True
     assert "user_namespaces" in report["host"]
+
+
+def test_building_does_not_need_the_agent_client() -> None:
+    """Only boot talks to the agent (protobuf); every other command must run on a host Python whose
+    protobuf is older, as a rootless build-rootfs does with the system interpreter."""
+
+    script = ("import sys; from osbuilder.commands import discover; names = [c.name for c in discover()]; "
+              "print(','.join(names)); print(any(m.startswith('google.protobuf') for m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                            cwd=Path(__file__).resolve().parents[2])
+    commands, protobuf_loaded = result.stdout.split()
+    assert {"boot", "build-rootfs", "build-image", "bundle"} <= set(commands.split(","))
+    assert protobuf_loaded == "False"
