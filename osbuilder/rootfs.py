@@ -213,6 +213,11 @@ def make_plan(context: Context, request: Request) -> Plan:
         raise UsageError(problem="--agent and --agent-tarball exclude each other", where="--agent-tarball",
                          fix="give one of them")
     output = check_output(request.output, request.force)
+    cache_root = Path(os.path.abspath(context.cache.root))
+    if output == cache_root or cache_root in output.parents or output in cache_root.parents:
+        # The cache keeps its rootfs entries in <cache>/rootfs: the two would overwrite each other.
+        raise UsageError(problem=f"the output {output} and the cache directory {cache_root} overlap",
+                         where=f"-o {output}", fix="write the rootfs outside the cache directory (see --cache-dir)")
     if bootstraps and request.backend == "native" and arch.name != host_arch().name \
             and not Path(f"/proc/sys/fs/binfmt_misc/qemu-{arch.qemu}").exists():
         raise UsageError(
@@ -355,8 +360,10 @@ def _build_entry(context: Context, plan: Plan, key: str, staging: Path, engine: 
     in_place = plan.mode == "root" and _chroot_possible(plan.output.parent)
     if plan.bootstraps:
         base = installer.temporary if in_place else staging / "bootstrap.tar"
+        with _phase(timings, "keyring"):  # once per cache: a fetch when the host lacks the keyring
+            keyring = bootstrap.resolve_keyring(context, plan.recipe, plan.arch)
         with _phase(timings, "bootstrap"):
-            downloaded = _bootstrap(context, plan, staging, base, engine, builder, in_place)
+            downloaded = _bootstrap(context, plan, staging, base, keyring, engine, builder, in_place)
     with _phase(timings, "provision"):
         agent = _prepare_agent(plan, staging)
         if in_place and base is not None:
@@ -437,14 +444,13 @@ def _phase_logger(description: str) -> tuple[Any, Any]:
     return bar, on_line
 
 
-def _bootstrap(context: Context, plan: Plan, staging: Path, target: Path, engine: Any,
+def _bootstrap(context: Context, plan: Plan, staging: Path, target: Path, keyring: Path | None, engine: Any,
                builder: docker_backend.Builder | None, in_place: bool) -> list[str]:
     recipe = plan.recipe
     spec = bootstrap.BootstrapSpec(
         suite=plan.release.suite, variant=recipe.bootstrap.variant, components=recipe.bootstrap.components,
         debian_arch=plan.arch.debian, packages=plan.packages, mirror=plan.mirror, trims=recipe.trim,
         options=recipe.bootstrap.options)
-    keyring = bootstrap.resolve_keyring(context, recipe, plan.arch)
     packages = bootstrap.PackageCache(context.cache, recipe.bootstrap.archive or "debian", plan.release.suite,
                                       plan.arch.debian)
     debs_in, debs_out = staging / "debs-in", staging / "debs-out"

@@ -52,6 +52,9 @@ ARCHIVE_PACKAGE = Obj(
         "version": _d(Version(), True),
         "suite": _d(Name(), True),
         "component": _d(Name(), default="main"),
+        "pool": _d(Str(pattern=r"pool/(?:[A-Za-z0-9{][A-Za-z0-9.+~:_{}-]*/)+[A-Za-z0-9{][A-Za-z0-9.+~:_{}-]*\.deb",
+                       hint='a quoted pool path such as "pool/main/u/ubuntu-keyring/ubuntu-keyring_1_all.deb" '
+                            "({arch} stands for the Debian architecture)")),
         "sha256": _d(Sha256()),
         "architecture": _d(MapOf(ARCH_SHA, key_pattern="|".join(ARCHES), key_hint=ARCH_KEY)),
     },
@@ -164,6 +167,12 @@ class ArchivePackage:
     component: str
     sha256_all: str | None
     sha256_by_arch: tuple[tuple[str, str], ...]
+    # Where the archive keeps the file. With it the .deb is fetched directly (the sha256 pin is what
+    # verifies it) and the signed index, a 10 MB download and parse, is only the fallback.
+    pool: str | None = None
+
+    def pool_path(self, debian_arch: str) -> str | None:
+        return self.pool.replace("{arch}", debian_arch) if self.pool else None
 
     def sha256_for(self, arch: str) -> str:
         if self.sha256_all:
@@ -291,6 +300,7 @@ class Versions:
             component=entry["component"],
             sha256_all=entry.get("sha256"),
             sha256_by_arch=by_arch,
+            pool=entry.get("pool"),
         )
 
     def download(self, dotted: str) -> Download:

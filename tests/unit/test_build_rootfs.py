@@ -149,6 +149,27 @@ def test_unwritable_output_parent(tmp_path: Path, test_agent: Path) -> None:
     _nothing_left(tmp_path, cache, {"readonly", "cache"} if cache.exists() else {"readonly"})
 
 
+def test_output_inside_the_cache_is_refused(tmp_path: Path, test_agent: Path) -> None:
+    # The cache keeps rootfs entries in <cache>/rootfs: `-o <cache>/rootfs` would be filled by them.
+    cache = tmp_path / "cache"
+    cache.mkdir()  # a cache in use
+    result = _build(cache, cache / "rootfs", test_agent)
+    assert result.returncode == 2, result.stderr
+    assert f"-o {cache / 'rootfs'}" in result.stderr and "overlap" in result.stderr and "--cache-dir" in result.stderr
+    assert not (cache / "rootfs").exists() or list((cache / "rootfs").iterdir()) == []
+
+
+def test_forced_output_holding_the_cache_is_refused(tmp_path: Path, test_agent: Path) -> None:
+    output, cache = tmp_path / "out", tmp_path / "out" / "cache"
+    (cache / "downloads").mkdir(parents=True)
+    (cache / "downloads" / "kept").write_text("a cached input\n")
+    result = _build(cache, output, test_agent, "--force")
+    assert result.returncode == 2, result.stderr
+    assert "overlap" in result.stderr
+    assert (cache / "downloads" / "kept").read_text() == "a cached input\n"
+    assert sorted(os.listdir(output)) == ["cache"]
+
+
 def _evil_tarball(path: Path, agent: Path) -> Path:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:

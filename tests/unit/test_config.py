@@ -96,6 +96,19 @@ def test_bad_sha256_and_url_are_rejected(versions_copy: Path) -> None:
     assert "URL" in str(caught.value)
 
 
+def test_pool_path_must_stay_in_the_pool(versions_copy: Path) -> None:
+    good = 'pool: "pool/main/u/ubuntu-keyring/ubuntu-keyring_2023.11.28.1-0.2_all.deb"'
+    versions_copy.write_text(versions_copy.read_text().replace(good, 'pool: "pool/../../etc/passwd.deb"', 1))
+    line = _line_of(versions_copy, "pool/../../etc/passwd.deb")
+    with pytest.raises(ConfigError) as caught:
+        load_versions(versions_copy)
+    message = str(caught.value)
+    assert f"{versions_copy}:{line}" in message and "externals.ubuntu-keyring.pool" in message
+    assert "a quoted pool path" in message
+    assert load_versions(REPO / "versions.yaml").archive_package("externals.busybox").pool_path("arm64") == \
+        "pool/main/b/busybox/busybox-static_1.35.0-4+deb12u1+b1_arm64.deb"
+
+
 def test_kernel_versions_must_agree(versions_copy: Path) -> None:
     versions_copy.write_text(versions_copy.read_text().replace(
         'version: "6.12.107"\n        sha256', 'version: "6.12.108"\n        sha256', 1))

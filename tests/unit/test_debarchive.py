@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 
 from osbuilder.cache import Cache
-from osbuilder.debarchive import ArchiveClient, extract_member, parse_stanzas, release_sha256
+from osbuilder.debarchive import (
+    ArchiveClient,
+    extract_member,
+    package_stanzas,
+    parse_stanzas,
+    release_sha256,
+)
 from osbuilder.errors import BuildError, FetchError
 from osbuilder.fetch import Fetcher, FetchPolicy
 from osbuilder.versions import ArchivePackage
@@ -25,9 +31,12 @@ def archive(http_server: FixtureServer, tmp_path: Path) -> FakeArchive:
                    files=CONTENT, signing_home=home, other_versions=("0.9-1",))
 
 
-def _pin(sha256: str, version: str = "1.0-1") -> ArchivePackage:
+def _pin(sha256: str, version: str = "1.0-1", pool: str | None = None) -> ArchivePackage:
     return ArchivePackage(key="externals.test", archive="debian", package="test-keyring", version=version,
-                          suite="testsuite", component="main", sha256_all=sha256, sha256_by_arch=())
+                          suite="testsuite", component="main", sha256_all=sha256, sha256_by_arch=(), pool=pool)
+
+
+POOL = "pool/main/t/test-keyring/test-keyring_1.0-1_{arch}.deb"
 
 
 def _client(tmp_path: Path, archive: FakeArchive, keyring: Path | None = None) -> ArchiveClient:
@@ -80,3 +89,47 @@ def test_stanza_and_release_parsing() -> None:
     assert next(parse_stanzas(text))["Description"] == "one\ntwo"
     release = "Codename: x\nSHA256:\n " + "a" * 64 + " 12 main/binary-amd64/Packages.xz\n"
     assert release_sha256(release) == {"main/binary-amd64/Packages.xz": ("a" * 64, 12)}
+
+
+def test_package_stanzas_finds_what_a_full_parse_finds() -> None:
+    paragraphs = [
+        "Package: ubuntu-keyring\nVersion: 1\nDescription: first paragraph\n continued\n .\n Package: not-a-field",
+        "Package: ubuntu-keyring-extra\nVersion: 9",
+        "Package: other\nVersion: 2\nDepends: ubuntu-keyring",
+        "Package: ubuntu-keyring\nArchitecture: all\nVersion: 3",
+        "Package:  ubuntu-keyring \nVersion: 4",  # stray spaces around the name
+    ]
+    for index in ("\n\n".join(paragraphs), "\n\n".join(paragraphs) + "\n", "\n\n".join(reversed(paragraphs))):
+        for package in ("ubuntu-keyring", "ubuntu-keyring-extra", "other", "not-a-field", "keyring"):
+            expected = [stanza for stanza in parse_stanzas(index) if stanza.get("Package") == package]
+            assert list(package_stanzas(index, package)) == expected, (package, index)
+    found = list(package_stanzas("\n\n".join(paragraphs), "ubuntu-keyring"))
+    assert [stanza["Version"] for stanza in found] == ["1", "3", "4"]
+
+
+def test_a_pinned_pool_path_skips_the_index(archive: FakeArchive, tmp_path: Path,
+                                            http_server: FixtureServer) -> None:
+    # The fixture archive names its file ..._all.deb; {arch} is replaced by the Debian architecture.
+    resolved = _client(tmp_path, archive).resolve(_pin(archive.deb_sha256, pool=POOL), "x86_64", "all")
+    assert extract_member(resolved.path, "usr/share/keyrings/test.gpg") == b"key material\n"
+    assert [name for _method, name, _headers in http_server.requests] == [POOL.replace("{arch}", "all")]
+
+
+def test_a_stale_pool_path_falls_back_to_the_signed_index(archive: FakeArchive, tmp_path: Path,
+                                                          http_server: FixtureServer) -> None:
+    stale = "pool/main/t/test-keyring/test-keyring_0.1-1_all.deb"
+    resolved = _client(tmp_path, archive).resolve(_pin(archive.deb_sha256, pool=stale), "x86_64", "amd64")
+    assert resolved.sha256 == archive.deb_sha256
+    requested = [name for _method, name, _headers in http_server.requests]
+    assert requested[0] == stale and "dists/testsuite/InRelease" in requested
+
+
+def test_a_pool_path_serving_other_bytes_is_not_trusted(archive: FakeArchive, tmp_path: Path,
+                                                        http_server: FixtureServer) -> None:
+    # Same path, different content: the sha256 pin refuses it, and the index lists the pinned file.
+    http_server.add("pool/main/t/test-keyring/evil.deb", b"not the pinned package")
+    client = _client(tmp_path, archive)
+    resolved = client.resolve(_pin(archive.deb_sha256, pool="pool/main/t/test-keyring/evil.deb"), "x86_64",
+                              "amd64")
+    assert resolved.path.read_bytes() != b"not the pinned package"
+    assert resolved.filename != "pool/main/t/test-keyring/evil.deb"
