@@ -16,8 +16,6 @@ import posixpath
 from dataclasses import dataclass
 from pathlib import Path
 
-import libarchive
-
 from osbuilder.cache import sha256_file
 from osbuilder.errors import UsageError
 
@@ -91,6 +89,8 @@ def from_tarball(path: Path, agent_name: str) -> AgentSource:
     version: str | None = None
     binary: bytes | None = None
     agent_path = f"usr/bin/{agent_name}"
+    import libarchive  # only agent tarballs need it
+
     try:
         with libarchive.file_reader(str(path)) as archive:
             for entry in archive:

@@ -17,8 +17,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-import libarchive
-
 from osbuilder import runner
 from osbuilder.errors import BuildError, FetchError, UsageError
 from osbuilder.fetch import Fetcher
@@ -215,6 +213,8 @@ def _download_unpinned(fetcher: Fetcher, url: str, dest: Path) -> None:
 
 def deb_members(deb: Path) -> Iterator[tuple[str, bytes]]:
     """(path, content) of regular files in a .deb's data archive."""
+    import libarchive  # only fetched packages are read, so the common cache-hit path skips the import
+
     with libarchive.file_reader(str(deb)) as outer:
         for entry in outer:
             if not entry.pathname.startswith("data.tar"):

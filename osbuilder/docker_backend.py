@@ -19,13 +19,13 @@ import os
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import docker
-import docker.errors
+from typing import TYPE_CHECKING, Any
 
 from osbuilder import templating
 from osbuilder.errors import BuildError, CommandError, UsageError
+
+if TYPE_CHECKING:
+    import docker
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,9 @@ class Builder:
 
 
 def client() -> docker.DockerClient:
+    # The Docker SDK (and requests under it) is imported only by docker builds.
+    import docker
+
     try:
         engine = docker.from_env(timeout=600)
         engine.ping()
@@ -68,6 +71,8 @@ def default_base(distro: str, release: str) -> str:
 
 
 def builder_image(engine: docker.DockerClient, distro: str, release: str, base_image: str) -> Builder:
+    import docker.errors
+
     dockerfile = templating.render("rootfs/Dockerfile.j2", base_image=base_image, distro=distro, release=release,
                                    packages=BUILDER_PACKAGES)
     try:
@@ -106,6 +111,8 @@ def builder_image(engine: docker.DockerClient, distro: str, release: str, base_i
 def run(engine: docker.DockerClient, builder: Builder, argv: Sequence[str], mounts: Sequence[Mount], *,
         owned_outputs: Sequence[str], on_line: Callable[[str], None]) -> None:
     """Run argv in a fresh container; chown owned_outputs to the caller before exiting."""
+    import docker.errors
+
     owner = f"{os.getuid()}:{os.getgid()}"
     chown = " ".join(f'"{path}"' for path in owned_outputs)
     script = f'"$@"; status=$?; chown -R {owner} {chown} 2>/dev/null; exit $status'

@@ -16,12 +16,14 @@ import time
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
-
-import requests
+from typing import TYPE_CHECKING
 
 from osbuilder import progress
 from osbuilder.cache import Cache, sha256_file
 from osbuilder.errors import FetchError, UsageError
+
+if TYPE_CHECKING:
+    import requests
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +45,18 @@ class Fetcher:
         self.cache = cache
         self.offline = offline
         self.policy = policy or FetchPolicy()
-        self.session = session or requests.Session()
-        self.session.headers.setdefault("User-Agent", "osbuilder")
+        self._session = session
         self.downloaded: list[str] = []  # digests actually transferred in this process (for reports/tests)
+
+    @property
+    def session(self) -> requests.Session:
+        # Created (and requests imported) on first use: most runs are cache hits and fetch nothing.
+        if self._session is None:
+            import requests
+
+            self._session = requests.Session()
+            self._session.headers.setdefault("User-Agent", "osbuilder")
+        return self._session
 
     def cached(self, sha256: str) -> Path | None:
         path = self.cache.blob(sha256)
@@ -97,6 +108,8 @@ class Fetcher:
         return final
 
     def _http(self, url: str, partial: Path, label: str) -> None:
+        import requests
+
         policy = self.policy
         last_problem = ""
         for attempt in range(1, policy.attempts + 1):
@@ -163,6 +176,8 @@ class _Truncated(Exception):
 
 
 def _describe(exc: Exception) -> str:
+    import requests
+
     text = str(exc)
     if isinstance(exc, requests.Timeout):
         return "timed out"

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import functools
-from typing import Any
-
-import jinja2
+from typing import TYPE_CHECKING, Any
 
 from osbuilder.paths import TEMPLATES_DIR
+
+if TYPE_CHECKING:
+    import jinja2
 
 
 @functools.cache
 def _environment() -> jinja2.Environment:
+    import jinja2  # imported when a template is rendered: a cache hit renders none
+
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
         undefined=jinja2.StrictUndefined,  # a missing variable is a bug, not an empty string

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from osbuilder.commands import Command, Outcome
 from osbuilder.context import Context
-from osbuilder.kernel.build import KernelOptions, build_kernel, check_kernel_config
 from osbuilder.kernel.source import SOURCE_KINDS
 from osbuilder.paths import KERNEL_CONFIGS_DIR
+
+if TYPE_CHECKING:
+    from osbuilder.kernel.build import KernelOptions
 
 EPILOG = """\
 Fragments are merged from kernel-configs/ (see its README.md): common, the architecture, the build
@@ -63,6 +66,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _options(args: argparse.Namespace) -> KernelOptions:
+    from osbuilder.kernel.build import KernelOptions  # imported by the command that builds, not by every one
+
     return KernelOptions(
         arch=args.arch, version=args.version, confidential=args.confidential, measured=args.measured,
         debug=args.debug, build_type=args.build_type, extra_fragments=tuple(args.extra_fragment),
@@ -73,6 +78,8 @@ def _options(args: argparse.Namespace) -> KernelOptions:
 
 
 def run(context: Context, args: argparse.Namespace) -> Outcome:
+    from osbuilder.kernel.build import build_kernel, check_kernel_config
+
     options = _options(args)
     if args.config_only:
         check = check_kernel_config(context, options)

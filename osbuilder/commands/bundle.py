@@ -8,8 +8,6 @@ import subprocess
 from pathlib import Path
 
 from osbuilder.arch import host_arch, parse_arch
-from osbuilder.bundle.builder import BundleInputs, build_bundle
-from osbuilder.bundle.runtime import acquire_runtime
 from osbuilder.commands import Command, Outcome
 from osbuilder.context import Context
 from osbuilder.errors import UsageError
@@ -73,6 +71,10 @@ def run(context: Context, args: argparse.Namespace) -> Outcome:
         raise UsageError(problem="--measured-image and --measured-root-hash go together",
                          where="--measured-image", fix="give both, or neither")
     epoch = _epoch(args.source_date_epoch)
+    # Imported here (jinja2, libarchive): every osbuilder command starts faster.
+    from osbuilder.bundle.builder import BundleInputs, build_bundle
+    from osbuilder.bundle.runtime import acquire_runtime
+
     runtime = acquire_runtime(context.versions, context.fetcher, arch.name, args.runtime, args.runtime_version)
     output = args.output
     if output.is_dir():
