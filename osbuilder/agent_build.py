@@ -21,11 +21,14 @@ from osbuilder.paths import AGENT_SOURCE_DIR
 AGENT_BINARY = "kata-agent"
 
 
-def compiler_version(compiler: str | None = None) -> str:
-    """First line of `$CC --version` (musl-gcc by default, as the agent is static musl)."""
-    name = compiler or os.environ.get("CC") or "musl-gcc"
-    path = runner.require_tool(name, "build the reference agent")
-    return runner.run([path, "--version"], what=f"{name} --version").stdout.splitlines()[0].strip()
+COMPILER = "musl-gcc"  # agent/Makefile uses it unless CC is given on its command line
+# What `make -C agent` writes into the source directory itself; not an input.
+NOT_SOURCES = frozenset({"build", "__pycache__"})
+
+
+def compiler_version(memo: Path | None = None) -> str:
+    """First line of `musl-gcc --version`, kept in `memo` (the cache's tool-version file)."""
+    return runner.tool_version(COMPILER, memo, "build the reference agent")
 
 
 def default_agent(context: Context, source_dir: Path = AGENT_SOURCE_DIR) -> Path:
@@ -39,8 +42,8 @@ def default_agent(context: Context, source_dir: Path = AGENT_SOURCE_DIR) -> Path
         )
     version = context.versions.agent_version
     inputs = {
-        "sources": sha256_tree(source_dir),
-        "compiler": compiler_version(),
+        "sources": sha256_tree(source_dir, NOT_SOURCES),
+        "compiler": compiler_version(context.cache.root / runner.TOOL_VERSIONS),
         "version": version,
         "arch": host_arch().name,
     }

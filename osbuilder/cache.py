@@ -48,13 +48,20 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def sha256_tree(root: Path) -> str:
-    """Digest of a directory's names, modes, link targets and file contents (sorted, stable)."""
+BYTECODE = frozenset({"__pycache__"})
+
+
+def sha256_tree(root: Path, exclude: frozenset[str] = BYTECODE) -> str:
+    """Digest of a directory's names, modes, link targets and file contents (sorted, stable).
+    Entries named in `exclude` are skipped with everything below them: by default Python's bytecode
+    caches, which record their sources' mtimes and so differ between two checkouts of one commit."""
     digest = hashlib.sha256()
     if not root.exists():
         return digest.hexdigest()
     for path in sorted(root.rglob("*")):
         relative = path.relative_to(root).as_posix()
+        if exclude.intersection(path.relative_to(root).parts):
+            continue
         if path.is_symlink():
             digest.update(f"L {relative} {os.readlink(path)}\n".encode())
         elif path.is_dir():

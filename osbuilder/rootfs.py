@@ -41,6 +41,7 @@ from osbuilder.errors import BuildError, CommandError, UsageError
 from osbuilder.paths import TEMPLATES_DIR
 from osbuilder.recipes import InitMode, Recipe, Release
 from osbuilder.rootfs_tree import RootfsTree
+from osbuilder.tree import environment_epoch
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,6 @@ AGENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 BUILDER_MODULES = ("rootfs.py", "rootfs_tree.py", "provision.py", "bootstrap.py", "docker_backend.py",
                    "metadata.py", "agent_input.py")
 BUSYBOX_MEMBER = "bin/busybox"
-TOOL_VERSIONS = "tool-versions.json"  # memo of `tool --version` in the cache
 
 
 @dataclass(frozen=True)
@@ -145,16 +145,6 @@ class Result:
 # --- planning -----------------------------------------------------------------------------------
 
 
-def _source_date_epoch() -> int | None:
-    value = os.environ.get("SOURCE_DATE_EPOCH")
-    if value is None or value == "":
-        return None
-    if not value.isdigit():
-        raise UsageError(problem=f"SOURCE_DATE_EPOCH={value!r} is not a number of seconds",
-                         where="SOURCE_DATE_EPOCH", fix="set it to a Unix time, e.g. $(git log -1 --format=%ct)")
-    return int(value)
-
-
 def check_output(output: Path, force: bool) -> Path:
     """The absolute output path, after making sure it can be created (bad input: exit 2)."""
     output = Path(os.path.abspath(output))
@@ -225,7 +215,7 @@ def make_plan(context: Context, request: Request) -> Plan:
                     "which is not registered",
             where=f"--arch {request.arch}", fix="apt-get install qemu-user-static binfmt-support, or build on a "
                                                 f"{arch.name} host")
-    sde = _source_date_epoch()
+    sde = environment_epoch()
     if not bootstraps:
         mode = "none"
     elif request.backend == "docker":
@@ -303,7 +293,7 @@ def _phase(timings: dict[str, float], name: str) -> Iterator[None]:
 def build(context: Context, plan: Plan) -> Result:
     started = time.monotonic()
     timings: dict[str, float] = {}
-    memo = context.cache.root / TOOL_VERSIONS
+    memo = context.cache.root / runner.TOOL_VERSIONS
     builder: docker_backend.Builder | None = None
     engine = None
     if plan.mode == "docker":

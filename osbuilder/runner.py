@@ -231,23 +231,29 @@ def spawn(
         raise
 
 
+TOOL_VERSIONS = "tool-versions.json"  # the memo of `tool --version` answers, in the cache directory
+
+
 def tool_version(name: str, memo: Path | None = None, step: str = "") -> str:
     """First line of `NAME --version`. With `memo` (a JSON file, e.g. in the cache) the answer is
     kept per binary, identified by its path, size, mtime and inode: a Perl tool such as mmdebstrap
     takes a noticeable part of a cached build just to print its version."""
     path = require_tool(name, step)
     info = os.stat(path)
-    identity = f"{os.path.realpath(path)}:{info.st_size}:{info.st_mtime_ns}:{info.st_ino}"
+    real = os.path.realpath(path)
+    identity = f"{real}:{info.st_size}:{info.st_mtime_ns}:{info.st_ino}"
     known: dict[str, str] = {}
     if memo is not None:
         with contextlib.suppress(OSError, ValueError):
             known = json.loads(memo.read_text())
-        if isinstance(known, dict) and isinstance(known.get(identity), str):
+        if not isinstance(known, dict):
+            known = {}
+        if isinstance(known.get(identity), str):
             return known[identity]
     output = run([path, "--version"], what=f"{name} --version").stdout.strip()
     version = output.splitlines()[0].strip() if output else ""
     if memo is not None:
-        known = {key: value for key, value in known.items() if not key.startswith(f"{os.path.realpath(path)}:")}
+        known = {key: value for key, value in known.items() if not key.startswith(f"{real}:")}
         known[identity] = version
         temporary = memo.with_name(f".{memo.name}.{os.getpid()}")
         with contextlib.suppress(OSError):

@@ -221,15 +221,21 @@ def parse_epoch(value: str, where: str) -> int:
     return epoch
 
 
+def environment_epoch() -> int | None:
+    """$SOURCE_DATE_EPOCH, checked; None when it is unset or empty."""
+    value = os.environ.get("SOURCE_DATE_EPOCH")
+    return parse_epoch(value, "SOURCE_DATE_EPOCH") if value else None
+
+
 def source_date_epoch(explicit: int | None, scan: TreeScan) -> tuple[int, str]:
     """The time that clamps every timestamp: the option, else $SOURCE_DATE_EPOCH, else the newest
     mtime in the tree (so that the same tree gives the same bytes even without the variable; never
     "now", which would differ between builds)."""
     if explicit is not None:
         return explicit, "--source-date-epoch"
-    env = os.environ.get("SOURCE_DATE_EPOCH")
-    if env:
-        return parse_epoch(env, "SOURCE_DATE_EPOCH"), "SOURCE_DATE_EPOCH"
+    env = environment_epoch()
+    if env is not None:
+        return env, "SOURCE_DATE_EPOCH"
     return max(0, min(scan.max_mtime, (1 << 32) - 1)), "the newest mtime in the tree"
 
 

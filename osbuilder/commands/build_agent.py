@@ -8,6 +8,7 @@ import shutil
 import time
 from pathlib import Path
 
+from osbuilder import runner
 from osbuilder.agent_build import compiler_version, default_agent
 from osbuilder.cache import sha256_file
 from osbuilder.commands import Command, Outcome
@@ -28,7 +29,7 @@ def run(context: Context, args: argparse.Namespace) -> Outcome:
         shutil.copyfile(built, temporary)
         os.chmod(temporary, 0o755)
     data = {"ok": True, "output": str(output), "version": context.versions.agent_version,
-            "sha256": sha256_file(output), "size": output.stat().st_size, "compiler": compiler_version(),
+            "sha256": sha256_file(output), "size": output.stat().st_size, "compiler": compiler_version(context.cache.root / runner.TOOL_VERSIONS),
             "cache_path": str(built), "duration": round(time.monotonic() - started, 3)}
     text = (f"{output}: reference agent {data['version']}, {data['size']} bytes, static, sha256 {data['sha256']}")
     return Outcome(data, text)

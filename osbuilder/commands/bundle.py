@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from osbuilder.context import Context
 from osbuilder.errors import UsageError
 from osbuilder.outputs import check_output_path
 from osbuilder.paths import REPO_ROOT
-from osbuilder.tree import parse_epoch
+from osbuilder.tree import environment_epoch, parse_epoch
 
 EPILOG = """\
 The runtime comes from versions.yaml (assets.runtime: URL and sha256 of a kata-static release) or
@@ -52,8 +51,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def _epoch(value: str | None) -> int:
     if value is not None:
         return parse_epoch(value, "--source-date-epoch")
-    if os.environ.get("SOURCE_DATE_EPOCH"):
-        return parse_epoch(os.environ["SOURCE_DATE_EPOCH"], "SOURCE_DATE_EPOCH")
+    env = environment_epoch()
+    if env is not None:
+        return env
     try:
         result = subprocess.run(["git", "-C", str(REPO_ROOT), "log", "-1", "--format=%ct"], capture_output=True,
                                 text=True, timeout=10)

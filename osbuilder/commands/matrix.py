@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from osbuilder.agent_build import NOT_SOURCES
 from osbuilder.arch import ARCHES
 from osbuilder.cache import content_key, sha256_file, sha256_tree
 from osbuilder.commands import Command, Outcome
@@ -51,7 +52,7 @@ def variants(context: Context, arches: list[str]) -> list[Variant]:
     common = {"versions_agent": versions.agent_version, "core": _code("cache.py", "fetch.py", "runner.py")}
     kernel_inputs = {**common, "pin": kernel_pin, "fragments": sha256_tree(KERNEL_CONFIGS_DIR),
                      "code": _code("kernel")}
-    agent = sha256_tree(AGENT_SOURCE_DIR)
+    agent = sha256_tree(AGENT_SOURCE_DIR, NOT_SOURCES)
     rootfs_code = _code("rootfs.py", "provision.py", "bootstrap.py", "metadata.py", "rootfs_tree.py", "templates")
     result: list[Variant] = []
     for arch in arches:
@@ -70,7 +71,7 @@ def variants(context: Context, arches: list[str]) -> list[Variant]:
             recipe = context.recipe(pin.distro)
             inputs = {**common, "asset": asset, "arch": arch, "pin": asdict(pin),
                       "recipe": sha256_file(recipe.path), "agent": agent, "rootfs_code": rootfs_code,
-                      "builder": _code("image" if asset == "image" else "initrd")}
+                      "builder": _code(asset)}
             image_variants = [("default", "")] + ([("measured", "MEASURED_ROOTFS=yes BUILD_VARIANT=measured")]
                                                   if asset == "image" else [])
             for name, knobs in image_variants:

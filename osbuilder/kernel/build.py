@@ -62,7 +62,9 @@ from osbuilder.kernel.source import (
     prepare_source,
     tree_version,
 )
+from osbuilder.outputs import atomic_output, write_atomically
 from osbuilder.paths import KERNEL_CONFIGS_DIR
+from osbuilder.tree import environment_epoch
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +122,7 @@ class KernelPlan:
 
     @property
     def cross_compile(self) -> str:
-        return "" if self.arch.name == host_arch().name else self.arch.cross_prefix
+        return cross_compile_prefix(self.arch)
 
     @property
     def targets(self) -> list[str]:
@@ -199,46 +201,28 @@ class ConfigCheck:
 # --- planning -------------------------------------------------------------------------------------
 
 
+def cross_compile_prefix(arch: Arch) -> str:
+    """CROSS_COMPILE for building arch's kernel here: empty on a host of that architecture."""
+    return "" if arch.name == host_arch().name else arch.cross_prefix
+
+
 def make_targets(arch: Arch) -> list[str]:
     """x86_64: the vmlinux ELF and bzImage; arm64: Image and Image.gz (vmlinux is built on the way)."""
     return ["vmlinux", "bzImage"] if arch.kernel == "x86_64" else ["Image", "Image.gz"]
 
 
-def image_paths(arch: Arch) -> tuple[str, str]:
-    """(what Kata ships as vmlinux-*, what it ships as vmlinuz-*), relative to the O= directory."""
-    return arch.uncompressed_image, arch.kernel_image
-
-
-def source_date_epoch() -> int | None:
-    value = os.environ.get("SOURCE_DATE_EPOCH")
-    if not value:
-        return None
-    if not value.isdigit():
-        raise UsageError(problem=f"SOURCE_DATE_EPOCH={value!r} is not a number of seconds", where="SOURCE_DATE_EPOCH",
-                         fix="set it to a Unix time, e.g. $(git log -1 --format=%ct), or unset it")
-    return int(value)
-
-
-def first_line(argv: list[str]) -> str:
-    result = runner.run(argv, check=False)
-    text = (result.stdout or result.stderr).strip().splitlines()
-    return text[0] if text else ""
-
-
-def toolchain_versions(arch: Arch, cross_compile: str, rust: bool) -> dict[str, str]:
+def toolchain_versions(arch: Arch, cross_compile: str, rust: bool, memo: Path | None = None) -> dict[str, str]:
     """Tool versions that decide the outputs: part of the cache key and of the record."""
-    gcc = runner.require_tool("gcc", "build the kernel")
-    tools = {"gcc": first_line([gcc, "--version"])}
-    tools["ld"] = first_line([runner.require_tool("ld", "build the kernel"), "--version"])
+    tools = {"gcc": runner.tool_version("gcc", memo, "build the kernel"),
+             "ld": runner.tool_version("ld", memo, "build the kernel")}
     if cross_compile:
-        cross_gcc = runner.require_tool(f"{cross_compile}gcc", f"cross-build the {arch.name} kernel")
-        tools["cross_gcc"] = first_line([cross_gcc, "--version"])
-        tools["cross_ld"] = first_line([runner.require_tool(f"{cross_compile}ld"), "--version"])
-    pahole = find_tool("pahole")
-    if pahole:  # BTF (debug kernels) depends on it, and the .config records its version
-        tools["pahole"] = first_line([pahole, "--version"])
+        step = f"cross-build the {arch.name} kernel"
+        tools["cross_gcc"] = runner.tool_version(f"{cross_compile}gcc", memo, step)
+        tools["cross_ld"] = runner.tool_version(f"{cross_compile}ld", memo, step)
+    if find_tool("pahole"):  # BTF (debug kernels) depends on it, and the .config records its version
+        tools["pahole"] = runner.tool_version("pahole", memo)
     if rust:
-        tools["rustc"] = first_line([runner.require_tool("rustc", "build a kernel with CONFIG_RUST"), "--version"])
+        tools["rustc"] = runner.tool_version("rustc", memo, "build a kernel with CONFIG_RUST")
     return tools
 
 
@@ -307,7 +291,8 @@ def plan_kernel(context: Context, options: KernelOptions) -> KernelPlan:
     else:
         selection = select(configs_dir, variant, options.extra_fragments)
         whitelist = parse_whitelist(configs_dir / "whitelist.conf")
-        rust = selection.requested().get("RUST") is not None and selection.requested()["RUST"].value == "y"
+        rust_request = selection.requested().get("RUST")
+        rust = rust_request is not None and rust_request.value == "y"
     if options.jobs is not None and options.jobs < 1:
         raise UsageError(problem="-j must be at least 1", where=f"-j {options.jobs}", fix="e.g. -j 2")
     source = plan_source(context.versions, version=options.version, source_path=options.source_path,
@@ -316,9 +301,8 @@ def plan_kernel(context: Context, options: KernelOptions) -> KernelPlan:
     if not kernel_version:  # a local tarball: only the tree can tell
         kernel_version = prepare_source(context, source, options.mirror).version
     patches = tuple(find_patches(configs_dir, kernel_version, options.build_type))
-    cross = "" if arch.name == host_arch().name else arch.cross_prefix
-    toolchain = toolchain_versions(arch, cross, rust)
-    epoch = source_date_epoch()
+    toolchain = toolchain_versions(arch, cross_compile_prefix(arch), rust, context.cache.root / runner.TOOL_VERSIONS)
+    epoch = environment_epoch()
     if epoch is None and source.kind == "local-tree":
         assert source.path is not None
         epoch = int((source.path / "Makefile").stat().st_mtime)
@@ -472,9 +456,7 @@ def remember_config(cache: Cache, plan: KernelPlan, config_text: str, steps: int
             previous = json.loads(path.read_text())
     data = {"cache_key": plan.cache_key, "values": config_values_for_comparison(config_text),
             "steps": steps or previous.get("steps")}
-    temporary = path.with_name(f".{path.name}.{os.getpid()}")
-    temporary.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    os.replace(temporary, path)
+    write_atomically(path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode())
 
 
 def _expected_steps(cache: Cache, plan: KernelPlan) -> int:
@@ -577,7 +559,7 @@ def _build_into(context: Context, plan: KernelPlan, options: KernelOptions, stag
 
 
 def _collect(plan: KernelPlan, work: Path, staging: Path) -> dict[str, dict[str, Any]]:
-    vmlinux, vmlinuz = image_paths(plan.arch)
+    vmlinux, vmlinuz = plan.arch.uncompressed_image, plan.arch.kernel_image
     sources = {"vmlinux": (work / vmlinux, plan.names.vmlinux), "vmlinuz": (work / vmlinuz, plan.names.vmlinuz),
                "config": (work / ".config", plan.names.config),
                "system_map": (work / "System.map", plan.names.system_map)}
@@ -660,18 +642,12 @@ def install_outputs(entry: Path, names: OutputNames, output_dir: Path) -> None:
     """Copy the files (a copy: the cache entry must not change if an output is edited) and recreate
     the .container links, each by an atomic rename."""
     for name in names.files():
-        temporary = output_dir / f".{name}.tmp{os.getpid()}"
-        try:
+        with atomic_output(output_dir / name) as temporary:
             shutil.copyfile(entry / name, temporary)
             os.chmod(temporary, 0o644)
-            os.replace(temporary, output_dir / name)
-        finally:
-            temporary.unlink(missing_ok=True)
     for link, target in names.links():
-        temporary = output_dir / f".{link}.tmp{os.getpid()}"
-        temporary.unlink(missing_ok=True)
-        os.symlink(target, temporary)
-        os.replace(temporary, output_dir / link)
+        with atomic_output(output_dir / link) as temporary:
+            os.symlink(target, temporary)
 
 
 def build_kernel(context: Context, options: KernelOptions) -> KernelBuild:
@@ -699,7 +675,9 @@ def build_kernel(context: Context, options: KernelOptions) -> KernelBuild:
         record = json.loads((entry / plan.names.record).read_text())
         config_text = (entry / plan.names.config).read_text()
         warnings = []
-        drift = compare_with_previous(cache, plan, config_text)
+        # A fresh build compared itself with the previous one already (its record says so).
+        drift = compare_with_previous(cache, plan, config_text) if cache_hit else \
+            record.get("config_changed_without_version_bump")
         if drift:
             warnings.append(drift_warning(plan, drift))
             log.warning("%s", warnings[-1])
@@ -742,12 +720,8 @@ def check_kernel_config(context: Context, options: KernelOptions) -> ConfigCheck
         written: Path | None = None
         if output_dir is not None:
             written = output_dir / plan.names.config
-            temporary = output_dir / f".{plan.names.config}.tmp{os.getpid()}"
-            try:
+            with atomic_output(written) as temporary:
                 shutil.copyfile(work / ".config", temporary)
-                os.replace(temporary, written)
-            finally:
-                temporary.unlink(missing_ok=True)
         warnings = []
         drift = compare_with_previous(context.cache, plan, config_text)
         if drift:
@@ -764,8 +738,3 @@ def check_kernel_config(context: Context, options: KernelOptions) -> ConfigCheck
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-
-def default_kernel(context: Context, output_dir: Path | None = None) -> KernelBuild:
-    """The default guest kernel for the host architecture (Debian source, common + arch + measured)."""
-    return build_kernel(context, KernelOptions(output_dir=output_dir))

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from osbuilder.errors import BuildError, ConfigError, UsageError, combine
+from osbuilder.kernel.naming import kernel_suffix
 
 ARCH_TAGS = ("x86_64", "arm64")  # the kernel-arch directory names, also usable as !tags
 KNOWN_TAGS = (*ARCH_TAGS, "confidential")
@@ -77,7 +78,7 @@ class Variant:
     @property
     def suffix(self) -> str:
         """Kata's output-name suffix: -debug, then -<build type>; confidential/measured add none."""
-        return ("-debug" if self.debug else "") + (f"-{self.build_type}" if self.build_type else "")
+        return kernel_suffix(self.debug, self.build_type)
 
     def to_json(self) -> dict[str, object]:
         return {"arch": self.arch, "confidential": self.confidential, "measured": self.measured,
@@ -371,7 +372,10 @@ class KconfigMismatchError(BuildError):
 
 
 def mismatch_error(mismatches: Sequence[Mismatch], kernel: str, tree: Path | None) -> KconfigMismatchError:
-    explained = [Mismatch(m.request, m.actual, m.whitelisted, explain(tree, m) if tree else "") for m in mismatches]
+    # One walk of the kernel tree for every symbol: it reads thousands of Kconfig files.
+    definitions = kconfig_definitions(tree, {m.request.symbol for m in mismatches}) if tree else {}
+    explained = [Mismatch(m.request, m.actual, m.whitelisted,
+                          explain(definitions.get(m.request.symbol, [])) if tree else "") for m in mismatches]
     return KconfigMismatchError(
         problem=f"{len(explained)} requested option(s) did not end with the requested value in {kernel}",
         where="kernel config",
@@ -414,8 +418,8 @@ def kconfig_definitions(tree: Path, symbols: Iterable[str]) -> dict[str, list[tu
     return found
 
 
-def explain(tree: Path, mismatch: Mismatch) -> str:
-    definitions = kconfig_definitions(tree, [mismatch.request.symbol]).get(mismatch.request.symbol, [])
+def explain(definitions: list[tuple[str, int, list[str]]]) -> str:
+    """Why a symbol may not have its value, from its definitions (kconfig_definitions)."""
     if not definitions:
         return "no such option in this kernel: misspelt, renamed or removed"
     file, line, details = definitions[0]

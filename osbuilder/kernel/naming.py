@@ -21,6 +21,7 @@ _NAMED = re.compile(r"^(?:vmlinux|vmlinuz|config|System\.map|kernel)-(?P<base>.+
 
 
 def kernel_suffix(debug: bool, build_type: str | None) -> str:
+    """Kata's output-name suffix: -debug, then -<build type>; confidential/measured add none."""
     return ("-debug" if debug else "") + (f"-{build_type}" if build_type else "")
 
 

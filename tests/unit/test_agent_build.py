@@ -40,9 +40,7 @@ def test_missing_sources_ask_for_an_agent(context: Context, tmp_path: Path) -> N
     assert "--agent" in caught.value.fix and caught.value.exit_code == 2
 
 
-def test_built_once_then_cached(context: Context, tmp_path: Path, test_agent: Path,
-                                monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CC", "gcc")
+def test_built_once_then_cached(context: Context, tmp_path: Path, test_agent: Path) -> None:
     sources = _sources(tmp_path, test_agent)
     first = default_agent(context, sources)
     assert first.read_bytes() == test_agent.read_bytes()

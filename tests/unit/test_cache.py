@@ -94,3 +94,15 @@ def test_tree_digest_sees_content_modes_and_links(tmp_path: Path) -> None:
     (tmp_path / "d" / "l").symlink_to("f")
     linked = sha256_tree(tmp_path)
     assert len({base, moded, linked}) == 3
+
+
+def test_tree_digest_ignores_bytecode_caches(tmp_path: Path) -> None:
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "mod.py").write_text("x = 1\n")
+    before = sha256_tree(tmp_path / "pkg")
+    (tmp_path / "pkg" / "__pycache__").mkdir()
+    (tmp_path / "pkg" / "__pycache__" / "mod.cpython-311.pyc").write_bytes(b"compiled, with an mtime")
+    assert sha256_tree(tmp_path / "pkg") == before
+    assert sha256_tree(tmp_path / "pkg", frozenset()) != before
+    (tmp_path / "pkg" / "mod.py").write_text("x = 2\n")
+    assert sha256_tree(tmp_path / "pkg") != before
