@@ -42,13 +42,6 @@ def test_header_layout_is_big_endian() -> None:
     assert decode_header(frame[:HEADER_SIZE]) == (3, 0x01020304, 1, 5)
 
 
-@given(length=st.integers(0, 2**32 - 1), sid=st.integers(0, 2**32 - 1), typ=st.integers(0, 255),
-       flags=st.integers(0, 255))
-def test_header_roundtrip(length: int, sid: int, typ: int, flags: int) -> None:
-    raw = struct.pack(">IIBB", length, sid, typ, flags)
-    assert decode_header(raw) == (length, sid, typ, flags)
-
-
 def test_decode_header_rejects_wrong_size() -> None:
     with pytest.raises(TtrpcProtocolError):
         decode_header(b"\x00" * 9)

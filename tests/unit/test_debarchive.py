@@ -131,5 +131,6 @@ def test_a_pool_path_serving_other_bytes_is_not_trusted(archive: FakeArchive, tm
     client = _client(tmp_path, archive)
     resolved = client.resolve(_pin(archive.deb_sha256, pool="pool/main/t/test-keyring/evil.deb"), "x86_64",
                               "amd64")
+    assert http_server.requests[0][1] == "pool/main/t/test-keyring/evil.deb"
     assert resolved.path.read_bytes() != b"not the pinned package"
     assert resolved.filename != "pool/main/t/test-keyring/evil.deb"

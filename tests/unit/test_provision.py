@@ -32,6 +32,13 @@ def _provisioned(tmp_path: Path, agent: AgentInstall, init: str, **options: obje
     return tree
 
 
+def test_systemd_mode_opens_a_private_root_to_services(tmp_path: Path, agent: AgentInstall) -> None:
+    tree = RootfsTree(debian_like(tmp_path / "base.tar"), mtime=1700000000)
+    tree.chmod("", 0o700)
+    provision.provision(tree, Provisioning(init="systemd", agent=agent, trims=TRIMS))
+    assert tree.entries[""].mode == 0o751  # g+rx,o+x added, nothing else
+
+
 def test_systemd_mode(tmp_path: Path, agent: AgentInstall) -> None:
     tree = _provisioned(tmp_path, agent, "systemd")
     assert tree.read("usr/bin/kata-agent") == b"\x7fELF the agent"

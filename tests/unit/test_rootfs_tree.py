@@ -167,7 +167,8 @@ def test_a_directory_tree_edited_in_place_matches_its_tarball(tmp_path: Path) ->
         tree.chmod("", 0o755)
         tree.apply_to()  # first, as the build does: the tarball is then read from the edited tree
         tree.write(tmp_path / "tree.tar")
-    unpacked = _extract(tmp_path / "tree.tar", tmp_path / "unpacked")
+    unpacked = tmp_path / "unpacked"
+    unpacked.mkdir()
     subprocess.run(["tar", "--xattrs", "--xattrs-include=*", "-xpf", str(tmp_path / "tree.tar"), "-C",
                     str(unpacked), "--numeric-owner"], check=True)
     assert disk_state(root) == disk_state(unpacked)
