@@ -39,6 +39,7 @@ from osbuilder.context import Context
 from osbuilder.debarchive import ArchiveClient, extract_member
 from osbuilder.errors import BuildError, UsageError
 from osbuilder.mirrors import archive_mirror
+from osbuilder.outputs import write_atomically
 from osbuilder.recipes import Recipe
 from osbuilder.rootfs_tree import RootfsTree
 
@@ -170,9 +171,7 @@ def resolve_keyring(context: Context, recipe: Recipe, arch: Arch) -> Path | None
     deb = ArchiveClient(context.fetcher).resolve(pin, arch.name, arch.debian)
     target = context.cache.path("keyrings") / f"{deb.sha256[:16]}-{Path(keyring.member).name}"
     if not target.is_file():
-        temporary = target.with_name(f".{target.name}.{os.getpid()}")
-        temporary.write_bytes(extract_member(deb.path, keyring.member))
-        os.replace(temporary, target)
+        write_atomically(target, extract_member(deb.path, keyring.member))
     return target
 
 

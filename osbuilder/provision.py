@@ -9,13 +9,14 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from osbuilder import templating
 from osbuilder.agent_input import TarballMember
 from osbuilder.errors import BuildError
 from osbuilder.rootfs_tree import LNK, REG, SYM, Entry, RootfsTree
+from osbuilder.rootfscheck import SYSTEMD_PATHS
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +24,6 @@ SYSTEMD_UNIT_DIR = "usr/lib/systemd/system"
 ETC_UNIT_DIR = "etc/systemd/system"
 AGENT_UNIT = "kata-agent.service"
 TARGET_UNIT = "kata-containers.target"
-SYSTEMD_BINARIES = ("usr/lib/systemd/systemd", "lib/systemd/systemd")
 
 # Kata deletes these after bootstrapping; we keep var/lib/dpkg so that the package database stays
 # queryable (dpkg-query --admindir, scanners) and var/lib/osbuilder for our metadata.
@@ -62,7 +62,6 @@ class Provisioning:
     delete_unneeded: bool = False
     kernel_modules: Path | None = None
     hostname: str = "localhost"
-    notes: list[str] = field(default_factory=list)
 
     @property
     def agent_init(self) -> bool:
@@ -265,11 +264,10 @@ def _executable(tree: RootfsTree, path: str) -> bool:
 
 def _check_agent_init(tree: RootfsTree, agent: AgentInstall) -> list[str]:
     problems = []
-    init = tree.get("sbin/init", follow=True)
-    if init is None or init.type not in (REG, LNK) or not init.executable:
+    if not _executable(tree, "sbin/init"):
         return ["/sbin/init is not an executable file (agent as init)"]
     init_path = tree.resolve("sbin/init")
-    if init_path in {tree.resolve(path) for path in SYSTEMD_BINARIES}:
+    if init_path in {tree.resolve(path) for path in SYSTEMD_PATHS}:
         problems.append("/sbin/init is systemd, but the agent must be init")
     elif tree.sha256("sbin/init") != agent.sha256:
         problems.append(f"/sbin/init is not the agent (sha256 differs from {agent.sha256[:12]}...)")
@@ -278,11 +276,11 @@ def _check_agent_init(tree: RootfsTree, agent: AgentInstall) -> list[str]:
 
 def _check_systemd(tree: RootfsTree, agent: AgentInstall) -> list[str]:
     problems = []
-    if not any(_executable(tree, path) for path in SYSTEMD_BINARIES):
+    if not any(_executable(tree, path) for path in SYSTEMD_PATHS):
         problems.append("systemd is missing (/usr/lib/systemd/systemd); the recipe must install 'init'")
     init = tree.get("sbin/init", follow=True)
     if init is not None and init.type in (REG, LNK) and tree.resolve("sbin/init") not in {
-            tree.resolve(path) for path in SYSTEMD_BINARIES}:
+            tree.resolve(path) for path in SYSTEMD_PATHS}:
         problems.append(f"/sbin/init resolves to /{tree.resolve('sbin/init')}, not to systemd")
     if not _executable(tree, f"usr/bin/{agent.name}"):
         problems.append(f"the agent /usr/bin/{agent.name} is missing or not executable")

@@ -621,10 +621,6 @@ class Installer:
     def started(self) -> bool:
         return bool(self.tars) or self.adopted
 
-    @property
-    def process(self) -> subprocess.Popen[bytes] | None:
-        return self.tars[0].process if self.tars else None
-
     def adopt(self) -> None:
         """The temporary directory was filled by other means (a bootstrap in place)."""
         self.adopted = True

@@ -21,18 +21,18 @@ import re
 import shutil
 import stat
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 from osbuilder.errors import BuildError
+from osbuilder.tree import MAX_SYMLINK_HOPS
 
 REG = tarfile.REGTYPE
 DIR = tarfile.DIRTYPE
 SYM = tarfile.SYMTYPE
 LNK = tarfile.LNKTYPE
-MAX_SYMLINK_HOPS = 40
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9._+-]+(/[A-Za-z0-9._+-]+)*")  # no tar wildcard characters
 _TYPE_NAMES = {REG: "file", DIR: "directory", SYM: "symlink", LNK: "hard link", tarfile.CHRTYPE: "character device",
                tarfile.BLKTYPE: "block device", tarfile.FIFOTYPE: "fifo"}
@@ -359,11 +359,11 @@ class RootfsTree:
 
     # --- back to disk ---------------------------------------------------------------------------
 
-    def apply_to(self, root: Path | None = None) -> None:
+    def apply_to(self) -> None:
         """Make the directory this tree was read from (from_directory) match the model: remove what
         is gone, write what is new or edited, then set every time. Needs the privileges of the
         tree's owner (root for mmdebstrap's root mode)."""
-        root = root or self.directory
+        root = self.directory
         if root is None:
             raise ValueError("apply_to() needs a tree read from a directory")
         gone = [path for path, was_dir in self.origin.items()
@@ -503,9 +503,6 @@ class RootfsTree:
 
     def __len__(self) -> int:
         return len(self.entries)
-
-    def __iter__(self) -> Iterator[Entry]:
-        return iter(list(self.entries.values()))
 
 
 

@@ -17,8 +17,10 @@ from pathlib import Path
 
 from osbuilder import runner
 from osbuilder.arch import Arch
+from osbuilder.boot.kernelparams import serial_console
 from osbuilder.boot.qemu import kvm_usable_device
 from osbuilder.cache import Cache, content_key
+from osbuilder.outputs import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +39,7 @@ def probe_kvm(kernel: Path, arch: Arch, qemu: str | None = None, seconds: float 
         return False
     binary = qemu or f"qemu-system-{arch.qemu}"
     machine = "q35,accel=kvm" if arch.name == "x86_64" else "virt,accel=kvm"
-    console = "ttyS0" if arch.name == "x86_64" else "ttyAMA0"
+    console = serial_console(arch.name)
     argv = [binary, "-machine", machine, "-cpu", "host", "-m", "256M", "-nodefaults", "-no-user-config",
             "-nographic", "-no-reboot", "-display", "none", "-chardev", "stdio,id=console,signal=off",
             "-serial", "chardev:console", "-kernel", str(kernel), "-append", f"console={console} panic=-1"]
@@ -62,6 +64,14 @@ def probe_kvm(kernel: Path, arch: Arch, qemu: str | None = None, seconds: float 
         runner.terminate(process, grace=1)
 
 
+def _recorded(record: Path) -> bool | None:
+    """An earlier probe's answer; None when there is none (or it cannot be read: probe again)."""
+    try:
+        return bool(json.loads(record.read_text())["kvm"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def choose_accel(requested: str, kernel: Path, arch: Arch, cache: Cache | None, qemu: str | None = None) -> str:
     """"kvm" or "tcg" for --accel auto|kvm|tcg."""
     if requested in ("kvm", "tcg"):
@@ -71,12 +81,13 @@ def choose_accel(requested: str, kernel: Path, arch: Arch, cache: Cache | None, 
     key = content_key({"boot_id": _boot_id(), "qemu": shutil.which(qemu or f"qemu-system-{arch.qemu}"),
                        "arch": arch.name})
     record = cache.path("probes") / f"kvm-{key[:24]}.json" if cache else None
-    if record is not None and record.is_file():
-        usable = bool(json.loads(record.read_text())["kvm"])
+    known = _recorded(record) if record is not None else None
+    if known is not None:
+        usable = known
     else:
         log.info("probing KVM (a guest must show progress within %.0f s)", PROBE_SECONDS)
         usable = probe_kvm(kernel, arch, qemu)
-        if record is not None:
-            record.write_text(json.dumps({"kvm": usable}) + "\n")
+        if record is not None:  # atomically: another boot may be reading it
+            write_atomically(record, (json.dumps({"kvm": usable}) + "\n").encode())
     log.info("accelerator: %s", "kvm" if usable else "tcg (KVM did not make progress)")
     return "kvm" if usable else "tcg"

@@ -10,9 +10,7 @@ import re
 from dataclasses import dataclass
 
 from osbuilder.errors import UsageError
-from osbuilder.image.layout import VerityLine
-
-FS_TYPES = ("ext4", "xfs", "erofs")
+from osbuilder.image.layout import FS_TYPES, VerityLine
 
 # x86_64 defaults the Go runtime adds for QEMU guests.
 X86_DEFAULTS = (
@@ -72,6 +70,11 @@ def root_params(spec: RootSpec, arch: str = "x86_64") -> list[str]:
     table = (f"dm-verity,,,ro,0 {sectors} verity 1 {data_dev} {hash_dev} {verity.data_block_size} "
              f"{verity.hash_block_size} {verity.data_blocks} 0 sha256 {verity.root_hash} {verity.salt}")
     return [f'dm-mod.create="{table}"', "root=/dev/dm-0", *mount]
+
+
+def serial_console(arch: str) -> str:
+    """The first serial port's device name in the guest."""
+    return "ttyS0" if arch == "x86_64" else "ttyAMA0"
 
 
 def kernel_params(spec: RootSpec, *, arch: str = "x86_64", console: str | None = "ttyS0",

@@ -100,7 +100,6 @@ class RunningVm:
     started: float
     lines: list[ConsoleLine] = field(default_factory=list)
     log_file: Path | None = None
-    on_line: Callable[[ConsoleLine], None] | None = None
     _reader: threading.Thread | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -120,8 +119,6 @@ class RunningVm:
                                    raw.decode(errors="replace").rstrip("\r\n").replace("\r", ""))
                 with self._lock:
                     self.lines.append(line)
-                if self.on_line:
-                    self.on_line(line)
         finally:
             if log:
                 log.close()

@@ -11,8 +11,6 @@ from osbuilder.boot.kernelparams import parse_verity
 from osbuilder.errors import ConfigError
 from osbuilder.image.layout import VerityLine
 
-HYPERVISORS = ("qemu", "clh", "cloud-hypervisor", "firecracker", "dragonball", "stratovirt")
-
 
 @dataclass(frozen=True)
 class RuntimeBoot:

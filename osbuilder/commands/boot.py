@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 from osbuilder.arch import host_arch, parse_arch
 from osbuilder.boot.accel import choose_accel
-from osbuilder.boot.kernelparams import FS_TYPES, RootSpec, kernel_params, parse_verity
+from osbuilder.boot.kernelparams import RootSpec, kernel_params, parse_verity, serial_console
 from osbuilder.boot.qemu import AGENT_PORT_NAME, VmSpec
 from osbuilder.boot.runtimeconfig import RuntimeBoot, read_runtime_config
 from osbuilder.commands import Command, Outcome
 from osbuilder.context import Context
 from osbuilder.errors import UsageError
-from osbuilder.image.layout import VerityLine
+from osbuilder.image.layout import FS_TYPES, VerityLine
 
 if TYPE_CHECKING:
     from osbuilder.boot.check import BootReport
@@ -111,7 +111,7 @@ def boot_one(context: Context, args: argparse.Namespace, from_config: RuntimeBoo
     verity = _verity(args.verity) or (from_config.verity if from_config and image is not None else None)
     spec = RootSpec("image" if image is not None else "initrd", fs_type, nvdimm, verity)
     extra = " ".join(part for part in (from_config.kernel_params if from_config else "", args.kernel_params) if part)
-    console = "ttyS0" if arch.name == "x86_64" else "ttyAMA0"
+    console = serial_console(arch.name)
     cmdline = kernel_params(spec, arch=arch.name, console=console, extra=extra, verbosity=args.verbosity)
     transport = args.transport
     if transport == "auto":

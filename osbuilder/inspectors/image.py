@@ -16,9 +16,8 @@ from osbuilder.image import erofs, layout, mbr, verity
 from osbuilder.image.layout import ImageLayout, VerityLine
 from osbuilder.image.superblock import FsInfo, probe
 from osbuilder.inspectors import InspectOptions, Inspector, Report, parse_json
-
-OSBUILDER_YAML = "var/lib/osbuilder/osbuilder.yaml"
-ROOTFS_MANIFEST = "var/lib/osbuilder/manifest.json"
+from osbuilder.metadata import MANIFEST_JSON as ROOTFS_MANIFEST
+from osbuilder.metadata import OSBUILDER_YAML
 
 
 def detect(head: bytes, size: int) -> bool:

@@ -15,10 +15,10 @@ from libarchive.exception import ArchiveError
 
 from osbuilder.initrd.compression import CODECS, LZ4_FRAME_MAGIC, detect
 from osbuilder.inspectors import InspectOptions, Inspector, Report, parse_json
+from osbuilder.metadata import MANIFEST_JSON as ROOTFS_MANIFEST
+from osbuilder.metadata import OSBUILDER_YAML
 from osbuilder.tree import follow_links
 
-OSBUILDER_YAML = "var/lib/osbuilder/osbuilder.yaml"
-ROOTFS_MANIFEST = "var/lib/osbuilder/manifest.json"
 DEFAULT_AGENT = "usr/bin/kata-agent"
 
 for _name, _restype in (("entry_ino64", ffi.c_longlong), ("entry_nlink", ffi.c_uint)):
