@@ -54,12 +54,13 @@ def rootfs(work: Path, name: str, *args: str) -> Path:
 
 def boot(kernel: Path, entry: Entry, runs: int) -> dict[str, float]:
     kind = "image" if entry.image is not None else "initrd"
-    cmdline = kernel_params(RootSpec(kind, "ext4", entry.nvdimm, entry.verity))
+    root = RootSpec(kind, "ext4", entry.nvdimm, entry.verity)
+    cmdline = kernel_params(root)
     samples: dict[str, list[float]] = {"kernel_started": [], "root_mounted": [], "agent_ready": [], "powered_off": []}
     for _ in range(runs):
         spec = VmSpec(arch=host_arch(), kernel=kernel, cmdline=cmdline, accel="tcg", image=entry.image,
                       initrd=entry.initrd, nvdimm=entry.nvdimm)
-        report = boot_check(spec, CheckOptions(timeout=300))
+        report = boot_check(spec, CheckOptions(timeout=300, expect_dax=root.dax(spec.arch.name)))
         if not report.ok:
             raise SystemExit(f"{entry.name}: boot failed: {report.error}\n" + "\n".join(report.console_tail))
         for key in samples:

@@ -66,6 +66,9 @@ class CheckOptions:
     expect_agent_version: str | None = None
     console_log: Path | None = None
     poll_interval: float = 1.0
+    # RootSpec.dax(): True when the root must be mounted with DAX, False when the command line does
+    # not ask for it (dm-verity, non-x86 NVDIMMs), None when there is no NVDIMM root to check.
+    expect_dax: bool | None = None
 
 
 def boot_check(spec: VmSpec, options: CheckOptions) -> BootReport:
@@ -148,7 +151,7 @@ def _run_checks(client: TtrpcClient, vm: RunningVm, spec: VmSpec, options: Check
     report.guest_details = asdict(details)
     _add(report, "guest_details", True, f"agent {details.agent_version}, init_daemon={details.init_daemon}")
 
-    _check_root(report, vm, spec, deadline)
+    _check_root(report, vm, options.expect_dax, deadline)
 
     _call(lambda: client.destroy_sandbox(timeout=_left(deadline)), "AgentService/DestroySandbox")
     _add(report, "destroy_sandbox", True, "DestroySandbox acknowledged")
@@ -175,7 +178,7 @@ def _wait_serving(client: TtrpcClient, vm: RunningVm, options: CheckOptions, dea
         time.sleep(options.poll_interval)
 
 
-def _check_root(report: BootReport, vm: RunningVm, spec: VmSpec, deadline: float) -> None:
+def _check_root(report: BootReport, vm: RunningVm, expect_dax: bool | None, deadline: float) -> None:
     # The agent prints its line before it starts serving, so it is normally already here.
     agent_line = _wait_line(vm, AGENT_LINE, min(deadline, time.monotonic() + 5))
     kernel_root = vm.first(lambda text: KERNEL_ROOT.search(text) is not None)
@@ -188,19 +191,19 @@ def _check_root(report: BootReport, vm: RunningVm, spec: VmSpec, deadline: float
         report.timings["root_mounted"] = round(mounted_at, 3)
     elif kernel_root is not None:
         report.timings["root_mounted"] = round(kernel_root.at, 3)
-    if spec.image is None or not spec.nvdimm:
+    if expect_dax is None:
         report.dax = None
         return
     if report.root is None:
         _add(report, "dax", False, "no root-mount line from the agent")
         raise CheckFailed("DAX could not be confirmed: the agent printed no root-mount line")
+    if not expect_dax:
+        # e.g. a verity root: a device-mapper device on the pmem partitions, where DAX does not apply.
+        report.dax = None
+        _add(report, "dax", True, f"root on {report.root['device']} without DAX, as the command line asks")
+        return
     options = report.root["options"].split(",")
     report.dax = any(option == "dax" or (option.startswith("dax=") and option != "dax=never") for option in options)
-    if "verity" in spec.cmdline and "dm-mod.create" in spec.cmdline:
-        # A verity root is a device-mapper device on the pmem partitions; DAX does not apply.
-        report.dax = None
-        _add(report, "dax", True, f"measured root on {report.root['device']} (dm-verity; no DAX)")
-        return
     if not report.dax:
         _add(report, "dax", False, f"root {report.root['device']} mounted with {report.root['options']}")
         raise CheckFailed(f"the root filesystem is not mounted with DAX ({report.root['device']}: "

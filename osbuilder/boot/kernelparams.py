@@ -48,6 +48,13 @@ class RootSpec:
     nvdimm: bool = True  # image exposed as an NVDIMM (DAX); False: virtio-blk
     verity: VerityLine | None = None
 
+    def dax(self, arch: str) -> bool | None:
+        """Whether the root is mounted with DAX: None when there is no NVDIMM to ask about. As the Go
+        runtime does: only on amd64 NVDIMMs, and never with dm-verity on top."""
+        if self.kind != "image" or not self.nvdimm:
+            return None
+        return self.verity is None and arch == "x86_64"
+
 
 def root_params(spec: RootSpec, arch: str = "x86_64") -> list[str]:
     if spec.kind == "initrd":
@@ -56,10 +63,8 @@ def root_params(spec: RootSpec, arch: str = "x86_64") -> list[str]:
         raise UsageError(problem=f"unknown rootfs type '{spec.fs_type}'", where="rootfs_type",
                          fix=f"use one of {', '.join(FS_TYPES)}")
     data_dev, hash_dev = ("/dev/pmem0p1", "/dev/pmem0p2") if spec.nvdimm else ("/dev/vda1", "/dev/vda2")
-    # The Go runtime mounts with DAX only on amd64 NVDIMMs; never with dm-verity on top.
-    dax = spec.nvdimm and spec.verity is None and arch == "x86_64"
     flags = ["data=ordered", "errors=remount-ro"] if spec.fs_type == "ext4" else []
-    if dax:
+    if spec.dax(arch):
         flags.insert(0, "dax")
     # The runtime writes "rootflags=<flags> ro": mount options, then `ro` as a parameter of its own.
     mount = ([f"rootflags={','.join(flags)}"] if flags else []) + ["ro", f"rootfstype={spec.fs_type}"]

@@ -126,7 +126,7 @@ def boot_one(context: Context, args: argparse.Namespace, from_config: RuntimeBoo
     from osbuilder.boot.check import CheckOptions, boot_check
 
     options = CheckOptions(timeout=args.timeout, expect_agent_version=args.expect_agent_version,
-                           console_log=args.console_log)
+                           console_log=args.console_log, expect_dax=spec.dax(arch.name))
     return boot_check(vm, options)
 
 

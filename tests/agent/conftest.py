@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from osbuilder.ttrpc import TtrpcClient
+from osbuilder.ttrpc.client import TtrpcClient
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 AGENT_DIR = REPO_ROOT / "agent"

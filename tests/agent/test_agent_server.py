@@ -18,11 +18,14 @@ from typing import TYPE_CHECKING
 import pytest
 from google.protobuf import empty_pb2
 
-from osbuilder.ttrpc import Code, TtrpcClient, TtrpcConnectionClosed, TtrpcStatusError
 from osbuilder.ttrpc.client import (
     HEADER_SIZE,
     MESSAGE_TYPE_REQUEST,
     MESSAGE_TYPE_RESPONSE,
+    Code,
+    TtrpcClient,
+    TtrpcConnectionClosed,
+    TtrpcStatusError,
     decode_header,
     encode_frame,
     encode_request,

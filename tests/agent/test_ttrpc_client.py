@@ -14,18 +14,16 @@ from google.protobuf.message import Message
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from osbuilder.ttrpc import (
+from osbuilder.ttrpc.client import (
+    HEADER_SIZE,
+    MESSAGE_TYPE_REQUEST,
+    MESSAGE_TYPE_RESPONSE,
     Code,
     TtrpcClient,
     TtrpcConnectionClosed,
     TtrpcProtocolError,
     TtrpcStatusError,
     TtrpcTimeout,
-)
-from osbuilder.ttrpc.client import (
-    HEADER_SIZE,
-    MESSAGE_TYPE_REQUEST,
-    MESSAGE_TYPE_RESPONSE,
     decode_header,
     encode_frame,
     encode_request,

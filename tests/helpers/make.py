@@ -10,5 +10,6 @@ REPO = Path(__file__).resolve().parents[2]
 NO_SETUP = ("-o", ".venv/.deps-installed", "-o", ".venv/.osbuilder-installed")
 
 
-def make(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["make", "-s", "-C", str(REPO), *NO_SETUP, *args], capture_output=True, text=True)
+def make(*args: str, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["make", "-s", "-C", str(REPO), *NO_SETUP, *args], capture_output=True, text=True,
+                          timeout=timeout)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, run_cli
+from tests.conftest import run_cli
+from tests.helpers.make import make
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -16,8 +16,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def test_make_builds_the_default_assets_and_boots_them(tmp_path: Path, default_kernel: object) -> None:
     # default_kernel first: the kernel is then a cache hit for make as well.
     build = tmp_path / "build"
-    result = subprocess.run(["make", "-C", str(REPO), f"BUILD_DIR={build}", "BOOT_FLAGS=--accel tcg"],
-                            capture_output=True, text=True, timeout=3600)
+    result = make(f"BUILD_DIR={build}", "BOOT_FLAGS=--accel tcg", timeout=3600)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert (build / "kernel" / "vmlinux.container").is_symlink()
     assert result.stdout.count("ok   check: Health/Check returned SERVING") == 2

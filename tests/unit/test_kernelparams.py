@@ -74,3 +74,16 @@ kernel_verity_params = "{VERITY}"
     config.write_text(config.read_text().replace('rootfs_type', 'initrd = "/x"\nrootfs_type'))
     with pytest.raises(ConfigError, match="cannot set both image and initrd"):
         read_runtime_config(config)
+
+
+def test_dax_follows_the_command_line_for_every_root() -> None:
+    """The boot check expects DAX exactly when root_params asks for it (one rule for both)."""
+    cases = [RootSpec("initrd"), RootSpec("image", nvdimm=False), RootSpec("image"),
+             RootSpec("image", verity=parse_verity(VERITY))]
+    for spec in cases:
+        for arch in ("x86_64", "aarch64"):
+            asked = any("dax" in param.split("=", 1)[-1].split(",") for param in root_params(spec, arch))
+            expected = spec.dax(arch)
+            assert (expected is None) == (spec.kind == "initrd" or not spec.nvdimm), (spec, arch)
+            assert bool(expected) == asked, (spec, arch)
+    assert RootSpec("image").dax("x86_64") is True and RootSpec("image").dax("aarch64") is False
