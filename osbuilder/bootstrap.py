@@ -235,7 +235,8 @@ class PackageCache:
         """Take the packages a build used into the cache (moved out of `used`); return the ones it
         downloaded."""
         built = sorted(name for name in os.listdir(used) if _DEB.match(name))
-        downloaded = [name for name in built if name not in set(known)]
+        taken = set(known)
+        downloaded = [name for name in built if name not in taken]
         with self.cache.lock(self.label):
             present = set(self.debs())
             for name in built:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import subprocess
 import time
@@ -24,6 +25,7 @@ OSBUILDER_URL = "https://github.com/kata-containers/kata-containers/tools/osbuil
 AGENT_URL = "https://github.com/kata-containers/kata-containers"
 
 
+@functools.cache  # two git processes: asked only when a rootfs is built, and then once
 def source_version() -> str:
     """Our package version and the checkout's commit, Kata style: 0.1.0-<sha>[-dirty], or 0.1.0."""
     def git(*args: str) -> str | None:

@@ -95,7 +95,6 @@ class Plan:
     mirror: str | None
     busybox: bool
     source_date_epoch: int | None
-    osbuilder_version: str
     output: Path
     agent_version: str  # the tarball's VERSION, else versions.yaml assets.agent.version
 
@@ -143,6 +142,11 @@ class Result:
 
 
 # --- planning -----------------------------------------------------------------------------------
+
+
+def package_list(values: list[str]) -> tuple[str, ...]:
+    """--extra-pkgs values: EXTRA_PKGS="a b" and --extra-pkgs a,b both work, as in Kata."""
+    return tuple(name for value in values for name in value.replace(",", " ").split())
 
 
 def check_output(output: Path, force: bool) -> Path:
@@ -232,7 +236,7 @@ def make_plan(context: Context, request: Request) -> Plan:
         agent = from_file(default_agent(context), kind="default", where="the reference agent")
     return Plan(request, recipe, release, arch, init, extra, agent, mode, mirror,
                 bool(request.busybox if request.busybox is not None else init.busybox), sde,
-                metadata.source_version(), output, agent.version or context.versions.agent_version)
+                output, agent.version or context.versions.agent_version)
 
 
 # --- cache key ----------------------------------------------------------------------------------
@@ -312,9 +316,9 @@ def build(context: Context, plan: Plan) -> Result:
     if existing is not None:
         log.info("cache hit: reusing rootfs %s (no bootstrap)", key[:16])
         hit = True
-        split = Split.from_json(context.cache.entry_meta(CACHE_KIND, key).get("unpack_split"))
+        meta = context.cache.entry_meta(CACHE_KIND, key)
         with _phase(timings, "install"):
-            install(existing / ROOTFS_TAR, plan.output, plan.request.force, split)
+            install(existing / ROOTFS_TAR, plan.output, plan.request.force, Split.from_json(meta.get("unpack_split")))
     else:
         log.info("building %s %s (%s, %s mode) for %s", plan.recipe.name, plan.release.codename, plan.init.name,
                  plan.mode, plan.arch.name)
@@ -324,16 +328,17 @@ def build(context: Context, plan: Plan) -> Result:
                 CACHE_KIND, key,
                 lambda staging: _build_entry(context, plan, key, staging, engine, builder, timings, installer),
                 force=plan.request.no_cache)
+            meta = context.cache.entry_meta(CACHE_KIND, key)
             with _phase(timings, "install"):
                 if installer.started:
                     installer.finish()  # the build filled it (in place, or by streaming the tarball)
-                else:
-                    install(made.path / ROOTFS_TAR, plan.output, plan.request.force)  # built by another process
+                else:  # built by another process
+                    install(made.path / ROOTFS_TAR, plan.output, plan.request.force,
+                            Split.from_json(meta.get("unpack_split")))
         except BaseException:
             installer.abort()
             raise
         hit = made.hit
-    meta = context.cache.entry_meta(CACHE_KIND, key)
     return Result(plan, key, hit, meta, time.monotonic() - started, timings,
                   context.cache.entry(CACHE_KIND, key) / ROOTFS_TAR)
 
@@ -526,7 +531,7 @@ def _installed_packages(tree: RootfsTree, staging: Path) -> list[metadata.Packag
 
 def _osbuilder_yaml(plan: Plan) -> str:
     return metadata.OsbuilderYaml(
-        osbuilder_version=plan.osbuilder_version,
+        osbuilder_version=metadata.source_version(),
         creation_time=metadata.creation_time(plan.source_date_epoch),
         architecture=plan.arch.name,
         distro=plan.recipe.name,
@@ -542,7 +547,7 @@ def _osbuilder_yaml(plan: Plan) -> str:
 def _manifest(plan: Plan, key: str, agent: provision.AgentInstall, packages: list[metadata.Package]) -> str:
     request = plan.request
     return metadata.manifest(
-        osbuilder_version=plan.osbuilder_version,
+        osbuilder_version=metadata.source_version(),
         recipe={"name": plan.recipe.name, "release": plan.release.codename, "version": plan.release.version,
                 "sha256": sha256_file(plan.recipe.path)},
         arch=plan.arch.name,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -78,7 +77,7 @@ def rootfs_input(context: Context, args: argparse.Namespace, asset: str, output:
         request = rootfs.Request(
             output=target, distro=distro, release=release, arch=arch.name, agent_init=agent_init,
             agent=args.agent, agent_tarball=args.agent_tarball,
-            extra_packages=tuple(name for value in args.extra_pkgs for name in value.replace(",", " ").split()),
+            extra_packages=rootfs.package_list(args.extra_pkgs),
             backend=args.backend, docker_base=args.docker_base, mirror=args.mirror, no_cache=args.no_cache,
             delete_unneeded=args.delete_unneeded, kernel_modules=args.kernel_modules, busybox=args.busybox)
         plan = rootfs.make_plan(context, request)
@@ -90,7 +89,5 @@ def rootfs_input(context: Context, args: argparse.Namespace, asset: str, output:
 
 
 def _remove(workdir: Path) -> None:
-    tree = workdir / "rootfs"
-    if tree.exists() and os.geteuid() != 0:
-        userns.remove_tree(tree, userns.detect(tree))
+    userns.remove_tree(workdir / "rootfs")  # a tree of subordinate ids is removed in its namespace
     shutil.rmtree(workdir, ignore_errors=True)

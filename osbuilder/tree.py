@@ -58,7 +58,7 @@ class TreeScan:
     root: Path
     entries: list[Entry]
     by_path: dict[str, Entry] = field(default_factory=dict)
-    _unique: list[Entry] | None = field(default=None, repr=False)
+    _unique: list[Entry] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.by_path:
@@ -242,6 +242,8 @@ def source_date_epoch(explicit: int | None, scan: TreeScan) -> tuple[int, str]:
 def unreadable_entries(scan: TreeScan, mapping: IdMapping) -> list[str]:
     """Entries the build cannot read, for an error before any work: files and directories whose
     owner the mapping does not cover (see IdMapping.covers) and that the caller may not read."""
+    if os.geteuid() == 0 and mapping.covers(0):
+        return []  # root reads everything (and covers every owner)
     blocked = []
     for entry in scan.entries:
         if entry.kind == FILE:

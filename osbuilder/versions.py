@@ -99,12 +99,13 @@ RUNTIME = Obj(
     },
     name="runtime entry",
 )
+KERNEL_SOURCE_KINDS = ("debian", "tarball")  # assets.kernel.sources; build-kernel --source-kind
 KERNEL = Obj(
     {
         "description": _d(Text(), True),
         "notes": _d(Text()),
         "version": _d(Version(), True),
-        "default-source": _d(Str(choices=("debian", "tarball")), True),
+        "default-source": _d(Str(choices=KERNEL_SOURCE_KINDS), True),
         "sources": _d(
             Obj({"debian": _d(ARCHIVE_PACKAGE, True), "tarball": _d(DOWNLOAD, True)}, name="kernel sources"),
             True,

@@ -31,7 +31,6 @@ KERNEL_ROOT = re.compile(r"VFS: Mounted root|EXT4-fs \(\S+\): mounted filesystem
                          r"XFS \(\S+\): Ending clean mount|Run /init as init process|Run /sbin/init")
 NOTABLE = re.compile(r"panic|Panic|DAX|dax|VFS|Kernel|error|Error|failed|Failed|verity|device-mapper|"
                      r"Unable|cannot|Cannot|osbuilder-agent|agent", re.IGNORECASE)
-SERVING = 1
 
 
 @dataclass
@@ -133,9 +132,9 @@ def _connect(spec: VmSpec, vm: RunningVm, deadline: float) -> TtrpcClient:
 
 def _run_checks(client: TtrpcClient, vm: RunningVm, spec: VmSpec, options: CheckOptions, report: BootReport,
                 deadline: float) -> None:
-    status = _wait_serving(client, vm, options, deadline)
+    _wait_serving(client, vm, options, deadline)
     report.timings["agent_ready"] = round(time.monotonic() - vm.started, 3)
-    report.agent["status"] = "SERVING" if status == SERVING else f"status {status}"
+    report.agent["status"] = "SERVING"
     _add(report, "check", True, "Health/Check returned SERVING")
 
     version = _call(lambda: client.version(timeout=_left(deadline)), "Health/Version")
@@ -157,7 +156,7 @@ def _run_checks(client: TtrpcClient, vm: RunningVm, spec: VmSpec, options: Check
     _add(report, "destroy_sandbox", True, "DestroySandbox acknowledged")
 
 
-def _wait_serving(client: TtrpcClient, vm: RunningVm, options: CheckOptions, deadline: float) -> int:
+def _wait_serving(client: TtrpcClient, vm: RunningVm, options: CheckOptions, deadline: float) -> None:
     """Ask Health/Check until the agent answers; requests sent before it listens are answered late
     (virtio-serial buffers them) and the client skips those stale replies by stream id."""
     while True:
@@ -168,13 +167,13 @@ def _wait_serving(client: TtrpcClient, vm: RunningVm, options: CheckOptions, dea
         if left <= 0:
             raise CheckFailed(f"the agent did not answer Health/Check within the {options.timeout:.0f} s deadline")
         try:
-            status = client.check(timeout=min(options.poll_interval * 2, left))
+            serving = client.is_serving(timeout=min(options.poll_interval * 2, left))
         except TtrpcTimeout:
             continue
         except TtrpcError as exc:
             raise CheckFailed(f"Health/Check failed: {exc}") from exc
-        if status == SERVING:
-            return status
+        if serving:
+            return
         time.sleep(options.poll_interval)
 
 

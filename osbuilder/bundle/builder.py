@@ -173,9 +173,14 @@ def build_bundle(inputs: BundleInputs, output: Path) -> BundleResult:
         (root / KATA / "VERSION").write_text(version + "\n")
         shutil.copyfile(inputs.versions_file, root / KATA / "versions.yaml")
         files = _file_list(root)
-        manifest = _manifest(inputs, kernel, assets, files, version)
-        (root / KATA / "osbuilder-manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        _write_sha256sums(root / KATA)
+        # Every staged file was hashed once, in _file_list; the manifest and SHA256SUMS reuse that.
+        digests = {entry["path"]: entry["sha256"] for entry in files if "sha256" in entry}
+        manifest = _manifest(inputs, kernel, assets, files, version,
+                             {role: digests[f"{SHARE}/{name}"] for role, name in names.items()})
+        manifest_path = root / KATA / "osbuilder-manifest.json"
+        manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        digests[f"{KATA}/osbuilder-manifest.json"] = sha256_file(manifest_path)
+        _write_sha256sums(root / KATA, digests)
         _clamp_times(root, inputs.source_date_epoch)
         write_tar_zst(root, output, inputs.source_date_epoch)
     listed = [*files, {"path": f"{KATA}/osbuilder-manifest.json"}, {"path": f"{KATA}/SHA256SUMS"}]
@@ -218,12 +223,12 @@ def _file_list(root: Path) -> list[dict[str, Any]]:
 
 
 def _manifest(inputs: BundleInputs, kernel: _Kernel, assets: list[tuple[str, Path, str, dict[str, Any], Report]],
-              files: list[dict[str, Any]], version: str) -> dict[str, Any]:
+              files: list[dict[str, Any]], version: str, asset_digests: dict[str, str]) -> dict[str, Any]:
     guests: dict[str, dict[str, Any]] = {}
     for role, path, _, content, report in assets:
         rootfs_manifest = report.data.get("rootfs_manifest") or {}
         guests[role] = {
-            "file": path.name, "sha256": sha256_file(path), "osbuilder.yaml": content,
+            "file": path.name, "sha256": asset_digests[role], "osbuilder.yaml": content,
             "rootfs": rootfs_manifest if isinstance(rootfs_manifest, dict) else {},
         }
     agent_digests = sorted({str(guest["rootfs"].get("agent", {}).get("sha256")) for guest in guests.values()
@@ -245,17 +250,20 @@ def _manifest(inputs: BundleInputs, kernel: _Kernel, assets: list[tuple[str, Pat
                         "sha256": inputs.runtime.sha256,
                         "files": {name: hashlib.sha256(data).hexdigest() for name, data in
                                   sorted(inputs.runtime.files.items())}},
-            "versions_yaml_sha256": sha256_file(inputs.versions_file),
+            "versions_yaml_sha256": next(entry["sha256"] for entry in files
+                                         if entry["path"] == f"{KATA}/versions.yaml"),
         },
         "files": files,
     }
 
 
-def _write_sha256sums(kata: Path) -> None:
+def _write_sha256sums(kata: Path, digests: dict[str, str]) -> None:
+    """SHA256SUMS for every regular file below opt/kata, from digests keyed by bundle path."""
     lines = []
     for path in sorted(kata.rglob("*")):
         if path.is_file() and not path.is_symlink() and path.name != "SHA256SUMS":
-            lines.append(f"{sha256_file(path)}  {path.relative_to(kata).as_posix()}\n")
+            relative = path.relative_to(kata.parents[1]).as_posix()
+            lines.append(f"{digests[relative]}  {path.relative_to(kata).as_posix()}\n")
     (kata / "SHA256SUMS").write_text("".join(lines))
 
 

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 
 from osbuilder.commands import Command, Outcome
 from osbuilder.context import Context
-from osbuilder.kernel.source import SOURCE_KINDS
 from osbuilder.paths import KERNEL_CONFIGS_DIR
+from osbuilder.versions import KERNEL_SOURCE_KINDS
 
 if TYPE_CHECKING:
     from osbuilder.kernel.build import KernelOptions
@@ -52,7 +52,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="merge and check the configuration, write config-<name> to -o DIR, do not compile")
     source = parser.add_argument_group("source").add_mutually_exclusive_group()
     source.add_argument("--source", type=Path, metavar="PATH", help="a local kernel tree or release tarball")
-    source.add_argument("--source-kind", choices=SOURCE_KINDS,
+    source.add_argument("--source-kind", choices=KERNEL_SOURCE_KINDS,
                         help="pinned source: debian (linux-source package, the default) or tarball (kernel.org)")
     parser.add_argument("--mirror", metavar="URL", help="Debian mirror for the debian source")
     build = parser.add_argument_group("build")

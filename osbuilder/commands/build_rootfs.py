@@ -25,11 +25,6 @@ examples:
 """
 
 
-def _packages(values: list[str]) -> list[str]:
-    # EXTRA_PKGS="a b" and --extra-pkgs a,b both work, as in Kata.
-    return [name for value in values for name in value.replace(",", " ").split()]
-
-
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--distro", metavar="NAME", help="distro recipe (osbuilder distros)")
     parser.add_argument("--os-version", metavar="RELEASE", help="release codename, e.g. noble, bookworm")
@@ -62,7 +57,7 @@ def run(context: Context, args: argparse.Namespace) -> Outcome:
     request = rootfs.Request(
         output=args.output, distro=args.distro, release=args.os_version, arch=args.arch,
         agent_init=args.agent_init, agent=args.agent, agent_tarball=args.agent_tarball,
-        agent_name=args.agent_name, extra_packages=tuple(_packages(args.extra_pkgs)), backend=args.backend,
+        agent_name=args.agent_name, extra_packages=rootfs.package_list(args.extra_pkgs), backend=args.backend,
         docker_base=args.docker_base, mirror=args.mirror, no_cache=args.no_cache,
         delete_unneeded=args.delete_unneeded, kernel_modules=args.kernel_modules, busybox=args.busybox,
         force=args.force)

@@ -298,11 +298,9 @@ def _build_ext4(scan: TreeScan, options: ImageOptions, identifiers: Identifiers,
     planned = sizing.image_size_mib(minimum.blocks * block_size, dax_header=options.dax_header,
                                     measured=options.measured, alignment_mib=options.alignment_mb)
     root = scan.entries[0]
-    inodes = 0
     step = time.perf_counter()
 
     def make(size_mib: int) -> ImageLayout:
-        nonlocal inodes
         candidate = _plan_layout(size_mib, options, identifiers)
         inodes = sizing.ext4_inode_count(needs, candidate.root.size // block_size, free_bytes)
         with image.open("wb") as handle:  # a fresh, sparse file each attempt
@@ -323,6 +321,7 @@ def _build_ext4(scan: TreeScan, options: ImageOptions, identifiers: Identifiers,
     filesystems.ext4_optimize_directories(image, offset, epoch)
     clamp_times(image, offset, epoch)
     timings["ext4_finish"] = time.perf_counter() - step
+    inodes = sizing.ext4_inode_count(needs, fs_blocks, free_bytes)  # as make() computed it for this size
     geometry = sizing.ext4_geometry(fs_blocks, block_size, inodes)
     report: dict[str, object] = {
         "method": "model", "tree": needs.to_json(), "minimum_fs_blocks": minimum.blocks,

@@ -30,31 +30,48 @@ def detect(head: bytes, size: int) -> bool:
     return bool(table.partitions)
 
 
-def read_member(path: Path, info: FsInfo, offset: int, member: str) -> tuple[str | None, str]:
-    """A file of the image's filesystem as text, without mounting, and how it was read (or why not)."""
+def read_members(path: Path, info: FsInfo, offset: int, members: tuple[str, ...]) -> dict[str, tuple[str | None, str]]:
+    """Files of the image's filesystem as text, without mounting, each with how it was read (or why
+    not). One tool run for all of them: debugfs, the in-place erofs reader, or one extraction."""
     if info.fs_type == "ext4":
-        debugfs = runner.require_tool("debugfs", "read files from ext4 images")
-        try:
-            result = runner.run([debugfs, "-R", f"cat /{member}", f"{path}?offset={offset}"], what="debugfs cat")
-        except CommandError as error:
-            return None, f"debugfs failed: {error.problem}"
-        if "File not found" in result.stderr:
-            return None, "not present"
-        return result.stdout, "debugfs"
+        return _debugfs_dump(path, offset, members)
     if info.fs_type == "erofs":
+        found: dict[str, tuple[str | None, str]] = {}
         fd = os.open(path, os.O_RDONLY)
         try:
-            data = erofs.Reader(fd, offset).read_file(member)
-            return (data.decode(errors="replace"), "erofs reader") if data is not None else (None, "not present")
+            reader = erofs.Reader(fd, offset)
+            for member in members:
+                data = reader.read_file(member)
+                found[member] = (data.decode(errors="replace"), "erofs reader") if data is not None else \
+                    (None, "not present")
+            return found
         except erofs.ErofsError as error:
             reason = str(error)
         finally:
             os.close(fd)
-        return _erofs_extract(path, offset, info, member), f"fsck.erofs --extract ({reason} in place)"
-    return None, "not read: xfs has no tool that reads a file without mounting"
+        extracted = _erofs_extract(path, offset, info, members)
+        return {member: (extracted[member], f"fsck.erofs --extract ({reason} in place)") for member in members}
+    return {member: (None, "not read: xfs has no tool that reads a file without mounting") for member in members}
 
 
-def _erofs_extract(path: Path, offset: int, info: FsInfo, member: str) -> str | None:
+def _debugfs_dump(path: Path, offset: int, members: tuple[str, ...]) -> dict[str, tuple[str | None, str]]:
+    debugfs = runner.require_tool("debugfs", "read files from ext4 images")
+    with tempfile.TemporaryDirectory(prefix="osbuilder-inspect-") as work:
+        commands = Path(work) / "commands"
+        commands.write_text("".join(f"dump /{member} {work}/{index}\n" for index, member in enumerate(members)))
+        try:
+            runner.run([debugfs, "-f", commands, f"{path}?offset={offset}"], what="debugfs dump")
+        except CommandError as error:
+            return {member: (None, f"debugfs failed: {error.problem}") for member in members}
+        found: dict[str, tuple[str | None, str]] = {}
+        for index, member in enumerate(members):
+            dumped = Path(work) / str(index)
+            found[member] = (dumped.read_text(errors="replace"), "debugfs") if dumped.is_file() else \
+                (None, "not present")
+        return found
+
+
+def _erofs_extract(path: Path, offset: int, info: FsInfo, members: tuple[str, ...]) -> dict[str, str | None]:
     """Fallback for compressed files: copy the filesystem out and let fsck.erofs extract it."""
     fsck = runner.require_tool("fsck.erofs", "read files from erofs images")
     with tempfile.TemporaryDirectory(prefix="osbuilder-inspect-") as work:
@@ -62,8 +79,8 @@ def _erofs_extract(path: Path, offset: int, info: FsInfo, member: str) -> str | 
         with path.open("rb") as source, blob.open("wb") as target:
             os.copy_file_range(source.fileno(), target.fileno(), info.size, offset, 0)
         runner.run([fsck, f"--extract={work}/tree", "--no-preserve", os.fspath(blob)], what="fsck.erofs --extract")
-        target_file = Path(work) / "tree" / member
-        return target_file.read_text(errors="replace") if target_file.is_file() else None
+        files = {member: Path(work) / "tree" / member for member in members}
+        return {member: file.read_text(errors="replace") if file.is_file() else None for member, file in files.items()}
 
 
 def _verity(path: Path, image: ImageLayout, options: InspectOptions, problems: list[str]) -> dict[str, Any]:
@@ -147,7 +164,8 @@ def inspect(path: Path, options: InspectOptions) -> Report:
             "nvdimm": decoded.kernel_root_params(nvdimm=True) if decoded.dax_header else None,
             "virtio_blk": decoded.kernel_root_params(nvdimm=False),
         }
-        content, how = read_member(path, info, decoded.root.offset, OSBUILDER_YAML)
+        read = read_members(path, info, decoded.root.offset, (OSBUILDER_YAML, ROOTFS_MANIFEST))
+        content, how = read[OSBUILDER_YAML]
         metadata: dict[str, Any] = {"path": "/" + OSBUILDER_YAML, "read_by": how}
         if content is not None:
             try:
@@ -157,7 +175,7 @@ def inspect(path: Path, options: InspectOptions) -> Report:
                 metadata["error"] = str(error).splitlines()[0]
             metadata["text"] = content
         data["osbuilder"] = metadata
-        manifest_text, _how = read_member(path, info, decoded.root.offset, ROOTFS_MANIFEST)
+        manifest_text, _how = read[ROOTFS_MANIFEST]
         data["rootfs_manifest"] = parse_json(manifest_text)
         summary = metadata.get("content") or {}
         if isinstance(summary, dict):

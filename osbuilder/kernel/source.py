@@ -30,11 +30,10 @@ from osbuilder.context import Context
 from osbuilder.debarchive import ArchiveClient
 from osbuilder.errors import BuildError, CommandError, UsageError
 from osbuilder.kernel.fragments import Patch
-from osbuilder.versions import Versions
+from osbuilder.versions import KERNEL_SOURCE_KINDS, Versions
 
 log = logging.getLogger(__name__)
 
-SOURCE_KINDS = ("debian", "tarball")
 _MAKEFILE_VAR = re.compile(r"^(VERSION|PATCHLEVEL|SUBLEVEL|EXTRAVERSION)\s*=\s*(.*?)\s*$")
 _MAGIC = ((b"\xfd7zXZ\x00", "-J"), (b"\x1f\x8b", "-z"), (b"BZh", "-j"), (b"\x28\xb5\x2f\xfd", "--zstd"))
 
@@ -94,7 +93,7 @@ def plan_source(versions: Versions, *, version: str | None, source_path: Path | 
         download = versions.kernel_tarball_source()
         return SourceSpec("tarball", download.sha256, pinned, {"url": download.url}, url=download.url)
     raise UsageError(problem=f"unknown source kind '{kind}'", where="--source-kind",
-                     fix=f"use one of: {', '.join(SOURCE_KINDS)}")
+                     fix=f"use one of: {', '.join(KERNEL_SOURCE_KINDS)}")
 
 
 def _local_spec(path: Path, wanted: str | None) -> SourceSpec:
