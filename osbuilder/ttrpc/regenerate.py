@@ -24,7 +24,7 @@ from pathlib import Path
 PROTO_DIR = Path(__file__).resolve().parent / "protos"
 # The directory that contains the top-level ``osbuilder`` package.
 INCLUDE_ROOT = PROTO_DIR.parents[2]
-PROTO_FILES = ("ttrpc.proto", "health.proto", "agent.proto")
+PROTO_FILES = ("ttrpc.proto", "health.proto", "types.proto", "oci.proto", "agent.proto")
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi")
 
 # Prepended to every generated file: the code is not ours to lint or type-check (protoc's stubs use
