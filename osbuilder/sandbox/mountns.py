@@ -1,0 +1,184 @@
+"""The sandbox's host directories, in a private mount namespace that dies with osbuilder.
+
+The Kata runtime shares a container with the guest through a per-sandbox directory:
+`<run>/shared/sandboxes/<sid>/mounts` (made a shared mount) is bind-mounted read-only as a slave
+onto `<run>/shared/sandboxes/<sid>/shared`, which virtiofsd (or QEMU's 9p server) exports; a
+container's root bound at `mounts/<cid>/rootfs` then appears under `shared` as well, and in the
+guest under /run/kata-containers/shared/containers/<cid>/rootfs.
+
+osbuilder does the same, but every mount lives in a mount namespace of its own, on a tmpfs over
+`<run>`: a child (`unshare --mount ... sleep infinity`, tied to osbuilder's life) holds the
+namespace, mounts are made in it with nsenter, and QEMU and virtiofsd run in it. The host never
+sees a mount or a socket of the sandbox, and when osbuilder dies, even by SIGKILL, the
+namespace and everything in it go away with the last of its processes. osbuilder itself reaches
+files inside through /proc/<holder>/root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from osbuilder import runner
+from osbuilder.errors import BuildError, UsageError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RUN_DIR = Path("/run/osbuilder")
+GUEST_SHARED_DIR = "/run/kata-containers/shared/containers"  # where the agent mounts the share
+HOLDER_START_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class SandboxPaths:
+    """The runtime's directories for one sandbox, as QEMU and virtiofsd see them (in the namespace)."""
+
+    run: Path
+    sandbox_id: str
+
+    @property
+    def sandbox_dir(self) -> Path:
+        return self.run / "shared" / "sandboxes" / self.sandbox_id
+
+    @property
+    def mounts(self) -> Path:
+        return self.sandbox_dir / "mounts"
+
+    @property
+    def shared(self) -> Path:
+        return self.sandbox_dir / "shared"
+
+    @property
+    def vm_dir(self) -> Path:
+        return self.run / "vm" / self.sandbox_id
+
+    @property
+    def agent_socket(self) -> Path:
+        return self.vm_dir / "agent.sock"
+
+    @property
+    def virtiofsd_socket(self) -> Path:
+        return self.vm_dir / "vhost-fs.sock"
+
+    def container_rootfs(self, container_id: str) -> Path:
+        return self.mounts / container_id / "rootfs"
+
+
+def guest_rootfs(container_id: str) -> str:
+    return f"{GUEST_SHARED_DIR}/{container_id}/rootfs"
+
+
+def guest_shared(name: str) -> str:
+    return f"{GUEST_SHARED_DIR}/{name}"
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise UsageError(problem="running a container needs root: the runtime's host side mounts the container's "
+                                 "root into the shared directory and runs virtiofsd",
+                         where="osbuilder run", fix="run it as root (sudo osbuilder run ...)")
+
+
+class MountNamespace:
+    """A private mount namespace with a tmpfs over the run directory; use as a context manager."""
+
+    def __init__(self, run: Path = DEFAULT_RUN_DIR) -> None:
+        self.run = run
+        self._holder: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        if self._holder is None:
+            raise RuntimeError("the mount namespace is not started")
+        return self._holder.pid
+
+    @property
+    def enter(self) -> tuple[str, ...]:
+        """The argv prefix that runs a command in the namespace."""
+        return (runner.require_tool("nsenter", "run a container"), f"--mount=/proc/{self.pid}/ns/mnt", "--")
+
+    def host_path(self, path: Path) -> Path:
+        """The path by which osbuilder, outside the namespace, reaches `path` inside it."""
+        return Path(f"/proc/{self.pid}/root") / path.relative_to("/")
+
+    def start(self) -> MountNamespace:
+        require_root()
+        self.run.mkdir(mode=0o700, parents=True, exist_ok=True)
+        sleep = runner.require_tool("sleep")
+        unshare = runner.require_tool("unshare", "run a container")
+        # No --fork: unshare execs sleep in the new namespace, so the holder is the process osbuilder
+        # started, and PR_SET_PDEATHSIG (runner.spawn) kills it with osbuilder.
+        self._holder = runner.spawn([unshare, "--mount", "--propagation", "private", "--", sleep, "infinity"],
+                                    stderr=subprocess.PIPE, die_with_parent=True)
+        self._wait_for_exec(os.path.realpath(sleep))
+        self.command(["mount", "-t", "tmpfs", "-o", "mode=0700,nosuid,nodev", "osbuilder-run", str(self.run)],
+                     "mount the sandbox tmpfs")
+        return self
+
+    def _wait_for_exec(self, sleep: str) -> None:
+        """Until unshare has set the namespace up and exec'd sleep: entering it earlier could mount
+        before its propagation is private."""
+        assert self._holder is not None
+        deadline = time.monotonic() + HOLDER_START_SECONDS
+        while time.monotonic() < deadline:
+            if self._holder.poll() is not None:
+                error = self._holder.stderr.read().decode(errors="replace") if self._holder.stderr else ""
+                raise BuildError(problem=f"could not create a private mount namespace: {error.strip()}",
+                                 where="unshare --mount", fix="osbuilder run needs root and a kernel with mount "
+                                                              "namespaces")
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{self._holder.pid}/exe") == sleep:
+                    return
+            time.sleep(0.005)
+        raise BuildError(problem="the mount namespace holder did not start", where="unshare --mount",
+                         fix="see whether the host is overloaded")
+
+    def command(self, argv: list[str], what: str) -> None:
+        runner.run([*self.enter, *argv], what=what)
+
+    def makedirs(self, path: Path) -> None:
+        self.host_path(path).mkdir(parents=True, exist_ok=True)
+
+    def prepare(self, paths: SandboxPaths) -> None:
+        """The runtime's layout: mounts (shared) → shared (read-only slave), and the VM's directory."""
+        for directory in (paths.mounts, paths.shared, paths.vm_dir):
+            self.makedirs(directory)
+        mounts, shared = str(paths.mounts), str(paths.shared)
+        self.command(["mount", "--bind", mounts, mounts], "bind the sandbox's mounts directory")
+        self.command(["mount", "--make-shared", mounts], "make the mounts directory shared")
+        self.command(["mount", "--bind", "-o", "ro", mounts, shared], "bind mounts onto shared, read-only")
+        self.command(["mount", "--make-slave", shared], "make the shared directory a slave")
+
+    def bind(self, source: Path, target: Path, *, readonly: bool = False) -> None:
+        """Bind a host path (directory or file) into the namespace at `target` (under mounts/)."""
+        inside = self.host_path(target)
+        if source.is_dir():
+            inside.mkdir(parents=True, exist_ok=True)
+        else:
+            inside.parent.mkdir(parents=True, exist_ok=True)
+            inside.touch(exist_ok=True)
+        self.command(["mount", "--bind", *(["-o", "ro"] if readonly else []), str(source), str(target)],
+                     f"bind {source} into the sandbox")
+        # As the runtime does: later mounts under the host path do not follow into the guest.
+        self.command(["mount", "--make-private", str(target)], f"make {target} private")
+
+    def unbind(self, target: Path) -> None:
+        self.command(["umount", "--lazy", str(target)], f"unmount {target}")
+
+    def close(self) -> None:
+        """End the holder; the namespace goes with the last process in it (QEMU, virtiofsd stop first)."""
+        if self._holder is not None:
+            runner.terminate(self._holder, grace=2)
+            if self._holder.stderr is not None:
+                self._holder.stderr.close()
+
+    def __enter__(self) -> MountNamespace:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
