@@ -29,7 +29,7 @@ from osbuilder.errors import BuildError, UsageError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_RUN_DIR = Path("/run/osbuilder")
+RUN_DIR_VARIABLE = "OSBUILDER_RUN_DIR"  # where the sandboxes live (default /run/osbuilder)
 GUEST_SHARED_DIR = "/run/kata-containers/shared/containers"  # where the agent mounts the share
 HOLDER_START_SECONDS = 10.0
 
@@ -69,6 +69,10 @@ class SandboxPaths:
         return self.mounts / container_id / "rootfs"
 
 
+def default_run_dir() -> Path:
+    return Path(os.environ.get(RUN_DIR_VARIABLE) or "/run/osbuilder")
+
+
 def guest_rootfs(container_id: str) -> str:
     return f"{GUEST_SHARED_DIR}/{container_id}/rootfs"
 
@@ -87,7 +91,7 @@ def require_root() -> None:
 class MountNamespace:
     """A private mount namespace with a tmpfs over the run directory; use as a context manager."""
 
-    def __init__(self, run: Path = DEFAULT_RUN_DIR) -> None:
+    def __init__(self, run: Path) -> None:
         self.run = run
         self._holder: subprocess.Popen[bytes] | None = None
 

@@ -29,9 +29,9 @@ from osbuilder.boot.guest import RootMount
 from osbuilder.boot.qemu import RunningVm, SharedFs, VmSpec, start_vm
 from osbuilder.errors import EXIT_BAD_INPUT, BuildError
 from osbuilder.sandbox.mountns import (
-    DEFAULT_RUN_DIR,
     MountNamespace,
     SandboxPaths,
+    default_run_dir,
     guest_rootfs,
     guest_shared,
 )
@@ -85,7 +85,7 @@ class SandboxPlan:
     virtiofs_cache: str = "auto"
     boot_timeout: float = 300.0
     console_log: Path | None = None
-    run_dir: Path = DEFAULT_RUN_DIR
+    run_dir: Path = field(default_factory=default_run_dir)
     sandbox_id: str = field(default_factory=new_id)
     hostname: str = ""
 

@@ -153,6 +153,12 @@ def test_panic_and_missing_init_are_fatal_a_lone_verity_error_only_when_silent()
     assert diagnose.stopped(lone, now=1.1 + diagnose.STALL_SECONDS) is not None
     healthy = _lines("Run /sbin/init as init process", "systemd[1]: Failed to start foo.service")
     assert diagnose.causes(healthy) == []
+    requested = _lines("Kernel panic - not syncing: Requested init /no/such/init failed (error -2).")
+    assert diagnose.describe(diagnose.causes(requested)) == "init /no/such/init could not be executed (error -2, ENOENT)"
+    # rdinit= that cannot run is named, but the kernel goes on to the default inits: not fatal alone.
+    fallback = _lines("Failed to execute /init (error -13)", "Run /sbin/init as init process")
+    assert [cause.fatal for cause in diagnose.causes(fallback)] == [False]
+    assert diagnose.stopped(fallback, now=1.1 + diagnose.FATAL_GRACE) is None
 
 
 # --- configuration and devices ------------------------------------------------------------------
@@ -223,3 +229,16 @@ def test_qemus_c_virtiofsd_is_recognised() -> None:
     assert daemon.argv(Path("/sh")) == ["/usr/lib/qemu/virtiofsd", "--fd=0", "-o", "source=/sh", "-o", "cache=auto",
                                         "--thread-pool-size=1", "-o", "announce_submounts"]
     assert shutil.which("nsenter") and shutil.which("unshare")
+
+
+def test_every_bundled_qemu_configuration_shares_over_virtio_fs(tmp_path: Path) -> None:
+    from osbuilder.bundle.configs import ConfigSpec, render
+
+    for spec in (ConfigSpec("configuration-qemu.toml", "qemu", "vmlinux.container", image="kata-containers.img"),
+                 ConfigSpec("configuration-qemu-initrd.toml", "qemu", "vmlinux.container",
+                            initrd="kata-containers-initrd.img")):
+        path = tmp_path / spec.filename
+        path.write_text(render(spec, host_arch()))
+        read = read_runtime_config(path, root=tmp_path)
+        assert read.shared_fs == "virtio-fs" and read.virtio_fs_cache == "auto"
+        assert read.virtio_fs_daemon == tmp_path / "opt/kata/libexec/virtiofsd"
