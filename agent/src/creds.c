@@ -1,0 +1,113 @@
+#include "creds.h"
+
+#include <errno.h>
+#include <grp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "fsutil.h"
+#include "ttrpc.h"
+
+/* Splits a colon-separated line into at most max fields (in place); returns how many. */
+static int split_fields(char *line, char **field, int max)
+{
+	int n = 0;
+
+	line[strcspn(line, "\n")] = '\0';
+	field[n++] = line;
+	for (char *p = line; *p && n < max; p++) {
+		if (*p == ':') {
+			*p = '\0';
+			field[n++] = p + 1;
+		}
+	}
+	return n;
+}
+
+static bool list_has(char *list, const char *name)
+{
+	for (char *save = NULL, *t = strtok_r(list, ",", &save); t; t = strtok_r(NULL, ",", &save))
+		if (strcmp(t, name) == 0)
+			return true;
+	return false;
+}
+
+int creds_resolve(const struct oci_process *p, struct creds *c, struct status *st)
+{
+	char line[4096], name[256] = "";
+	char *f[7];
+
+	memset(c, 0, sizeof(*c));
+	c->uid = p->uid;
+	c->gid = p->gid;
+	strcpy(c->home, "/");
+	FILE *pw = fopen("/etc/passwd", "re");
+	if (pw) {
+		while (fgets(line, sizeof(line), pw)) {
+			if (split_fields(line, f, 7) < 7 || strtoul(f[2], NULL, 10) != p->uid || !*f[2])
+				continue;
+			snprintf(name, sizeof(name), "%s", f[0]);
+			if (*f[5])
+				snprintf(c->home, sizeof(c->home), "%s", f[5]);
+			break;
+		}
+		fclose(pw);
+	}
+	FILE *gr = *name ? fopen("/etc/group", "re") : NULL;
+	if (gr) {
+		while (fgets(line, sizeof(line), gr)) {
+			if (split_fields(line, f, 4) < 4 || !*f[2] || !list_has(f[3], name))
+				continue;
+			if (c->ngroups == CREDS_MAX_GROUPS)
+				break;
+			c->groups[c->ngroups++] = (gid_t)strtoul(f[2], NULL, 10);
+		}
+		fclose(gr);
+	}
+	for (size_t i = 0; i < p->nadditional_gids; i++) {
+		if (c->ngroups == CREDS_MAX_GROUPS)
+			return fail(st, CODE_INVALID_ARGUMENT, "User.AdditionalGids: more than %d groups",
+				    CREDS_MAX_GROUPS);
+		c->groups[c->ngroups++] = p->additional_gids[i];
+	}
+	return 0;
+}
+
+int creds_apply(const struct oci_process *p, const struct creds *c, struct status *st)
+{
+	char v[24];
+
+	if (p->oom_score_adj) {
+		snprintf(v, sizeof(v), "%lld", (long long)p->oom_score_adj);
+		if (write_string("/proc/self/oom_score_adj", v) < 0)
+			return fail(st, CODE_INVALID_ARGUMENT, "OOMScoreAdj: %s", strerror(errno));
+	}
+	for (size_t i = 0; i < p->nrlimits; i++) {
+		struct rlimit rl = {p->rlimits[i].soft, p->rlimits[i].hard};
+		if (setrlimit(p->rlimits[i].resource, &rl) < 0)
+			return fail(st, CODE_INVALID_ARGUMENT, "Rlimits: %s %llu/%llu: %s", p->rlimits[i].name,
+				    (unsigned long long)rl.rlim_cur, (unsigned long long)rl.rlim_max, strerror(errno));
+	}
+	if (p->has_caps && caps_apply_bounding(&p->caps, st) < 0)
+		return -1;
+	if (p->has_caps)
+		prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0);
+	if (setgroups(c->ngroups, c->groups) < 0)
+		return fail(st, CODE_INVALID_ARGUMENT, "User.AdditionalGids: setgroups: %s", strerror(errno));
+	if (setresgid(c->gid, c->gid, c->gid) < 0)
+		return fail(st, CODE_INVALID_ARGUMENT, "User.GID %u: %s", (unsigned)c->gid, strerror(errno));
+	if (setresuid(c->uid, c->uid, c->uid) < 0)
+		return fail(st, CODE_INVALID_ARGUMENT, "User.UID %u: %s", (unsigned)c->uid, strerror(errno));
+	if (p->has_caps) {
+		prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0);
+		if (caps_apply(&p->caps, st) < 0)
+			return -1;
+	}
+	if (p->no_new_privileges && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		return fail(st, CODE_INTERNAL, "NoNewPrivileges: %s", strerror(errno));
+	return 0;
+}

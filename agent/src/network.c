@@ -1,0 +1,503 @@
+#include "network.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <net/if.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "netlink.h"
+#include "pbdec.h"
+#include "ttrpc.h"
+#include "util.h"
+
+#define FIELD_MAX 96
+
+struct ip {
+	int family; /* AF_INET, AF_INET6 */
+	uint8_t addr[16];
+	size_t len;
+	int prefix; /* -1: none given */
+};
+
+/* ------------------------------------------------------------------ parsing */
+
+static int parse_ip(const char *s, struct ip *ip)
+{
+	char buf[INET6_ADDRSTRLEN + 8];
+	const char *slash = strchr(s, '/');
+	size_t n = slash ? (size_t)(slash - s) : strlen(s);
+
+	if (n >= sizeof(buf))
+		return -1;
+	memcpy(buf, s, n);
+	buf[n] = '\0';
+	ip->prefix = -1;
+	if (inet_pton(AF_INET, buf, ip->addr) == 1) {
+		ip->family = AF_INET;
+		ip->len = 4;
+	} else if (inet_pton(AF_INET6, buf, ip->addr) == 1) {
+		ip->family = AF_INET6;
+		ip->len = 16;
+	} else {
+		return -1;
+	}
+	if (slash) {
+		char *end;
+		long v = strtol(slash + 1, &end, 10);
+		if (end == slash + 1 || *end || v < 0 || v > (long)ip->len * 8)
+			return -1;
+		ip->prefix = (int)v;
+	}
+	return 0;
+}
+
+static int parse_mac(const char *s, uint8_t mac[6])
+{
+	unsigned v[6];
+	char tail;
+
+	if (sscanf(s, "%2x:%2x:%2x:%2x:%2x:%2x%c", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &tail) != 6)
+		return -1;
+	for (int i = 0; i < 6; i++)
+		mac[i] = (uint8_t)v[i];
+	return 0;
+}
+
+/* The interface with this MAC address (SIOCGIFHWADDR over every interface), or 0. */
+static unsigned index_by_mac(const uint8_t mac[6], char *name, size_t cap)
+{
+	struct if_nameindex *list = if_nameindex();
+	unsigned found = 0;
+	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+	for (struct if_nameindex *i = list; fd >= 0 && i && i->if_index; i++) {
+		struct ifreq ifr;
+		memset(&ifr, 0, sizeof(ifr));
+		snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", i->if_name);
+		if (ioctl(fd, SIOCGIFHWADDR, &ifr) == 0 && memcmp(ifr.ifr_hwaddr.sa_data, mac, 6) == 0) {
+			found = i->if_index;
+			snprintf(name, cap, "%s", i->if_name);
+			break;
+		}
+	}
+	if (fd >= 0)
+		close(fd);
+	if (list)
+		if_freenameindex(list);
+	return found;
+}
+
+static int netlink_error(struct status *st, const char *field, const char *what)
+{
+	return fail(st, CODE_FAILED_PRECONDITION, "%s: %s: %s", field, what, strerror(errno));
+}
+
+static int link_set(unsigned index, uint32_t flags, uint32_t change, const char *name, uint32_t mtu)
+{
+	struct nl_ifinfomsg ifi = {AF_UNSPEC, 0, 0, (int32_t)index, flags, change};
+	struct nl_request r;
+
+	nl_request_init(&r, RTM_NEWLINK, 0, &ifi, sizeof(ifi));
+	if (name)
+		nl_request_attr(&r, IFLA_IFNAME, name, strlen(name) + 1);
+	if (mtu)
+		nl_request_attr(&r, IFLA_MTU, &mtu, sizeof(mtu));
+	return nl_transact(&r);
+}
+
+/* ------------------------------------------------------------------ UpdateInterface */
+
+static int decode_ipaddress(struct pbdec *d, const char *field, const uint8_t *data, size_t len, struct ip *ip)
+{
+	struct pb_reader r;
+	uint32_t f, wt, family = 0;
+	char *address = NULL, *mask = NULL;
+
+	pb_reader_init(&r, data, len);
+	while (!pb_at_end(&r)) {
+		if (pbd_key(d, &r, field, &f, &wt) < 0)
+			return -1;
+		int rc = f == 1 ? pbd_uint32(d, &r, wt, field, &family)
+		       : f == 2 ? pbd_string(d, &r, wt, field, &address)
+		       : f == 3 ? pbd_string(d, &r, wt, field, &mask) : pbd_skip(d, &r, wt, field);
+		if (rc < 0)
+			return -1;
+	}
+	if (!address || parse_ip(address, ip) < 0 || ip->prefix >= 0)
+		return fail(d->st, CODE_INVALID_ARGUMENT, "%s.address: \"%s\" is not an IP address", field,
+			    address ? address : "");
+	if (mask && *mask) {
+		char *end;
+		long v = strtol(mask, &end, 10);
+		if (*end || v < 0 || v > (long)ip->len * 8)
+			return fail(d->st, CODE_INVALID_ARGUMENT, "%s.mask: \"%s\" is not a prefix length", field, mask);
+		ip->prefix = (int)v;
+	} else {
+		ip->prefix = (int)ip->len * 8;
+	}
+	(void)family; /* the address says it */
+	return 0;
+}
+
+static int add_address(unsigned index, const struct ip *ip)
+{
+	struct nl_ifaddrmsg ifa = {(uint8_t)ip->family, (uint8_t)ip->prefix, 0, 0, index};
+	struct nl_request r;
+
+	nl_request_init(&r, RTM_NEWADDR, NLM_F_CREATE | NLM_F_REPLACE, &ifa, sizeof(ifa));
+	nl_request_attr(&r, IFA_LOCAL, ip->addr, ip->len);
+	nl_request_attr(&r, IFA_ADDRESS, ip->addr, ip->len);
+	return nl_transact(&r);
+}
+
+void network_update_interface(const struct call_ref *ref, const uint8_t *payload, size_t len)
+{
+	struct arena a = {0};
+	struct status st = {0};
+	struct pbdec d = {&a, &st};
+	struct pb_reader r, ir;
+	uint32_t f, wt;
+	const uint8_t *iface = NULL, *p;
+	size_t iface_len = 0, n;
+	char *device = NULL, *name = NULL, *hwaddr = NULL, field[FIELD_MAX], current[IF_NAMESIZE + 1] = "";
+	uint64_t mtu = 0;
+	struct ip addrs[16];
+	size_t naddrs = 0;
+	unsigned index = 0;
+
+	pb_reader_init(&r, payload, len);
+	while (!pb_at_end(&r)) {
+		if (pbd_key(&d, &r, "UpdateInterfaceRequest", &f, &wt) < 0)
+			goto error;
+		int rc = f == 1 ? pbd_bytes(&d, &r, wt, "interface", &iface, &iface_len)
+				: pbd_skip(&d, &r, wt, "UpdateInterfaceRequest");
+		if (rc < 0)
+			goto error;
+	}
+	if (!iface) {
+		fail(&st, CODE_INVALID_ARGUMENT, "interface: missing");
+		goto error;
+	}
+	pb_reader_init(&ir, iface, iface_len);
+	while (!pb_at_end(&ir)) {
+		if (pbd_key(&d, &ir, "interface", &f, &wt) < 0)
+			goto error;
+		int rc;
+		switch (f) {
+		case 1:
+			rc = pbd_string(&d, &ir, wt, "interface.device", &device);
+			break;
+		case 2:
+			rc = pbd_string(&d, &ir, wt, "interface.name", &name);
+			break;
+		case 3:
+			snprintf(field, sizeof(field), "interface.IPAddresses[%zu]", naddrs);
+			if (naddrs == sizeof(addrs) / sizeof(addrs[0]))
+				rc = fail(&st, CODE_INVALID_ARGUMENT, "interface.IPAddresses: more than 16 addresses");
+			else
+				rc = pbd_bytes(&d, &ir, wt, field, &p, &n) < 0 ? -1
+				     : decode_ipaddress(&d, field, p, n, &addrs[naddrs++]);
+			break;
+		case 4:
+			rc = pbd_uint64(&d, &ir, wt, "interface.mtu", &mtu);
+			break;
+		case 5:
+			rc = pbd_string(&d, &ir, wt, "interface.hwAddr", &hwaddr);
+			break;
+		default:
+			rc = pbd_skip(&d, &ir, wt, "interface");
+		}
+		if (rc < 0)
+			goto error;
+	}
+	if (mtu > 65535) {
+		fail(&st, CODE_INVALID_ARGUMENT, "interface.mtu: %llu is too large", (unsigned long long)mtu);
+		goto error;
+	}
+	if (hwaddr && *hwaddr) {
+		uint8_t mac[6];
+		if (parse_mac(hwaddr, mac) < 0) {
+			fail(&st, CODE_INVALID_ARGUMENT, "interface.hwAddr: \"%s\" is not a MAC address", hwaddr);
+			goto error;
+		}
+		index = index_by_mac(mac, current, sizeof(current));
+		if (!index) {
+			fail(&st, CODE_NOT_FOUND, "interface.hwAddr \"%s\": no interface with this address in the guest",
+			     hwaddr);
+			goto error;
+		}
+	} else {
+		const char *want = device && *device ? device : name;
+		if (!want || !*want) {
+			fail(&st, CODE_INVALID_ARGUMENT, "interface: neither hwAddr nor device nor name is given");
+			goto error;
+		}
+		index = if_nametoindex(want);
+		if (!index) {
+			fail(&st, CODE_NOT_FOUND, "interface.%s \"%s\": no such interface in the guest",
+			     device && *device ? "device" : "name", want);
+			goto error;
+		}
+		snprintf(current, sizeof(current), "%s", want);
+	}
+	if (name && *name && strcmp(name, current) != 0) {
+		if (strlen(name) >= IF_NAMESIZE) {
+			fail(&st, CODE_INVALID_ARGUMENT, "interface.name: \"%s\" is too long", name);
+			goto error;
+		}
+		if (link_set(index, 0, IFF_UP, NULL, 0) < 0 || link_set(index, 0, 0, name, 0) < 0) {
+			netlink_error(&st, "interface.name", "renaming the interface");
+			goto error;
+		}
+	}
+	if (mtu && link_set(index, 0, 0, NULL, (uint32_t)mtu) < 0) {
+		netlink_error(&st, "interface.mtu", "setting the MTU");
+		goto error;
+	}
+	for (size_t i = 0; i < naddrs; i++) {
+		if (add_address(index, &addrs[i]) < 0) {
+			snprintf(field, sizeof(field), "interface.IPAddresses[%zu]", i);
+			netlink_error(&st, field, "adding the address");
+			goto error;
+		}
+	}
+	if (link_set(index, IFF_UP, IFF_UP, NULL, 0) < 0) {
+		netlink_error(&st, "interface", "bringing the interface up");
+		goto error;
+	}
+	server_reply(ref, NULL, iface, iface_len); /* types.Interface: as applied */
+	arena_free(&a);
+	return;
+error:
+	status_prefix(&st, "UpdateInterface");
+	server_reply(ref, &st, NULL, 0);
+	arena_free(&a);
+}
+
+/* ------------------------------------------------------------------ UpdateRoutes */
+
+struct route {
+	char *dest, *gateway, *device, *source;
+	uint32_t scope;
+};
+
+static int decode_route(struct pbdec *d, const char *field, const uint8_t *data, size_t len, struct route *rt)
+{
+	struct pb_reader r;
+	uint32_t f, wt;
+
+	memset(rt, 0, sizeof(*rt));
+	pb_reader_init(&r, data, len);
+	while (!pb_at_end(&r)) {
+		if (pbd_key(d, &r, field, &f, &wt) < 0)
+			return -1;
+		int rc = f == 1 ? pbd_string(d, &r, wt, field, &rt->dest)
+		       : f == 2 ? pbd_string(d, &r, wt, field, &rt->gateway)
+		       : f == 3 ? pbd_string(d, &r, wt, field, &rt->device)
+		       : f == 4 ? pbd_string(d, &r, wt, field, &rt->source)
+		       : f == 5 ? pbd_uint32(d, &r, wt, field, &rt->scope) : pbd_skip(d, &r, wt, field);
+		if (rc < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static int add_route(const struct route *rt, const char *field, struct status *st)
+{
+	struct ip dst = {0}, gw = {0}, src = {0};
+	bool is_default = !rt->dest || !*rt->dest || strcmp(rt->dest, "default") == 0;
+	unsigned index = 0;
+	int family = 0;
+
+	if (!is_default && parse_ip(rt->dest, &dst) < 0)
+		return fail(st, CODE_INVALID_ARGUMENT, "%s.dest: \"%s\" is not an address/prefix", field, rt->dest);
+	if (!is_default) {
+		family = dst.family;
+		if (dst.prefix < 0)
+			dst.prefix = (int)dst.len * 8;
+	}
+	if (rt->gateway && *rt->gateway) {
+		if (parse_ip(rt->gateway, &gw) < 0 || gw.prefix >= 0 || (family && gw.family != family))
+			return fail(st, CODE_INVALID_ARGUMENT, "%s.gateway: \"%s\" is not an address of the route's family",
+				    field, rt->gateway);
+		family = gw.family;
+	}
+	if (rt->source && *rt->source && (parse_ip(rt->source, &src) < 0 || src.prefix >= 0))
+		return fail(st, CODE_INVALID_ARGUMENT, "%s.source: \"%s\" is not an address", field, rt->source);
+	if (!family)
+		family = src.family ? src.family : AF_INET;
+	if (rt->device && *rt->device) {
+		index = if_nametoindex(rt->device);
+		if (!index)
+			return fail(st, CODE_NOT_FOUND, "%s.device \"%s\": no such interface in the guest", field, rt->device);
+	}
+	if (!index && !gw.family)
+		return fail(st, CODE_INVALID_ARGUMENT, "%s: neither a device nor a gateway", field);
+	struct nl_rtmsg m = {(uint8_t)family, (uint8_t)(is_default ? 0 : dst.prefix), 0, 0, RT_TABLE_MAIN,
+			     RTPROT_BOOT, (uint8_t)rt->scope, RTN_UNICAST, 0};
+	struct nl_request r;
+	nl_request_init(&r, RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, &m, sizeof(m));
+	if (!is_default)
+		nl_request_attr(&r, RTA_DST, dst.addr, dst.len);
+	if (gw.family)
+		nl_request_attr(&r, RTA_GATEWAY, gw.addr, gw.len);
+	if (index)
+		nl_request_attr(&r, RTA_OIF, &index, sizeof(index));
+	if (src.family)
+		nl_request_attr(&r, RTA_PREFSRC, src.addr, src.len);
+	if (nl_transact(&r) < 0)
+		return netlink_error(st, field, "adding the route");
+	return 0;
+}
+
+void network_update_routes(const struct call_ref *ref, const uint8_t *payload, size_t len)
+{
+	struct arena a = {0};
+	struct status st = {0};
+	struct pbdec d = {&a, &st};
+	struct pb_reader r, rr;
+	uint32_t f, wt;
+	const uint8_t *routes = NULL, *p;
+	size_t routes_len = 0, n, count = 0, cap = 0;
+	struct route *list = NULL;
+	char field[FIELD_MAX];
+
+	pb_reader_init(&r, payload, len);
+	while (!pb_at_end(&r)) {
+		if (pbd_key(&d, &r, "UpdateRoutesRequest", &f, &wt) < 0 ||
+		    (f == 1 ? pbd_bytes(&d, &r, wt, "routes", &routes, &routes_len)
+			    : pbd_skip(&d, &r, wt, "UpdateRoutesRequest")) < 0)
+			goto error;
+	}
+	pb_reader_init(&rr, routes ? routes : payload, routes_len);
+	while (!pb_at_end(&rr)) {
+		if (pbd_key(&d, &rr, "routes", &f, &wt) < 0)
+			goto error;
+		if (f != 1) {
+			if (pbd_skip(&d, &rr, wt, "routes") < 0)
+				goto error;
+			continue;
+		}
+		snprintf(field, sizeof(field), "routes.Routes[%zu]", count);
+		if (pbd_bytes(&d, &rr, wt, field, &p, &n) < 0)
+			goto error;
+		if (arena_reserve(&a, (void **)&list, &cap, count + 1, sizeof(*list)) < 0) {
+			pbd_nomem(&d, field);
+			goto error;
+		}
+		if (decode_route(&d, field, p, n, &list[count]) < 0)
+			goto error;
+		count++;
+	}
+	/* routes to a link first: a gateway must be reachable before a route through it is added */
+	for (int pass = 0; pass < 2; pass++) {
+		for (size_t i = 0; i < count; i++) {
+			bool has_gw = list[i].gateway && *list[i].gateway;
+			if (has_gw != (pass == 1))
+				continue;
+			snprintf(field, sizeof(field), "routes.Routes[%zu]", i);
+			if (add_route(&list[i], field, &st) < 0)
+				goto error;
+		}
+	}
+	server_reply(ref, NULL, routes, routes_len); /* Routes: as applied */
+	arena_free(&a);
+	return;
+error:
+	status_prefix(&st, "UpdateRoutes");
+	server_reply(ref, &st, NULL, 0);
+	arena_free(&a);
+}
+
+/* ------------------------------------------------------------------ AddARPNeighbors */
+
+static int add_neighbor(struct pbdec *d, const char *field, const uint8_t *data, size_t len)
+{
+	struct pb_reader r;
+	uint32_t f, wt;
+	const uint8_t *ipmsg = NULL;
+	size_t iplen = 0;
+	char *device = NULL, *lladdr = NULL, ipfield[FIELD_MAX];
+	int32_t state = 0, flags = 0;
+	struct ip ip;
+	uint8_t mac[6];
+
+	pb_reader_init(&r, data, len);
+	while (!pb_at_end(&r)) {
+		if (pbd_key(d, &r, field, &f, &wt) < 0)
+			return -1;
+		int rc = f == 1 ? pbd_bytes(d, &r, wt, field, &ipmsg, &iplen)
+		       : f == 2 ? pbd_string(d, &r, wt, field, &device)
+		       : f == 3 ? pbd_string(d, &r, wt, field, &lladdr)
+		       : f == 4 ? pbd_int32(d, &r, wt, field, &state)
+		       : f == 5 ? pbd_int32(d, &r, wt, field, &flags) : pbd_skip(d, &r, wt, field);
+		if (rc < 0)
+			return -1;
+	}
+	fmt(ipfield, sizeof(ipfield), "%s.toIPAddress", field);
+	if (!ipmsg)
+		return fail(d->st, CODE_INVALID_ARGUMENT, "%s: missing", ipfield);
+	if (decode_ipaddress(d, ipfield, ipmsg, iplen, &ip) < 0)
+		return -1;
+	if (!lladdr || parse_mac(lladdr, mac) < 0)
+		return fail(d->st, CODE_INVALID_ARGUMENT, "%s.lladdr: \"%s\" is not a MAC address", field,
+			    lladdr ? lladdr : "");
+	unsigned index = device && *device ? if_nametoindex(device) : 0;
+	if (!index)
+		return fail(d->st, CODE_NOT_FOUND, "%s.device \"%s\": no such interface in the guest", field,
+			    device ? device : "");
+	struct nl_ndmsg nd = {(uint8_t)ip.family, 0, 0, (int32_t)index, (uint16_t)(state ? state : NUD_PERMANENT),
+			      (uint8_t)flags, 0};
+	struct nl_request req;
+	nl_request_init(&req, RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE, &nd, sizeof(nd));
+	nl_request_attr(&req, NDA_DST, ip.addr, ip.len);
+	nl_request_attr(&req, NDA_LLADDR, mac, sizeof(mac));
+	if (nl_transact(&req) < 0)
+		return netlink_error(d->st, field, "adding the neighbour");
+	return 0;
+}
+
+void network_add_arp_neighbors(const struct call_ref *ref, const uint8_t *payload, size_t len)
+{
+	struct arena a = {0};
+	struct status st = {0};
+	struct pbdec d = {&a, &st};
+	struct pb_reader r, nr;
+	uint32_t f, wt;
+	const uint8_t *neighbors = NULL, *p;
+	size_t nlen = 0, n, count = 0;
+	char field[FIELD_MAX];
+
+	pb_reader_init(&r, payload, len);
+	while (!pb_at_end(&r)) {
+		if (pbd_key(&d, &r, "AddARPNeighborsRequest", &f, &wt) < 0 ||
+		    (f == 1 ? pbd_bytes(&d, &r, wt, "neighbors", &neighbors, &nlen)
+			    : pbd_skip(&d, &r, wt, "AddARPNeighborsRequest")) < 0)
+			goto error;
+	}
+	pb_reader_init(&nr, neighbors ? neighbors : payload, nlen);
+	while (!pb_at_end(&nr)) {
+		if (pbd_key(&d, &nr, "neighbors", &f, &wt) < 0)
+			goto error;
+		if (f != 1) {
+			if (pbd_skip(&d, &nr, wt, "neighbors") < 0)
+				goto error;
+			continue;
+		}
+		snprintf(field, sizeof(field), "neighbors.ARPNeighbors[%zu]", count++);
+		if (pbd_bytes(&d, &nr, wt, field, &p, &n) < 0 || add_neighbor(&d, field, p, n) < 0)
+			goto error;
+	}
+	server_reply(ref, NULL, NULL, 0);
+	arena_free(&a);
+	return;
+error:
+	status_prefix(&st, "AddARPNeighbors");
+	server_reply(ref, &st, NULL, 0);
+	arena_free(&a);
+}

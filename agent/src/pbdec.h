@@ -1,0 +1,46 @@
+/* Typed protobuf field readers for request decoding: values land in an arena, errors name the field. */
+#ifndef OSB_PBDEC_H
+#define OSB_PBDEC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "arena.h"
+#include "pb.h"
+#include "status.h"
+
+struct pbdec {
+	struct arena *arena;
+	struct status *st;
+};
+
+/* A growable list of NUL-terminated strings. */
+struct strv {
+	char **v;
+	size_t n, cap;
+};
+
+/* Each reads the value of the field whose key was just read (wire type wt) and returns 0, or -1 with
+ * INVALID_ARGUMENT "<name>: ..." in d->st. Strings must not contain NUL bytes. */
+int pbd_string(struct pbdec *d, struct pb_reader *r, uint32_t wt, const char *name, char **out);
+int pbd_strv(struct pbdec *d, struct pb_reader *r, uint32_t wt, const char *name, struct strv *v);
+int pbd_bytes(struct pbdec *d, struct pb_reader *r, uint32_t wt, const char *name, const uint8_t **p, size_t *n);
+int pbd_uint64(struct pbdec *d, struct pb_reader *r, uint32_t wt, const char *name, uint64_t *v);
+int pbd_int64(struct pbdec *d, struct pb_reader *r, uint32_t wt, const char *name, int64_t *v);
+int pbd_uint32(struct pbdec *d, struct pb_reader *r, uint32_t wt, const char *name, uint32_t *v);
+int pbd_int32(struct pbdec *d, struct pb_reader *r, uint32_t wt, const char *name, int32_t *v);
+int pbd_bool(struct pbdec *d, struct pb_reader *r, uint32_t wt, const char *name, bool *v);
+/* repeated uint32, packed or not */
+int pbd_uint32s(struct pbdec *d, struct pb_reader *r, uint32_t wt, const char *name, uint32_t **items, size_t *n,
+		size_t *cap);
+/* Skips an unknown field. */
+int pbd_skip(struct pbdec *d, struct pb_reader *r, uint32_t wt, const char *name);
+/* Reads the next key; -1 with "<name>: malformed" when the bytes are not a field key. */
+int pbd_key(struct pbdec *d, struct pb_reader *r, const char *name, uint32_t *field, uint32_t *wt);
+/* Out of memory while decoding. */
+int pbd_nomem(struct pbdec *d, const char *name);
+
+bool strv_contains(const struct strv *v, const char *s);
+
+#endif
