@@ -23,7 +23,7 @@ from osbuilder.boot.guest import GuestFailed
 from osbuilder.errors import BuildError, OsbuilderError
 from osbuilder.sandbox.ocispec import ContainerConfig
 from osbuilder.sandbox.sandbox import CALL_TIMEOUT, Sandbox, SandboxPlan
-from osbuilder.ttrpc.client import Code, TtrpcError, TtrpcStatusError
+from osbuilder.ttrpc.client import FOREVER, Code, TtrpcError, TtrpcStatusError
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +87,10 @@ class ProcessStreams:
                 if not chunk:
                     break
                 while chunk:
-                    written = client.write_stdin(self.container_id, self.exec_id, chunk, timeout=None)
-                    chunk = chunk[max(written, 1):] if written < len(chunk) else b""
+                    written = client.write_stdin(self.container_id, self.exec_id, chunk, timeout=FOREVER)
+                    if written <= 0:
+                        raise OSError(f"WriteStdin took {written} of {len(chunk)} bytes")
+                    chunk = chunk[written:]
             client.close_stdin(self.container_id, self.exec_id, timeout=CALL_TIMEOUT)
         except (TtrpcError, OSError) as exc:
             # The process may exit without reading all of its input, as it may on a host.
@@ -252,7 +254,6 @@ def run_workload(plan: SandboxPlan, config: ContainerConfig, container_id: str, 
     interrupt: BaseException | None = None
     try:
         sandbox.start()
-        report.agent = {"version": sandbox.agent_version}
         if sandbox.root is not None:
             report.root = sandbox.root.to_json()
             report.dax = sandbox.root.dax if plan.vm.image is not None and plan.vm.nvdimm else None
@@ -273,6 +274,7 @@ def run_workload(plan: SandboxPlan, config: ContainerConfig, container_id: str, 
             if daemon:
                 report.console_tail += [f"virtiofsd: {line}" for line in daemon.splitlines()]
         report.timings = {**sandbox.timings, **report.timings}
+        report.agent = {"version": sandbox.agent_version} if sandbox.agent_version else {}
         sandbox.close()
     report.ok = report.failure is None and not report.timed_out
     if interrupt is not None:
