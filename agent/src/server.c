@@ -179,8 +179,10 @@ static void conn_queue_response(struct conn *c, uint32_t stream_id, int32_t code
 	ttrpc_header_encode(head, &h);
 	pb_writer_init(&w, head + TTRPC_HEADER_LEN, sizeof(head) - TTRPC_HEADER_LEN);
 	/* Status is always present (like containerd's server), empty for OK. */
-	pb_put_bytes(&w, 1, st.buf, st.len);
+	pb_put_key(&w, 1, PB_WT_LEN);
+	pb_put_varint(&w, st.len);
 	conn_append_out(c, head, TTRPC_HEADER_LEN + w.len);
+	conn_append_out(c, st.buf, st.len);
 	if (payload_len) {
 		pb_writer_init(&w, head, sizeof(head));
 		pb_put_key(&w, 2, PB_WT_LEN);
