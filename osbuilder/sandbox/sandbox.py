@@ -105,8 +105,9 @@ def shared_storage(kind: str) -> agent_pb2.Storage:
 
 
 def loopback() -> types_pb2.Interface:
+    """The guest's loopback interface, up with its address; MTU 0 leaves the kernel's own."""
     address = types_pb2.IPAddress(family=types_pb2.v4, address="127.0.0.1", mask="8")
-    return types_pb2.Interface(device="lo", name="lo", IPAddresses=[address], mtu=65536)
+    return types_pb2.Interface(device="lo", name="lo", IPAddresses=[address], mtu=0)
 
 
 class Sandbox:

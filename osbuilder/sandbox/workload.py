@@ -22,7 +22,7 @@ from typing import IO, Any
 from osbuilder.boot.guest import GuestFailed
 from osbuilder.errors import BuildError, OsbuilderError
 from osbuilder.sandbox.ocispec import ContainerConfig
-from osbuilder.sandbox.sandbox import CALL_TIMEOUT, Sandbox, SandboxPlan
+from osbuilder.sandbox.sandbox import CALL_TIMEOUT, AgentCallError, Sandbox, SandboxPlan
 from osbuilder.ttrpc.client import FOREVER, Code, TtrpcError, TtrpcStatusError
 
 log = logging.getLogger(__name__)
@@ -269,10 +269,13 @@ def run_workload(plan: SandboxPlan, config: ContainerConfig, container_id: str, 
     finally:
         if report.failure is not None:
             report.error = report.failure.message()
-            report.console_tail = sandbox.console_tail()
-            daemon = sandbox.virtiofsd_output()
-            if daemon:
-                report.console_tail += [f"virtiofsd: {line}" for line in daemon.splitlines()]
+            # An answer of the agent speaks for itself; anything else is explained by the guest's
+            # console and the daemon's output.
+            if not (isinstance(report.failure, AgentCallError) and report.failure.code is not None):
+                report.console_tail = sandbox.console_tail()
+                daemon = sandbox.virtiofsd_output()
+                if daemon:
+                    report.console_tail += [f"virtiofsd: {line}" for line in daemon.splitlines()]
         report.timings = {**sandbox.timings, **report.timings}
         report.agent = {"version": sandbox.agent_version} if sandbox.agent_version else {}
         sandbox.close()
