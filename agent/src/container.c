@@ -128,7 +128,20 @@ static void answer_sync_call(struct process *p, const struct status *st)
 	if (!p->has_sync_call)
 		return;
 	p->has_sync_call = false;
-	server_reply(&p->sync_call, st, NULL, 0);
+	if (st && st->code != CODE_OK) {
+		struct status named = *st;
+		status_prefix(&named, p->sync_call_name);
+		server_reply(&p->sync_call, &named, NULL, 0);
+		return;
+	}
+	server_reply(&p->sync_call, NULL, NULL, 0);
+}
+
+static void await_child(struct process *p, const struct call_ref *ref, const char *call)
+{
+	p->has_sync_call = true; /* answered by process_sync_ready / process_sync_done */
+	p->sync_call = *ref;
+	p->sync_call_name = call;
 }
 
 /* ------------------------------------------------------------------ taking a container down */
@@ -171,7 +184,7 @@ static void container_free(struct container *c)
 		free(c->cgroup);
 	}
 	if (c->has_remove_call)
-		reply_empty(&c->remove_call);
+		server_reply(&c->remove_call, &c->remove_status, NULL, 0);
 	arena_free(&c->arena);
 	free(c);
 }
@@ -190,6 +203,7 @@ static void begin_remove(struct container *c, const struct call_ref *ref, uint32
 	if (ref) {
 		c->has_remove_call = true;
 		c->remove_call = *ref;
+		c->remove_status.code = CODE_OK;
 		c->remove_deadline = timeout_s ? now_ms() + (uint64_t)timeout_s * 1000 : 0;
 	}
 	kill_container(c);
@@ -258,15 +272,30 @@ void process_sync_ready(struct process *p)
 	answer_sync_call(p, NULL);
 }
 
+/* CreateContainer failed: the answer goes out once nothing of the container is left (so that the
+ * same id can be used right away). */
+static void fail_create(struct container *c, const struct call_ref *ref, const struct status *err)
+{
+	c->has_remove_call = true;
+	c->remove_call = *ref;
+	c->remove_status = *err;
+	status_prefix(&c->remove_status, "CreateContainer");
+	c->remove_deadline = 0;
+	begin_remove(c, NULL, 0);
+}
+
 void process_sync_done(struct process *p, const struct status *err)
 {
 	struct container *c = p->ctr;
 
+	if (err && c->state == CS_CREATING && !c->removing && p->has_sync_call) {
+		p->has_sync_call = false;
+		fail_create(c, &p->sync_call, err);
+		return;
+	}
 	if (!err && p == c->procs && c->state == CS_CREATED)
 		c->state = CS_RUNNING;
 	answer_sync_call(p, err);
-	if (err && c->state == CS_CREATING && !c->removing)
-		begin_remove(c, NULL, 0); /* CreateContainer failed: nothing of it stays */
 }
 
 static uint64_t remove_deadlines(uint64_t now)
@@ -362,12 +391,10 @@ void container_create(const struct call_ref *ref, const uint8_t *payload, size_t
 	containers = c;
 	struct spawn_args args = {c->spec, p->spec, c->cgroup, 0};
 	if (spawn_process(p, &args, &st) < 0) {
-		reply_error(ref, &st, "CreateContainer");
-		begin_remove(c, NULL, 0);
+		fail_create(c, ref, &st);
 		return;
 	}
-	p->has_sync_call = true; /* answered when the process is ready (or failed) */
-	p->sync_call = *ref;
+	await_child(p, ref, "CreateContainer");
 	return;
 error:
 	if (c) {
@@ -390,7 +417,7 @@ void container_start(const struct call_ref *ref, const uint8_t *payload, size_t 
 	struct ids_request r;
 	struct container *c;
 
-	if (decode_ids_request(&d, payload, len, F3_NONE, false, &r) < 0 ||
+	if (decode_ids_request(&d, payload, len, IDS_CONTAINER, false, &r) < 0 ||
 	    !(c = lookup_container(r.container_id, &st)))
 		goto error;
 	struct process *p = c->procs;
@@ -406,8 +433,7 @@ void container_start(const struct call_ref *ref, const uint8_t *payload, size_t 
 	} else if (spawn_start(p) < 0) {
 		fail(&st, CODE_INTERNAL, "container_id \"%s\": cannot signal its process: %s", c->id, strerror(errno));
 	} else {
-		p->has_sync_call = true; /* answered once the exec happened (or failed) */
-		p->sync_call = *ref;
+		await_child(p, ref, "StartContainer");
 		arena_free(&a);
 		return;
 	}
@@ -471,8 +497,7 @@ void container_exec(const struct call_ref *ref, const uint8_t *payload, size_t l
 		reply_error(ref, &st, "ExecProcess");
 		return;
 	}
-	p->has_sync_call = true;
-	p->sync_call = *ref;
+	await_child(p, ref, "ExecProcess");
 	return;
 error:
 	reply_error(ref, &st, "ExecProcess");
@@ -487,7 +512,7 @@ void container_wait(const struct call_ref *ref, const uint8_t *payload, size_t l
 	struct ids_request r;
 	struct process *p;
 
-	if (decode_ids_request(&d, payload, len, F3_NONE, true, &r) < 0 ||
+	if (decode_ids_request(&d, payload, len, IDS_PROCESS, true, &r) < 0 ||
 	    !(p = process_lookup(r.container_id, r.exec_id, &st))) {
 		reply_error(ref, &st, "WaitProcess");
 	} else if (p->exited) {
@@ -518,7 +543,7 @@ void container_signal(const struct call_ref *ref, const uint8_t *payload, size_t
 	struct ids_request r;
 	struct container *c;
 
-	if (decode_ids_request(&d, payload, len, F3_UINT32, false, &r) < 0 ||
+	if (decode_ids_request(&d, payload, len, IDS_PROCESS_VALUE, false, &r) < 0 ||
 	    !(c = lookup_container(r.container_id, &st)))
 		goto error;
 	if (r.value >= 65) {
@@ -559,7 +584,7 @@ void container_remove(const struct call_ref *ref, const uint8_t *payload, size_t
 	struct ids_request r;
 	struct container *c;
 
-	if (decode_ids_request(&d, payload, len, F3_UINT32, false, &r) < 0 ||
+	if (decode_ids_request(&d, payload, len, IDS_CONTAINER_VALUE, false, &r) < 0 ||
 	    !(c = lookup_container(r.container_id, &st))) {
 		reply_error(ref, &st, "RemoveContainer");
 	} else if (c->has_remove_call) {

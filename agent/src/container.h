@@ -73,6 +73,7 @@ struct process {
 	enum sync_state sync;
 	bool has_sync_call;     /* CreateContainer / StartContainer / ExecProcess waiting for the child */
 	struct call_ref sync_call;
+	const char *sync_call_name;
 
 	struct pending *waiters; /* WaitProcess */
 
@@ -91,8 +92,9 @@ struct container {
 	struct storage_set storages;
 
 	bool removing;          /* being killed and taken down */
-	bool has_remove_call;
+	bool has_remove_call;   /* RemoveContainer, or a CreateContainer that failed: answered when gone */
 	struct call_ref remove_call;
+	struct status remove_status; /* the answer (OK for RemoveContainer) */
 	uint64_t remove_deadline; /* 0: none */
 };
 

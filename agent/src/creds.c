@@ -28,17 +28,9 @@ static int split_fields(char *line, char **field, int max)
 	return n;
 }
 
-static bool list_has(char *list, const char *name)
-{
-	for (char *save = NULL, *t = strtok_r(list, ",", &save); t; t = strtok_r(NULL, ",", &save))
-		if (strcmp(t, name) == 0)
-			return true;
-	return false;
-}
-
 int creds_resolve(const struct oci_process *p, struct creds *c, struct status *st)
 {
-	char line[4096], name[256] = "";
+	char line[4096];
 	char *f[7];
 
 	memset(c, 0, sizeof(*c));
@@ -48,32 +40,19 @@ int creds_resolve(const struct oci_process *p, struct creds *c, struct status *s
 	FILE *pw = fopen("/etc/passwd", "re");
 	if (pw) {
 		while (fgets(line, sizeof(line), pw)) {
-			if (split_fields(line, f, 7) < 7 || strtoul(f[2], NULL, 10) != p->uid || !*f[2])
+			if (split_fields(line, f, 7) < 7 || !*f[2] || strtoul(f[2], NULL, 10) != p->uid)
 				continue;
-			snprintf(name, sizeof(name), "%s", f[0]);
 			if (*f[5])
 				snprintf(c->home, sizeof(c->home), "%s", f[5]);
 			break;
 		}
 		fclose(pw);
 	}
-	FILE *gr = *name ? fopen("/etc/group", "re") : NULL;
-	if (gr) {
-		while (fgets(line, sizeof(line), gr)) {
-			if (split_fields(line, f, 4) < 4 || !*f[2] || !list_has(f[3], name))
-				continue;
-			if (c->ngroups == CREDS_MAX_GROUPS)
-				break;
-			c->groups[c->ngroups++] = (gid_t)strtoul(f[2], NULL, 10);
-		}
-		fclose(gr);
-	}
-	for (size_t i = 0; i < p->nadditional_gids; i++) {
-		if (c->ngroups == CREDS_MAX_GROUPS)
-			return fail(st, CODE_INVALID_ARGUMENT, "User.AdditionalGids: more than %d groups",
-				    CREDS_MAX_GROUPS);
+	/* runc with a spec's numeric uid:gid takes the supplementary groups from the spec only */
+	if (p->nadditional_gids > CREDS_MAX_GROUPS)
+		return fail(st, CODE_INVALID_ARGUMENT, "User.AdditionalGids: more than %d groups", CREDS_MAX_GROUPS);
+	for (size_t i = 0; i < p->nadditional_gids; i++)
 		c->groups[c->ngroups++] = p->additional_gids[i];
-	}
 	return 0;
 }
 

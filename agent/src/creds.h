@@ -1,5 +1,5 @@
-/* Who the container's process runs as, the way runc decides it: the user from the spec, its home and
- * supplementary groups from the container's /etc/passwd and /etc/group, rlimits, capabilities and
+/* Who the container's process runs as, the way runc decides it: the user and supplementary groups
+ * from the spec, the home directory from the container's /etc/passwd, rlimits, capabilities and
  * no_new_privs. Runs in the container's setup process, inside its root. */
 #ifndef OSB_CREDS_H
 #define OSB_CREDS_H
@@ -21,7 +21,7 @@ struct creds {
 	char home[PATH_MAX]; /* "/" unless /etc/passwd says otherwise */
 };
 
-/* Reads /etc/passwd and /etc/group of the current root. */
+/* Reads /etc/passwd of the current root (HOME). */
 int creds_resolve(const struct oci_process *p, struct creds *c, struct status *st);
 /* oom_score_adj, rlimits, bounding set, groups and ids, capabilities, no_new_privs. */
 int creds_apply(const struct oci_process *p, const struct creds *c, struct status *st);

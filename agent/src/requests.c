@@ -6,11 +6,13 @@
 #include "container.h"
 #include "ttrpc.h"
 
-int decode_ids_request(struct pbdec *d, const uint8_t *payload, size_t len, enum field3 f3, bool need_exec,
-		       struct ids_request *r)
+int decode_ids_request(struct pbdec *d, const uint8_t *payload, size_t len, enum ids_layout layout,
+		       bool need_exec, struct ids_request *r)
 {
 	struct pb_reader rd;
 	uint32_t field, wt;
+	bool has_exec = layout >= IDS_PROCESS;
+	uint32_t value_field = layout == IDS_CONTAINER_VALUE ? 2 : layout >= IDS_PROCESS_VALUE ? 3 : 0;
 
 	memset(r, 0, sizeof(*r));
 	pb_reader_init(&rd, payload, len);
@@ -20,12 +22,12 @@ int decode_ids_request(struct pbdec *d, const uint8_t *payload, size_t len, enum
 		int rc;
 		if (field == 1)
 			rc = pbd_string(d, &rd, wt, "container_id", &r->container_id);
-		else if (field == 2)
+		else if (field == 2 && has_exec)
 			rc = pbd_string(d, &rd, wt, "exec_id", &r->exec_id);
-		else if (field == 3 && f3 == F3_UINT32)
-			rc = pbd_uint32(d, &rd, wt, "request field 3", &r->value);
-		else if (field == 3 && f3 == F3_BYTES)
+		else if (field == value_field && layout == IDS_PROCESS_DATA)
 			rc = pbd_bytes(d, &rd, wt, "data", &r->data, &r->data_len);
+		else if (field == value_field)
+			rc = pbd_uint32(d, &rd, wt, layout == IDS_CONTAINER_VALUE ? "timeout" : "request field 3", &r->value);
 		else
 			rc = pbd_skip(d, &rd, wt, "request");
 		if (rc < 0)
@@ -37,7 +39,7 @@ int decode_ids_request(struct pbdec *d, const uint8_t *payload, size_t len, enum
 		r->exec_id = "";
 	if (validate_id("container_id", r->container_id, d->st) < 0)
 		return -1;
-	if ((need_exec || *r->exec_id) && validate_id("exec_id", r->exec_id, d->st) < 0)
+	if (has_exec && (need_exec || *r->exec_id) && validate_id("exec_id", r->exec_id, d->st) < 0)
 		return -1;
 	return 0;
 }

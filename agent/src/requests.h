@@ -10,11 +10,13 @@
 #include "pbdec.h"
 #include "storage.h"
 
-/* The requests made of container_id=1, exec_id=2 and an optional field 3. */
-enum field3 {
-	F3_NONE,   /* StartContainer, WaitProcess, CloseStdin */
-	F3_UINT32, /* RemoveContainer.timeout, SignalProcess.signal, ReadStream.len */
-	F3_BYTES,  /* WriteStream.data */
+/* The requests made of container_id=1 and maybe exec_id=2 and one value. */
+enum ids_layout {
+	IDS_CONTAINER,       /* StartContainer { container_id=1 } */
+	IDS_CONTAINER_VALUE, /* RemoveContainer { container_id=1, timeout=2 uint32 } */
+	IDS_PROCESS,         /* WaitProcess, CloseStdin { container_id=1, exec_id=2 } */
+	IDS_PROCESS_VALUE,   /* SignalProcess.signal, ReadStream.len { ..., 3 uint32 } */
+	IDS_PROCESS_DATA,    /* WriteStream { ..., data=3 bytes } */
 };
 
 struct ids_request {
@@ -24,9 +26,9 @@ struct ids_request {
 	size_t data_len;
 };
 
-/* need_exec: exec_id must be a valid id (else it may be empty). */
-int decode_ids_request(struct pbdec *d, const uint8_t *payload, size_t len, enum field3 f3, bool need_exec,
-		       struct ids_request *r);
+/* need_exec: exec_id must be a valid id (else it may also be empty). */
+int decode_ids_request(struct pbdec *d, const uint8_t *payload, size_t len, enum ids_layout layout,
+		       bool need_exec, struct ids_request *r);
 
 struct create_request {
 	char *container_id, *exec_id;

@@ -115,7 +115,7 @@ void stdio_read(const struct call_ref *ref, const uint8_t *payload, size_t len, 
 	struct ids_request r;
 	struct process *p;
 
-	if (decode_ids_request(&d, payload, len, F3_UINT32, true, &r) < 0 ||
+	if (decode_ids_request(&d, payload, len, IDS_PROCESS_VALUE, true, &r) < 0 ||
 	    !(p = process_lookup(r.container_id, r.exec_id, &st))) {
 		goto error;
 	}
@@ -219,7 +219,7 @@ static void queue_stdin(const struct call_ref *ref, const uint8_t *payload, size
 	struct process *p;
 	const char *call = close_op ? "CloseStdin" : "WriteStdin";
 
-	if (decode_ids_request(&d, payload, len, close_op ? F3_NONE : F3_BYTES, true, &r) < 0 ||
+	if (decode_ids_request(&d, payload, len, close_op ? IDS_PROCESS : IDS_PROCESS_DATA, true, &r) < 0 ||
 	    !(p = process_lookup(r.container_id, r.exec_id, &st)))
 		goto error;
 	if (p->stdin_closed) {
