@@ -189,17 +189,16 @@ BUSYBOX = Path("/bin/busybox")
 # The agent changes the hostname, mounts storages and configures interfaces: on this host it runs in
 # its own mount, UTS and network namespaces. Inside, "/" is made read-only so that nothing a test (or
 # the fuzzer) sends can create files on the host outside the test's directory, which stays writable.
-NAMESPACE_SCRIPT = ('mount -o remount,bind,ro / && mount --bind "$0" "$0" && mount -o remount,bind,rw "$0" '
-                    '&& exec "$@"')
+NAMESPACE_SCRIPT = 'mount -o remount,bind,ro / && mount --bind "$0" "$0" && mount -o remount,bind,rw "$0"'
 
 
 def namespaced_prefix(writable: Path, *, mount_cgroup2: Path | None = None) -> list[str]:
     """unshare(1) prefix for start_agent; mount_cgroup2: a private cgroup2 mount for --cgroup-root."""
     script = NAMESPACE_SCRIPT
     if mount_cgroup2 is not None:
-        script = f"mount -t cgroup2 none {mount_cgroup2} && " + script
-    return ["unshare", "--mount", "--uts", "--net", "--propagation", "private", "sh", "-c", script,
-            str(writable)]
+        script += f" && mount -t cgroup2 none {mount_cgroup2}"
+    return ["unshare", "--mount", "--uts", "--net", "--propagation", "private", "sh", "-c",
+            script + ' && exec "$@"', str(writable)]
 
 
 def namespaces_usable() -> str | None:
