@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, BuiltRootfs, run_cli
 from tests.helpers.assets import BootAssets
 from tests.helpers.containers import (  # noqa: F401  (fixtures)
     EXAMPLE,
@@ -85,6 +85,17 @@ def test_the_example_runs_on_every_kind_of_asset(kind: str, assets: BootAssets, 
         assert report["kind"] == "initrd" and report["dax"] is None
     else:
         assert report["root"]["device"] == "/dev/pmem0p1" and report["dax"] is True
+
+
+def test_the_example_in_an_ubuntu_noble_root(assets: BootAssets, noble_rootfs: BuiltRootfs, run_dir: Path) -> None:
+    """The architecture's example as the issue states it, until `build-rootfs --container` gives a
+    plain noble root: the noble tree the systemd image is made of serves as the container's root."""
+    code, report = _run_json(run_dir, "--kernel", assets.kernel, "--image", assets.agent_image, "--rootfs",
+                             noble_rootfs.path, "--", *EXAMPLE)
+    _assert_complete(report)
+    assert code == 0
+    assert report["stdout"] == "hello from the container\n" + (noble_rootfs.path / "etc/os-release").read_text()
+    assert 'VERSION_CODENAME=noble' in report["stdout"]
 
 
 def test_the_example_runs_over_9p(assets: BootAssets, container_rootfs: Path, run_dir: Path) -> None:
