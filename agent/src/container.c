@@ -22,6 +22,8 @@
 
 static struct container *containers;
 
+static void report_lost(struct process *p);
+
 static const char *state_name(enum container_state s)
 {
 	return s == CS_CREATING ? "being created" : s == CS_CREATED ? "created" : s == CS_RUNNING ? "running"
@@ -257,6 +259,10 @@ static void child_exited(pid_t pid, int wstatus)
 			stdio_process_exited(p);
 			if (p == c->procs && c->state != CS_CREATING)
 				c->state = CS_STOPPED;
+			if (p->sync_lost) {
+				report_lost(p); /* may take the container down: nothing after this */
+				return;
+			}
 			check_removed(c);
 			return;
 		}
@@ -270,6 +276,27 @@ void process_sync_ready(struct process *p)
 	if (c->state == CS_CREATING && !c->removing)
 		c->state = CS_CREATED;
 	answer_sync_call(p, NULL);
+}
+
+static void report_lost(struct process *p)
+{
+	struct status st;
+
+	p->sync_lost = false;
+	if (p->exit_status > 128)
+		fail(&st, CODE_INTERNAL, "the container's setup process was killed by signal %d before it was ready",
+		     p->exit_status - 128);
+	else
+		fail(&st, CODE_INTERNAL, "the container's setup process exited with status %d before it was ready",
+		     p->exit_status);
+	process_sync_done(p, &st);
+}
+
+void process_sync_lost(struct process *p)
+{
+	p->sync_lost = true;
+	if (p->exited)
+		report_lost(p);
 }
 
 /* CreateContainer failed: the answer goes out once nothing of the container is left (so that the
@@ -431,7 +458,11 @@ void container_start(const struct call_ref *ref, const uint8_t *payload, size_t 
 	} else if (p->sync != SYNC_CREATED) {
 		fail(&st, CODE_FAILED_PRECONDITION, "container_id \"%s\": already being started", c->id);
 	} else if (spawn_start(p) < 0) {
-		fail(&st, CODE_INTERNAL, "container_id \"%s\": cannot signal its process: %s", c->id, strerror(errno));
+		if (errno == EPIPE || errno == ECONNRESET)
+			fail(&st, CODE_FAILED_PRECONDITION, "container_id \"%s\": its process died before the start", c->id);
+		else
+			fail(&st, CODE_INTERNAL, "container_id \"%s\": cannot signal its process: %s", c->id,
+			     strerror(errno));
 	} else {
 		await_child(p, ref, "StartContainer");
 		arena_free(&a);

@@ -74,6 +74,7 @@ struct process {
 	bool has_sync_call;     /* CreateContainer / StartContainer / ExecProcess waiting for the child */
 	struct call_ref sync_call;
 	const char *sync_call_name;
+	bool sync_lost;         /* the setup process died silently: its exit status explains it */
 
 	struct pending *waiters; /* WaitProcess */
 
@@ -120,8 +121,10 @@ bool containers_empty(void);
 /* The table (for the stream timers). */
 struct container *containers_list(void);
 
-/* From spawn.c: the child reported "ready", or the handshake ended (err NULL: the exec succeeded). */
+/* From spawn.c: the child reported "ready", or the handshake ended (err NULL: the exec succeeded), or
+ * the child died during its setup without a word (reported once its exit status is known). */
 void process_sync_ready(struct process *p);
 void process_sync_done(struct process *p, const struct status *err);
+void process_sync_lost(struct process *p);
 
 #endif

@@ -215,7 +215,7 @@ void network_update_interface(const struct call_ref *ref, const uint8_t *payload
 		if (rc < 0)
 			goto error;
 	}
-	if (mtu > 65535) {
+	if (mtu > UINT32_MAX) {
 		fail(&st, CODE_INVALID_ARGUMENT, "interface.mtu: %llu is too large", (unsigned long long)mtu);
 		goto error;
 	}

@@ -78,8 +78,12 @@ static void sync_event(void *ctx, short revents)
 				sync_finish(p, NULL);
 				return;
 			}
-			fail(&st, CODE_INTERNAL, "the container's setup process died before it was %s",
-			     p->sync == SYNC_SETUP ? "ready" : "started");
+			if (p->sync == SYNC_SETUP) { /* why it died comes with its exit status */
+				spawn_abandon(p);
+				process_sync_lost(p);
+				return;
+			}
+			fail(&st, CODE_INTERNAL, "the container's process died before it was started");
 			sync_finish(p, &st);
 			return;
 		}
