@@ -21,8 +21,9 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.integration
 
-PROBE = ("hostname; echo $$; ls /dev; grep -E '^(Cap|NoNewPrivs|Groups)' /proc/self/status; id; "
-         "echo HOME=$HOME; ulimit -n; pwd; env | sort; echo ---; cat /proc/self/mountinfo")
+PROBE = ("hostname; echo $$; ls -l /dev; grep -E '^(Cap|NoNewPrivs|Groups)' /proc/self/status; id; "
+         "echo HOME=$HOME; ulimit -n; cat /proc/self/oom_score_adj; pwd; env | sort; echo ---; "
+         "cat /proc/self/mountinfo")
 
 
 def mounts(mountinfo: str) -> list[tuple[str, str, str]]:
@@ -68,6 +69,7 @@ def user_spec(spec: dict[str, Any], tmp_path: Path) -> None:
     spec["process"]["user"] = {"uid": 1000, "gid": 1000, "additionalGids": [7, 50]}
     spec["process"]["rlimits"] = [{"type": "RLIMIT_NOFILE", "hard": 512, "soft": 256}]
     spec["process"]["cwd"] = "/home/tester"
+    spec["process"]["oomScoreAdj"] = 100
 
 
 def mounts_spec(spec: dict[str, Any], tmp_path: Path) -> None:
@@ -85,6 +87,9 @@ def mounts_spec(spec: dict[str, Any], tmp_path: Path) -> None:
     spec["linux"]["maskedPaths"].append("/etc/group")
     spec["linux"]["readonlyPaths"].append("/etc")
     spec["linux"]["sysctl"] = {"kernel.domainname": "osb.example"}
+    spec["linux"]["devices"] = [{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229, "fileMode": 0o640,
+                                 "uid": 0, "gid": 5}]
+    spec["linux"]["rootfsPropagation"] = "rslave"
 
 
 VARIANTS: dict[str, Callable[[dict[str, Any], Path], None]] = {
