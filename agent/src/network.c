@@ -281,6 +281,44 @@ error:
 
 /* ------------------------------------------------------------------ UpdateRoutes */
 
+/* UpdateRoutesRequest and AddARPNeighborsRequest both wrap a list: {1: List {1: repeated item}}.
+ * Calls fn for each item ("<list>[i]"); list and list_len: the wrapped list as it came. */
+typedef int (*item_fn)(struct pbdec *d, const char *field, const uint8_t *data, size_t len, void *ctx);
+
+static int for_each_item(struct pbdec *d, const uint8_t *payload, size_t len, const char *request,
+			 const char *list_name, const char *item_name, item_fn fn, void *ctx, const uint8_t **list,
+			 size_t *list_len)
+{
+	struct pb_reader r, lr;
+	uint32_t f, wt;
+	const uint8_t *p;
+	size_t n, count = 0;
+	char field[FIELD_MAX];
+
+	*list = NULL;
+	*list_len = 0;
+	pb_reader_init(&r, payload, len);
+	while (!pb_at_end(&r)) {
+		if (pbd_key(d, &r, request, &f, &wt) < 0 ||
+		    (f == 1 ? pbd_bytes(d, &r, wt, list_name, list, list_len) : pbd_skip(d, &r, wt, request)) < 0)
+			return -1;
+	}
+	pb_reader_init(&lr, *list ? *list : payload, *list_len);
+	while (!pb_at_end(&lr)) {
+		if (pbd_key(d, &lr, list_name, &f, &wt) < 0)
+			return -1;
+		if (f != 1) {
+			if (pbd_skip(d, &lr, wt, list_name) < 0)
+				return -1;
+			continue;
+		}
+		fmt(field, sizeof(field), "%s.%s[%zu]", list_name, item_name, count++);
+		if (pbd_bytes(d, &lr, wt, field, &p, &n) < 0 || fn(d, field, p, n, ctx) < 0)
+			return -1;
+	}
+	return 0;
+}
+
 struct route {
 	char *dest, *gateway, *device, *source;
 	uint32_t scope;
@@ -355,53 +393,41 @@ static int add_route(const struct route *rt, const char *field, struct status *s
 	return 0;
 }
 
+struct route_list {
+	struct route *items;
+	size_t n, cap;
+};
+
+static int collect_route(struct pbdec *d, const char *field, const uint8_t *data, size_t len, void *ctx)
+{
+	struct route_list *l = ctx;
+
+	if (arena_reserve(d->arena, (void **)&l->items, &l->cap, l->n + 1, sizeof(*l->items)) < 0)
+		return pbd_nomem(d, field);
+	return decode_route(d, field, data, len, &l->items[l->n++]);
+}
+
 void network_update_routes(const struct call_ref *ref, const uint8_t *payload, size_t len)
 {
 	struct arena a = {0};
 	struct status st = {0};
 	struct pbdec d = {&a, &st};
-	struct pb_reader r, rr;
-	uint32_t f, wt;
-	const uint8_t *routes = NULL, *p;
-	size_t routes_len = 0, n, count = 0, cap = 0;
-	struct route *list = NULL;
+	struct route_list l = {0};
+	const uint8_t *routes;
+	size_t routes_len;
 	char field[FIELD_MAX];
 
-	pb_reader_init(&r, payload, len);
-	while (!pb_at_end(&r)) {
-		if (pbd_key(&d, &r, "UpdateRoutesRequest", &f, &wt) < 0 ||
-		    (f == 1 ? pbd_bytes(&d, &r, wt, "routes", &routes, &routes_len)
-			    : pbd_skip(&d, &r, wt, "UpdateRoutesRequest")) < 0)
-			goto error;
-	}
-	pb_reader_init(&rr, routes ? routes : payload, routes_len);
-	while (!pb_at_end(&rr)) {
-		if (pbd_key(&d, &rr, "routes", &f, &wt) < 0)
-			goto error;
-		if (f != 1) {
-			if (pbd_skip(&d, &rr, wt, "routes") < 0)
-				goto error;
-			continue;
-		}
-		snprintf(field, sizeof(field), "routes.Routes[%zu]", count);
-		if (pbd_bytes(&d, &rr, wt, field, &p, &n) < 0)
-			goto error;
-		if (arena_reserve(&a, (void **)&list, &cap, count + 1, sizeof(*list)) < 0) {
-			pbd_nomem(&d, field);
-			goto error;
-		}
-		if (decode_route(&d, field, p, n, &list[count]) < 0)
-			goto error;
-		count++;
-	}
+	if (for_each_item(&d, payload, len, "UpdateRoutesRequest", "routes", "Routes", collect_route, &l, &routes,
+			  &routes_len) < 0)
+		goto error;
 	/* routes to a link first: a gateway must be reachable before a route through it is added */
 	for (int pass = 0; pass < 2; pass++) {
-		for (size_t i = 0; i < count; i++) {
-			bool has_gw = list[i].gateway && *list[i].gateway;
+		for (size_t i = 0; i < l.n; i++) {
+			bool has_gw = l.items[i].gateway && *l.items[i].gateway;
 			if (has_gw != (pass == 1))
 				continue;
-			snprintf(field, sizeof(field), "routes.Routes[%zu]", i);
-			if (add_route(&list[i], field, &st) < 0)
+			fmt(field, sizeof(field), "routes.Routes[%zu]", i);
+			if (add_route(&l.items[i], field, &st) < 0)
 				goto error;
 		}
 	}
@@ -416,7 +442,7 @@ error:
 
 /* ------------------------------------------------------------------ AddARPNeighbors */
 
-static int add_neighbor(struct pbdec *d, const char *field, const uint8_t *data, size_t len)
+static int add_neighbor(struct pbdec *d, const char *field, const uint8_t *data, size_t len, void *ctx)
 {
 	struct pb_reader r;
 	uint32_t f, wt;
@@ -427,6 +453,7 @@ static int add_neighbor(struct pbdec *d, const char *field, const uint8_t *data,
 	struct ip ip;
 	uint8_t mac[6];
 
+	(void)ctx;
 	pb_reader_init(&r, data, len);
 	while (!pb_at_end(&r)) {
 		if (pbd_key(d, &r, field, &f, &wt) < 0)
@@ -467,37 +494,15 @@ void network_add_arp_neighbors(const struct call_ref *ref, const uint8_t *payloa
 	struct arena a = {0};
 	struct status st = {0};
 	struct pbdec d = {&a, &st};
-	struct pb_reader r, nr;
-	uint32_t f, wt;
-	const uint8_t *neighbors = NULL, *p;
-	size_t nlen = 0, n, count = 0;
-	char field[FIELD_MAX];
+	const uint8_t *neighbors;
+	size_t neighbors_len;
 
-	pb_reader_init(&r, payload, len);
-	while (!pb_at_end(&r)) {
-		if (pbd_key(&d, &r, "AddARPNeighborsRequest", &f, &wt) < 0 ||
-		    (f == 1 ? pbd_bytes(&d, &r, wt, "neighbors", &neighbors, &nlen)
-			    : pbd_skip(&d, &r, wt, "AddARPNeighborsRequest")) < 0)
-			goto error;
+	if (for_each_item(&d, payload, len, "AddARPNeighborsRequest", "neighbors", "ARPNeighbors", add_neighbor, NULL,
+			  &neighbors, &neighbors_len) < 0) {
+		status_prefix(&st, "AddARPNeighbors");
+		server_reply(ref, &st, NULL, 0);
+	} else {
+		server_reply(ref, NULL, NULL, 0);
 	}
-	pb_reader_init(&nr, neighbors ? neighbors : payload, nlen);
-	while (!pb_at_end(&nr)) {
-		if (pbd_key(&d, &nr, "neighbors", &f, &wt) < 0)
-			goto error;
-		if (f != 1) {
-			if (pbd_skip(&d, &nr, wt, "neighbors") < 0)
-				goto error;
-			continue;
-		}
-		snprintf(field, sizeof(field), "neighbors.ARPNeighbors[%zu]", count++);
-		if (pbd_bytes(&d, &nr, wt, field, &p, &n) < 0 || add_neighbor(&d, field, p, n) < 0)
-			goto error;
-	}
-	server_reply(ref, NULL, NULL, 0);
-	arena_free(&a);
-	return;
-error:
-	status_prefix(&st, "AddARPNeighbors");
-	server_reply(ref, &st, NULL, 0);
 	arena_free(&a);
 }

@@ -177,6 +177,8 @@ static int validate_process(struct pbdec *d, const char *prefix, const struct oc
 int oci_decode_process(struct pbdec *d, const char *prefix, const uint8_t *data, size_t len,
 		       struct oci_process *p)
 {
+	static const char *const FIELDS[] = {[1] = "Terminal", [4] = "Args", [5] = "Env", [6] = "Cwd",
+					     [9] = "NoNewPrivileges", [11] = "OOMScoreAdj"};
 	struct pb_reader r, sub;
 	uint32_t field, wt;
 	char name[FIELD_MAX];
@@ -186,25 +188,25 @@ int oci_decode_process(struct pbdec *d, const char *prefix, const uint8_t *data,
 	while (!pb_at_end(&r)) {
 		if (pbd_key(d, &r, prefix, &field, &wt) < 0)
 			return -1;
+		if (field < sizeof(FIELDS) / sizeof(FIELDS[0]) && FIELDS[field])
+			fmt(name, sizeof(name), "%s.%s", prefix, FIELDS[field]);
+		else
+			fmt(name, sizeof(name), "%s", prefix);
 		int rc;
 		switch (field) {
 		case 1:
-			snprintf(name, sizeof(name), "%s.Terminal", prefix);
 			rc = pbd_bool(d, &r, wt, name, &p->terminal);
 			break;
 		case 3:
 			rc = sub_reader(d, &r, wt, prefix, &sub) < 0 ? -1 : decode_user(d, prefix, &sub, p);
 			break;
 		case 4:
-			snprintf(name, sizeof(name), "%s.Args", prefix);
 			rc = pbd_strv(d, &r, wt, name, &p->args);
 			break;
 		case 5:
-			snprintf(name, sizeof(name), "%s.Env", prefix);
 			rc = pbd_strv(d, &r, wt, name, &p->env);
 			break;
 		case 6:
-			snprintf(name, sizeof(name), "%s.Cwd", prefix);
 			rc = pbd_string(d, &r, wt, name, &p->cwd);
 			break;
 		case 7:
@@ -215,11 +217,9 @@ int oci_decode_process(struct pbdec *d, const char *prefix, const uint8_t *data,
 			rc = sub_reader(d, &r, wt, prefix, &sub) < 0 ? -1 : decode_rlimit(d, prefix, &sub, p);
 			break;
 		case 9:
-			snprintf(name, sizeof(name), "%s.NoNewPrivileges", prefix);
 			rc = pbd_bool(d, &r, wt, name, &p->no_new_privileges);
 			break;
 		case 11:
-			snprintf(name, sizeof(name), "%s.OOMScoreAdj", prefix);
 			rc = pbd_int64(d, &r, wt, name, &p->oom_score_adj);
 			if (rc == 0 && (p->oom_score_adj < -1000 || p->oom_score_adj > 1000))
 				rc = invalid(d, "%s: outside -1000..1000%s", name, "");

@@ -44,6 +44,14 @@ int decode_ids_request(struct pbdec *d, const uint8_t *payload, size_t len, enum
 	return 0;
 }
 
+static int validate_ids(struct pbdec *d, const char *container_id, const char *exec_id)
+{
+	if (validate_id("container_id", container_id ? container_id : "", d->st) < 0 ||
+	    validate_id("exec_id", exec_id ? exec_id : "", d->st) < 0)
+		return -1;
+	return 0;
+}
+
 int decode_create_request(struct pbdec *d, const uint8_t *payload, size_t len, struct create_request *r)
 {
 	struct pb_reader rd;
@@ -88,8 +96,7 @@ int decode_create_request(struct pbdec *d, const uint8_t *payload, size_t len, s
 		if (rc < 0)
 			return -1;
 	}
-	if (validate_id("container_id", r->container_id ? r->container_id : "", d->st) < 0 ||
-	    validate_id("exec_id", r->exec_id ? r->exec_id : "", d->st) < 0)
+	if (validate_ids(d, r->container_id, r->exec_id) < 0)
 		return -1;
 	if (!r->has_spec)
 		return fail(d->st, CODE_INVALID_ARGUMENT, "OCI: missing; CreateContainer needs the container's spec");
@@ -126,8 +133,7 @@ int decode_exec_request(struct pbdec *d, const uint8_t *payload, size_t len, str
 		if (rc < 0)
 			return -1;
 	}
-	if (validate_id("container_id", r->container_id ? r->container_id : "", d->st) < 0 ||
-	    validate_id("exec_id", r->exec_id ? r->exec_id : "", d->st) < 0)
+	if (validate_ids(d, r->container_id, r->exec_id) < 0)
 		return -1;
 	if (!r->has_process)
 		return fail(d->st, CODE_INVALID_ARGUMENT, "process: missing; ExecProcess needs the process to run");

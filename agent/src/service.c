@@ -82,17 +82,25 @@ static void reply_writer(const struct call_ref *ref, struct pb_writer *w)
 	server_reply(ref, NULL, w->buf, w->len);
 }
 
+/* Both health calls take a CheckRequest; false (and the error answered) when it is malformed. */
+static bool check_request_ok(const struct call_ref *ref, const uint8_t *payload, size_t len)
+{
+	struct status st;
+
+	if (decode_check_request(payload, len) == 0)
+		return true;
+	fail(&st, CODE_INVALID_ARGUMENT, "malformed CheckRequest");
+	server_reply(ref, &st, NULL, 0);
+	return false;
+}
+
 static void health_check(const struct call_ref *ref, const uint8_t *payload, size_t len)
 {
 	uint8_t buf[16];
 	struct pb_writer w;
-	struct status st;
 
-	if (decode_check_request(payload, len) < 0) {
-		fail(&st, CODE_INVALID_ARGUMENT, "malformed CheckRequest");
-		server_reply(ref, &st, NULL, 0);
+	if (!check_request_ok(ref, payload, len))
 		return;
-	}
 	/* HealthCheckResponse { ServingStatus status = 1; }  SERVING = 1 */
 	pb_writer_init(&w, buf, sizeof(buf));
 	pb_put_int32(&w, 1, 1);
@@ -103,13 +111,9 @@ static void health_version(const struct call_ref *ref, const uint8_t *payload, s
 {
 	uint8_t buf[256];
 	struct pb_writer w;
-	struct status st;
 
-	if (decode_check_request(payload, len) < 0) {
-		fail(&st, CODE_INVALID_ARGUMENT, "malformed CheckRequest");
-		server_reply(ref, &st, NULL, 0);
+	if (!check_request_ok(ref, payload, len))
 		return;
-	}
 	/* VersionCheckResponse { string grpc_version = 1; string agent_version = 2; } */
 	pb_writer_init(&w, buf, sizeof(buf));
 	pb_put_string(&w, 1, API_VERSION);

@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include "loop.h"
@@ -77,6 +78,9 @@ static void serve_reads(struct stream *s)
 			continue;
 		}
 		size_t want = r->len > STREAM_READ_MAX ? STREAM_READ_MAX : r->len;
+		int queued = 0;
+		if (ioctl(s->fd, FIONREAD, &queued) == 0 && queued > 0 && (size_t)queued < want)
+			want = (size_t)queued; /* no bigger buffer than what is there */
 		uint8_t *buf = malloc(HEADROOM + want);
 		if (!buf)
 			return; /* try again on the next event */

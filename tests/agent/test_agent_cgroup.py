@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -86,7 +86,7 @@ def test_container_runs_in_its_own_group(cgroup_agent: tuple[AgentProcess, Path,
 
 def test_systemd_style_cgroups_path(cgroup_agent: tuple[AgentProcess, Path, str], busybox_root: Path,
                                     workloads: type[Workloads]) -> None:
-    agent, host, parent = cgroup_agent
+    agent, _, parent = cgroup_agent
     spec = workloads.spec(busybox_root, ["sh", "-c", "grep ^0:: /proc/self/cgroup"])
     spec.Linux.CgroupsPath = f"{parent}:osb:c3"  # slice:prefix:name
     with agent.connect() as c:
@@ -99,10 +99,8 @@ def test_remove_kills_every_process_of_the_group(cgroup_agent: tuple[AgentProces
                                                  busybox_root: Path, workloads: type[Workloads]) -> None:
     """Without a pid namespace, killing the container's process leaves its children: the group does not."""
     agent, host, parent = cgroup_agent
-    spec = workloads.spec(busybox_root, ["sh", "-c", "sleep 1000 & sleep 1000 & echo started; wait"])
-    for ns in list(spec.Linux.Namespaces):
-        if ns.Type == "pid":
-            spec.Linux.Namespaces.remove(ns)
+    spec = without_pid_namespace(workloads.spec(busybox_root, ["sh", "-c",
+                                                                "sleep 1000 & sleep 1000 & echo started; wait"]))
     spec.Linux.CgroupsPath = f"/{parent}/c2"
     with agent.connect() as c:
         c.create_sandbox(hostname="cg", sandbox_id="cg")
@@ -116,6 +114,13 @@ def test_remove_kills_every_process_of_the_group(cgroup_agent: tuple[AgentProces
     while any(Path(f"/proc/{p}").exists() for p in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(alive(p) for p in pids)
+
+
+def without_pid_namespace(spec: Any) -> Any:
+    for ns in list(spec.Linux.Namespaces):
+        if ns.Type == "pid":
+            spec.Linux.Namespaces.remove(ns)
+    return spec
 
 
 def alive(pid: int) -> bool:
@@ -159,10 +164,8 @@ def test_limits_are_written_or_refused_by_controller(cgroup_agent: tuple[AgentPr
 def test_signal_to_every_process_goes_through_the_group(cgroup_agent: tuple[AgentProcess, Path, str],
                                                          busybox_root: Path, workloads: type[Workloads]) -> None:
     agent, host, parent = cgroup_agent
-    spec = workloads.spec(busybox_root, ["sh", "-c", "sleep 1000 & echo started; wait; echo waited"])
-    for ns in list(spec.Linux.Namespaces):
-        if ns.Type == "pid":
-            spec.Linux.Namespaces.remove(ns)
+    spec = without_pid_namespace(workloads.spec(busybox_root, ["sh", "-c",
+                                                                "sleep 1000 & echo started; wait; echo waited"]))
     spec.Linux.CgroupsPath = f"/{parent}/s"
     client: TtrpcClient
     with agent.connect() as client:

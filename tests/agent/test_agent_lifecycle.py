@@ -109,7 +109,7 @@ def test_exec_runs_in_the_container(client: TtrpcClient, busybox_root: Path, wor
     process = oci_pb2.Process(Args=["sh", "-c", "echo $$ $(cat /dev/shm/init-pid) $(hostname); exit 7"],
                               Env=["PATH=/bin"], Cwd="/")
     client.exec_process(container_id="e", exec_id="x1", process=process)
-    out, err, threads = workload_streams(client, "e", "x1")
+    out, err, threads = workloads.drain(client, "e", "x1")
     assert client.wait_process("e", "x1", timeout=30) == 7
     for t in threads:
         t.join(30)
@@ -123,22 +123,6 @@ def test_exec_runs_in_the_container(client: TtrpcClient, busybox_root: Path, wor
     client.close_stdin("e", "e")
     assert client.wait_process("e", "e", timeout=30) == 0
     client.remove_container("e")
-
-
-def workload_streams(client: TtrpcClient, cid: str, eid: str) -> tuple[list[bytes], list[bytes],
-                                                                     list[threading.Thread]]:
-    out: list[bytes] = []
-    err: list[bytes] = []
-
-    def pump(read: Any, into: list[bytes]) -> None:
-        while chunk := read(cid, eid):
-            into.append(chunk)
-
-    threads = [threading.Thread(target=pump, args=(client.read_stdout, out), daemon=True),
-               threading.Thread(target=pump, args=(client.read_stderr, err), daemon=True)]
-    for t in threads:
-        t.start()
-    return out, err, threads
 
 
 def test_two_containers_one_after_the_other(client: TtrpcClient, busybox_root: Path,
