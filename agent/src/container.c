@@ -191,6 +191,14 @@ static void container_free(struct container *c)
 	free(c);
 }
 
+static bool container_listed(const struct container *c)
+{
+	for (const struct container *x = containers; x; x = x->next)
+		if (x == c)
+			return true;
+	return false;
+}
+
 /* A container being removed is finished once all its processes have been reaped. */
 static void check_removed(struct container *c)
 {
@@ -260,8 +268,9 @@ static void child_exited(pid_t pid, int wstatus)
 			if (p == c->procs && c->state != CS_CREATING)
 				c->state = CS_STOPPED;
 			if (p->sync_lost) {
-				report_lost(p); /* may take the container down: nothing after this */
-				return;
+				report_lost(p); /* a failed create may take the container down */
+				if (!container_listed(c))
+					return;
 			}
 			check_removed(c);
 			return;
@@ -523,8 +532,10 @@ void container_exec(const struct call_ref *ref, const uint8_t *payload, size_t l
 	init->next = p;
 	struct spawn_args args = {c->spec, p->spec, c->cgroup, init->pid};
 	if (spawn_process(p, &args, &st) < 0) {
-		if (p->pid <= 0)
-			p->exited = true; /* never ran: the id is free again */
+		if (p->pid <= 0) { /* never ran: forget it */
+			init->next = p->next;
+			process_free(p);
+		}
 		reply_error(ref, &st, "ExecProcess");
 		return;
 	}

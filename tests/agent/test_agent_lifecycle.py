@@ -532,3 +532,36 @@ def test_user_groups_home_and_capabilities(client: TtrpcClient, busybox_root: Pa
     assert status["NoNewPrivs"] == "1"
     # runc takes a numeric uid:gid's supplementary groups from the spec only (not /etc/group)
     assert status["Groups"].split() == ["7"]
+
+
+def test_remove_while_the_container_is_being_created(client: TtrpcClient, busybox_root: Path,
+                                                     workloads: type[Workloads]) -> None:
+    """RemoveContainer arriving while CreateContainer's setup runs: both calls are answered."""
+    spec = workloads.spec(busybox_root, ["true"])
+    for i in range(3000):  # a setup that takes a while: many mounts
+        spec.Mounts.add(destination=f"/dev/m{i}", type="tmpfs", source="tmpfs", options=["size=4k"])
+    t0 = time.monotonic()
+    client.create_container(container_id="slow", exec_id="slow", spec=spec)
+    setup = time.monotonic() - t0
+    client.remove_container("slow")
+    outcome: list[BaseException | None] = []
+
+    def create() -> None:
+        try:
+            client.create_container(container_id="slow", exec_id="slow", spec=spec)
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    t = threading.Thread(target=create)
+    t.start()
+    time.sleep(setup / 4)
+    client.remove_container("slow", timeout_seconds=10)  # killed while being set up
+    t.join(30)
+    assert len(outcome) == 1
+    err = outcome[0]
+    if err is not None:  # the usual case: the setup was killed; else the remove came after it was done
+        assert isinstance(err, TtrpcStatusError) and err.code in (Code.INTERNAL, Code.NOT_FOUND), err
+        assert err.message.startswith("CreateContainer: ")
+    assert status_error(client.start_container, "slow").code == Code.NOT_FOUND
+    assert workloads.run(client, "slow", workloads.spec(busybox_root, ["true"])).status == 0
