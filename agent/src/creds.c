@@ -30,7 +30,8 @@ static int split_fields(char *line, char **field, int max)
 
 int creds_resolve(const struct oci_process *p, struct creds *c, struct status *st)
 {
-	char line[4096];
+	char *line = NULL;
+	size_t cap = 0;
 	char *f[7];
 
 	memset(c, 0, sizeof(*c));
@@ -39,13 +40,14 @@ int creds_resolve(const struct oci_process *p, struct creds *c, struct status *s
 	strcpy(c->home, "/");
 	FILE *pw = fopen("/etc/passwd", "re");
 	if (pw) {
-		while (fgets(line, sizeof(line), pw)) {
+		while (getline(&line, &cap, pw) > 0) {
 			if (split_fields(line, f, 7) < 7 || !*f[2] || strtoul(f[2], NULL, 10) != p->uid)
 				continue;
 			if (*f[5])
 				snprintf(c->home, sizeof(c->home), "%s", f[5]);
 			break;
 		}
+		free(line);
 		fclose(pw);
 	}
 	/* runc with a spec's numeric uid:gid takes the supplementary groups from the spec only */
