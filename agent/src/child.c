@@ -232,7 +232,7 @@ _Noreturn void child_main(const struct child_ctx *c)
 	arrange_fds(c);
 	sync = SYNC_FD;
 	for (int fd = 0; fd < 3; fd++) /* the process may reopen its pipes through /proc/self/fd (runc does this) */
-		fchown(fd, p->uid, p->gid);
+		fchown(fd, p->user.uid, p->user.gid);
 	if (c->is_init && build_environment(c, &st) < 0)
 		die(sync, &st);
 	if (creds_resolve(p, &cr, &st) < 0 || creds_apply(p, &cr, &st) < 0) {

@@ -35,13 +35,13 @@ int creds_resolve(const struct oci_process *p, struct creds *c, struct status *s
 	char *f[7];
 
 	memset(c, 0, sizeof(*c));
-	c->uid = p->uid;
-	c->gid = p->gid;
+	c->uid = p->user.uid;
+	c->gid = p->user.gid;
 	strcpy(c->home, "/");
 	FILE *pw = fopen("/etc/passwd", "re");
 	if (pw) {
 		while (getline(&line, &cap, pw) > 0) {
-			if (split_fields(line, f, 7) < 7 || !*f[2] || strtoul(f[2], NULL, 10) != p->uid)
+			if (split_fields(line, f, 7) < 7 || !*f[2] || strtoul(f[2], NULL, 10) != p->user.uid)
 				continue;
 			if (*f[5])
 				snprintf(c->home, sizeof(c->home), "%s", f[5]);
@@ -51,10 +51,10 @@ int creds_resolve(const struct oci_process *p, struct creds *c, struct status *s
 		fclose(pw);
 	}
 	/* runc with a spec's numeric uid:gid takes the supplementary groups from the spec only */
-	if (p->nadditional_gids > CREDS_MAX_GROUPS)
+	if (p->user.additional_gids.n > CREDS_MAX_GROUPS)
 		return fail(st, CODE_INVALID_ARGUMENT, "User.AdditionalGids: more than %d groups", CREDS_MAX_GROUPS);
-	for (size_t i = 0; i < p->nadditional_gids; i++)
-		c->groups[c->ngroups++] = p->additional_gids[i];
+	for (size_t i = 0; i < p->user.additional_gids.n; i++)
+		c->groups[c->ngroups++] = p->user.additional_gids.items[i];
 	return 0;
 }
 

@@ -112,35 +112,35 @@ static int link_set(unsigned index, uint32_t flags, uint32_t change, const char 
 
 /* ------------------------------------------------------------------ UpdateInterface */
 
+struct ipaddress_fields {
+	uint32_t family; /* the address says it */
+	char *address, *mask;
+};
+
+static const struct pbd_field IPADDRESS_FIELDS[] = {
+	PBD_FIELD(1, PBD_UINT32, struct ipaddress_fields, family, "family"),
+	PBD_FIELD(2, PBD_STRING, struct ipaddress_fields, address, "address"),
+	PBD_FIELD(3, PBD_STRING, struct ipaddress_fields, mask, "mask"),
+};
+
 static int decode_ipaddress(struct pbdec *d, const char *field, const uint8_t *data, size_t len, struct ip *ip)
 {
-	struct pb_reader r;
-	uint32_t f, wt, family = 0;
-	char *address = NULL, *mask = NULL;
+	struct ipaddress_fields f = {0};
 
-	pb_reader_init(&r, data, len);
-	while (!pb_at_end(&r)) {
-		if (pbd_key(d, &r, field, &f, &wt) < 0)
-			return -1;
-		int rc = f == 1 ? pbd_uint32(d, &r, wt, field, &family)
-		       : f == 2 ? pbd_string(d, &r, wt, field, &address)
-		       : f == 3 ? pbd_string(d, &r, wt, field, &mask) : pbd_skip(d, &r, wt, field);
-		if (rc < 0)
-			return -1;
-	}
-	if (!address || parse_ip(address, ip) < 0 || ip->prefix >= 0)
+	if (pbd_message(d, data, len, field, IPADDRESS_FIELDS, PBD_COUNT(IPADDRESS_FIELDS), &f, NULL, NULL) < 0)
+		return -1;
+	if (!f.address || parse_ip(f.address, ip) < 0 || ip->prefix >= 0)
 		return fail(d->st, CODE_INVALID_ARGUMENT, "%s.address: \"%s\" is not an IP address", field,
-			    address ? address : "");
-	if (mask && *mask) {
+			    f.address ? f.address : "");
+	if (f.mask && *f.mask) {
 		char *end;
-		long v = strtol(mask, &end, 10);
+		long v = strtol(f.mask, &end, 10);
 		if (*end || v < 0 || v > (long)ip->len * 8)
-			return fail(d->st, CODE_INVALID_ARGUMENT, "%s.mask: \"%s\" is not a prefix length", field, mask);
+			return fail(d->st, CODE_INVALID_ARGUMENT, "%s.mask: \"%s\" is not a prefix length", field, f.mask);
 		ip->prefix = (int)v;
 	} else {
 		ip->prefix = (int)ip->len * 8;
 	}
-	(void)family; /* the address says it */
 	return 0;
 }
 
@@ -155,66 +155,70 @@ static int add_address(unsigned index, const struct ip *ip)
 	return nl_transact(&r);
 }
 
+struct interface_fields {
+	char *device, *name, *hwaddr;
+	uint64_t mtu;
+	struct ip addrs[16];
+	size_t naddrs;
+};
+
+static const struct pbd_field INTERFACE_FIELDS[] = {
+	PBD_FIELD(1, PBD_STRING, struct interface_fields, device, "device"),
+	PBD_FIELD(2, PBD_STRING, struct interface_fields, name, "name"),
+	PBD_FIELD(4, PBD_UINT64, struct interface_fields, mtu, "mtu"),
+	PBD_FIELD(5, PBD_STRING, struct interface_fields, hwaddr, "hwAddr"),
+};
+
+struct update_interface {
+	struct pbd_bytes interface;
+};
+
+static const struct pbd_field UPDATE_INTERFACE_FIELDS[] = {
+	PBD_FIELD(1, PBD_BYTES, struct update_interface, interface, "interface"),
+};
+
+/* IPAddresses=3 (devicePath, type, raw_flags: not used) */
+static int interface_nested(struct pbdec *d, struct pb_reader *r, uint32_t number, uint32_t wt, void *ctx)
+{
+	struct interface_fields *f = ctx;
+	const uint8_t *p;
+	size_t n;
+	char field[FIELD_MAX];
+
+	if (number != 3)
+		return 1;
+	fmt(field, sizeof(field), "interface.IPAddresses[%zu]", f->naddrs);
+	if (f->naddrs == sizeof(f->addrs) / sizeof(f->addrs[0]))
+		return fail(d->st, CODE_INVALID_ARGUMENT, "interface.IPAddresses: more than 16 addresses");
+	if (pbd_bytes(d, r, wt, field, &p, &n) < 0)
+		return -1;
+	return decode_ipaddress(d, field, p, n, &f->addrs[f->naddrs++]);
+}
+
 void network_update_interface(const struct call_ref *ref, const uint8_t *payload, size_t len)
 {
 	struct arena a = {0};
 	struct status st = {0};
 	struct pbdec d = {&a, &st};
-	struct pb_reader r, ir;
-	uint32_t f, wt;
-	const uint8_t *iface = NULL, *p;
-	size_t iface_len = 0, n;
-	char *device = NULL, *name = NULL, *hwaddr = NULL, field[FIELD_MAX], current[IF_NAMESIZE + 1] = "";
-	uint64_t mtu = 0;
-	struct ip addrs[16];
-	size_t naddrs = 0;
+	struct update_interface req = {0};
+	struct pbd_bytes *iface = &req.interface;
+	struct interface_fields f;
+	char field[FIELD_MAX], current[IF_NAMESIZE + 1] = "";
 	unsigned index = 0;
 
-	pb_reader_init(&r, payload, len);
-	while (!pb_at_end(&r)) {
-		if (pbd_key(&d, &r, "UpdateInterfaceRequest", &f, &wt) < 0)
-			goto error;
-		int rc = f == 1 ? pbd_bytes(&d, &r, wt, "interface", &iface, &iface_len)
-				: pbd_skip(&d, &r, wt, "UpdateInterfaceRequest");
-		if (rc < 0)
-			goto error;
-	}
-	if (!iface) {
+	memset(&f, 0, sizeof(f));
+	if (pbd_message(&d, payload, len, "UpdateInterfaceRequest", UPDATE_INTERFACE_FIELDS,
+			PBD_COUNT(UPDATE_INTERFACE_FIELDS), &req, NULL, NULL) < 0)
+		goto error;
+	if (!iface->present) {
 		fail(&st, CODE_INVALID_ARGUMENT, "interface: missing");
 		goto error;
 	}
-	pb_reader_init(&ir, iface, iface_len);
-	while (!pb_at_end(&ir)) {
-		if (pbd_key(&d, &ir, "interface", &f, &wt) < 0)
-			goto error;
-		int rc;
-		switch (f) {
-		case 1:
-			rc = pbd_string(&d, &ir, wt, "interface.device", &device);
-			break;
-		case 2:
-			rc = pbd_string(&d, &ir, wt, "interface.name", &name);
-			break;
-		case 3:
-			snprintf(field, sizeof(field), "interface.IPAddresses[%zu]", naddrs);
-			if (naddrs == sizeof(addrs) / sizeof(addrs[0]))
-				rc = fail(&st, CODE_INVALID_ARGUMENT, "interface.IPAddresses: more than 16 addresses");
-			else
-				rc = pbd_bytes(&d, &ir, wt, field, &p, &n) < 0 ? -1
-				     : decode_ipaddress(&d, field, p, n, &addrs[naddrs++]);
-			break;
-		case 4:
-			rc = pbd_uint64(&d, &ir, wt, "interface.mtu", &mtu);
-			break;
-		case 5:
-			rc = pbd_string(&d, &ir, wt, "interface.hwAddr", &hwaddr);
-			break;
-		default:
-			rc = pbd_skip(&d, &ir, wt, "interface");
-		}
-		if (rc < 0)
-			goto error;
-	}
+	if (pbd_message(&d, iface->data, iface->len, "interface", INTERFACE_FIELDS, PBD_COUNT(INTERFACE_FIELDS), &f,
+			interface_nested, &f) < 0)
+		goto error;
+	char *device = f.device, *name = f.name, *hwaddr = f.hwaddr;
+	uint64_t mtu = f.mtu;
 	if (mtu > UINT32_MAX) {
 		fail(&st, CODE_INVALID_ARGUMENT, "interface.mtu: %llu is too large", (unsigned long long)mtu);
 		goto error;
@@ -259,8 +263,8 @@ void network_update_interface(const struct call_ref *ref, const uint8_t *payload
 		netlink_error(&st, "interface.mtu", "setting the MTU");
 		goto error;
 	}
-	for (size_t i = 0; i < naddrs; i++) {
-		if (add_address(index, &addrs[i]) < 0) {
+	for (size_t i = 0; i < f.naddrs; i++) {
+		if (add_address(index, &f.addrs[i]) < 0) {
 			snprintf(field, sizeof(field), "interface.IPAddresses[%zu]", i);
 			netlink_error(&st, field, "adding the address");
 			goto error;
@@ -270,7 +274,7 @@ void network_update_interface(const struct call_ref *ref, const uint8_t *payload
 		netlink_error(&st, "interface", "bringing the interface up");
 		goto error;
 	}
-	server_reply(ref, NULL, iface, iface_len); /* types.Interface: as applied */
+	server_reply(ref, NULL, iface->data, iface->len); /* types.Interface: as applied */
 	arena_free(&a);
 	return;
 error:
@@ -324,26 +328,13 @@ struct route {
 	uint32_t scope;
 };
 
-static int decode_route(struct pbdec *d, const char *field, const uint8_t *data, size_t len, struct route *rt)
-{
-	struct pb_reader r;
-	uint32_t f, wt;
-
-	memset(rt, 0, sizeof(*rt));
-	pb_reader_init(&r, data, len);
-	while (!pb_at_end(&r)) {
-		if (pbd_key(d, &r, field, &f, &wt) < 0)
-			return -1;
-		int rc = f == 1 ? pbd_string(d, &r, wt, field, &rt->dest)
-		       : f == 2 ? pbd_string(d, &r, wt, field, &rt->gateway)
-		       : f == 3 ? pbd_string(d, &r, wt, field, &rt->device)
-		       : f == 4 ? pbd_string(d, &r, wt, field, &rt->source)
-		       : f == 5 ? pbd_uint32(d, &r, wt, field, &rt->scope) : pbd_skip(d, &r, wt, field);
-		if (rc < 0)
-			return -1;
-	}
-	return 0;
-}
+static const struct pbd_field ROUTE_FIELDS[] = {
+	PBD_FIELD(1, PBD_STRING, struct route, dest, "dest"),
+	PBD_FIELD(2, PBD_STRING, struct route, gateway, "gateway"),
+	PBD_FIELD(3, PBD_STRING, struct route, device, "device"),
+	PBD_FIELD(4, PBD_STRING, struct route, source, "source"),
+	PBD_FIELD(5, PBD_UINT32, struct route, scope, "scope"),
+};
 
 static int add_route(const struct route *rt, const char *field, struct status *st)
 {
@@ -404,7 +395,8 @@ static int collect_route(struct pbdec *d, const char *field, const uint8_t *data
 
 	if (arena_reserve(d->arena, (void **)&l->items, &l->cap, l->n + 1, sizeof(*l->items)) < 0)
 		return pbd_nomem(d, field);
-	return decode_route(d, field, data, len, &l->items[l->n++]);
+	memset(&l->items[l->n], 0, sizeof(*l->items));
+	return pbd_message(d, data, len, field, ROUTE_FIELDS, PBD_COUNT(ROUTE_FIELDS), &l->items[l->n++], NULL, NULL);
 }
 
 void network_update_routes(const struct call_ref *ref, const uint8_t *payload, size_t len)
@@ -442,30 +434,35 @@ error:
 
 /* ------------------------------------------------------------------ AddARPNeighbors */
 
+struct neighbor_fields {
+	struct pbd_bytes ip;
+	char *device, *lladdr;
+	int32_t state, flags;
+};
+
+static const struct pbd_field NEIGHBOR_FIELDS[] = {
+	PBD_FIELD(1, PBD_BYTES, struct neighbor_fields, ip, "toIPAddress"),
+	PBD_FIELD(2, PBD_STRING, struct neighbor_fields, device, "device"),
+	PBD_FIELD(3, PBD_STRING, struct neighbor_fields, lladdr, "lladdr"),
+	PBD_FIELD(4, PBD_INT32, struct neighbor_fields, state, "state"),
+	PBD_FIELD(5, PBD_INT32, struct neighbor_fields, flags, "flags"),
+};
+
 static int add_neighbor(struct pbdec *d, const char *field, const uint8_t *data, size_t len, void *ctx)
 {
-	struct pb_reader r;
-	uint32_t f, wt;
-	const uint8_t *ipmsg = NULL;
-	size_t iplen = 0;
-	char *device = NULL, *lladdr = NULL, ipfield[FIELD_MAX];
-	int32_t state = 0, flags = 0;
+	struct neighbor_fields f;
+	char ipfield[FIELD_MAX];
 	struct ip ip;
 	uint8_t mac[6];
 
 	(void)ctx;
-	pb_reader_init(&r, data, len);
-	while (!pb_at_end(&r)) {
-		if (pbd_key(d, &r, field, &f, &wt) < 0)
-			return -1;
-		int rc = f == 1 ? pbd_bytes(d, &r, wt, field, &ipmsg, &iplen)
-		       : f == 2 ? pbd_string(d, &r, wt, field, &device)
-		       : f == 3 ? pbd_string(d, &r, wt, field, &lladdr)
-		       : f == 4 ? pbd_int32(d, &r, wt, field, &state)
-		       : f == 5 ? pbd_int32(d, &r, wt, field, &flags) : pbd_skip(d, &r, wt, field);
-		if (rc < 0)
-			return -1;
-	}
+	memset(&f, 0, sizeof(f));
+	if (pbd_message(d, data, len, field, NEIGHBOR_FIELDS, PBD_COUNT(NEIGHBOR_FIELDS), &f, NULL, NULL) < 0)
+		return -1;
+	const uint8_t *ipmsg = f.ip.present ? f.ip.data : NULL;
+	size_t iplen = f.ip.len;
+	char *device = f.device, *lladdr = f.lladdr;
+	int32_t state = f.state, flags = f.flags;
 	fmt(ipfield, sizeof(ipfield), "%s.toIPAddress", field);
 	if (!ipmsg)
 		return fail(d->st, CODE_INVALID_ARGUMENT, "%s: missing", ipfield);

@@ -24,12 +24,15 @@ struct oci_rlimit {
 	uint64_t soft, hard;
 };
 
+struct oci_user {
+	uint32_t uid, gid;
+	struct u32v additional_gids;
+	char *username;
+};
+
 struct oci_process {
 	bool terminal;
-	uint32_t uid, gid;
-	uint32_t *additional_gids;
-	size_t nadditional_gids, additional_gids_cap;
-	char *username;
+	struct oci_user user;
 	struct strv args, env;
 	char *cwd;
 	bool has_caps;

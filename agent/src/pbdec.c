@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "ttrpc.h"
+#include "util.h"
 
 static int malformed(struct pbdec *d, const char *name)
 {
@@ -148,4 +149,67 @@ bool strv_contains(const struct strv *v, const char *s)
 		if (strcmp(v->v[i], s) == 0)
 			return true;
 	return false;
+}
+
+#define NAME_MAX_LEN 192
+
+static int decode_field(struct pbdec *d, struct pb_reader *r, uint32_t wt, const struct pbd_field *f,
+			const char *name, void *dst)
+{
+	switch (f->kind) {
+	case PBD_STRING:
+		return pbd_string(d, r, wt, name, dst);
+	case PBD_STRV:
+		return pbd_strv(d, r, wt, name, dst);
+	case PBD_BYTES: {
+		struct pbd_bytes *b = dst;
+		b->present = true;
+		return pbd_bytes(d, r, wt, name, &b->data, &b->len);
+	}
+	case PBD_BOOL:
+		return pbd_bool(d, r, wt, name, dst);
+	case PBD_INT32:
+		return pbd_int32(d, r, wt, name, dst);
+	case PBD_UINT32:
+		return pbd_uint32(d, r, wt, name, dst);
+	case PBD_INT64:
+		return pbd_int64(d, r, wt, name, dst);
+	case PBD_UINT64:
+		return pbd_uint64(d, r, wt, name, dst);
+	case PBD_UINT32S: {
+		struct u32v *v = dst;
+		return pbd_uint32s(d, r, wt, name, &v->items, &v->n, &v->cap);
+	}
+	}
+	return pbd_skip(d, r, wt, name);
+}
+
+int pbd_message(struct pbdec *d, const uint8_t *data, size_t len, const char *msg, const struct pbd_field *fields,
+		size_t nfields, void *out, pbd_other_fn other, void *ctx)
+{
+	struct pb_reader r;
+	uint32_t number, wt;
+	char name[NAME_MAX_LEN];
+
+	pb_reader_init(&r, data, len);
+	while (!pb_at_end(&r)) {
+		if (pbd_key(d, &r, msg, &number, &wt) < 0)
+			return -1;
+		const struct pbd_field *f = NULL;
+		for (size_t i = 0; i < nfields && !f; i++)
+			if (fields[i].number == number)
+				f = &fields[i];
+		int rc;
+		if (f) {
+			fmt(name, sizeof(name), "%s.%s", msg, f->name);
+			rc = decode_field(d, &r, wt, f, name, (char *)out + f->offset);
+		} else {
+			rc = other ? other(d, &r, number, wt, ctx) : 1;
+			if (rc > 0)
+				rc = pbd_skip(d, &r, wt, msg);
+		}
+		if (rc < 0)
+			return -1;
+	}
+	return 0;
 }

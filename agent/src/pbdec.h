@@ -43,4 +43,48 @@ int pbd_nomem(struct pbdec *d, const char *name);
 
 bool strv_contains(const struct strv *v, const char *s);
 
+/* ---- table-driven messages ---- */
+
+struct pbd_bytes {
+	const uint8_t *data;
+	size_t len;
+	bool present;
+};
+
+struct u32v {
+	uint32_t *items;
+	size_t n, cap;
+};
+
+enum pbd_kind {
+	PBD_STRING, /* char * (NULL when absent) */
+	PBD_STRV,   /* struct strv */
+	PBD_BYTES,  /* struct pbd_bytes (also: a nested message to decode later) */
+	PBD_BOOL,   /* bool */
+	PBD_INT32,  /* int32_t */
+	PBD_UINT32, /* uint32_t */
+	PBD_INT64,  /* int64_t */
+	PBD_UINT64, /* uint64_t */
+	PBD_UINT32S /* struct u32v (repeated uint32, packed or not) */
+};
+
+struct pbd_field {
+	uint32_t number;
+	enum pbd_kind kind;
+	size_t offset; /* of the member in the output struct */
+	const char *name;
+};
+
+#define PBD_FIELD(number, kind, type, member, name) {number, kind, offsetof(type, member), name}
+
+/* For fields the table does not list: consume the field and return 0, return 1 to have it skipped,
+ * or -1 on an error. */
+typedef int (*pbd_other_fn)(struct pbdec *d, struct pb_reader *r, uint32_t number, uint32_t wt, void *ctx);
+
+/* Decodes data into out by the table; errors name "<msg>.<field>". other may be NULL. */
+int pbd_message(struct pbdec *d, const uint8_t *data, size_t len, const char *msg, const struct pbd_field *fields,
+		size_t nfields, void *out, pbd_other_fn other, void *ctx);
+
+#define PBD_COUNT(table) (sizeof(table) / sizeof((table)[0]))
+
 #endif

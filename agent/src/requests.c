@@ -1,48 +1,45 @@
 #include "requests.h"
 
-#include <stdio.h>
 #include <string.h>
 
 #include "container.h"
 #include "ttrpc.h"
+#include "util.h"
 
-int decode_ids_request(struct pbdec *d, const uint8_t *payload, size_t len, enum ids_layout layout,
-		       bool need_exec, struct ids_request *r)
-{
-	struct pb_reader rd;
-	uint32_t field, wt;
-	bool has_exec = layout >= IDS_PROCESS;
-	uint32_t value_field = layout == IDS_CONTAINER_VALUE ? 2 : layout >= IDS_PROCESS_VALUE ? 3 : 0;
+/* The field tables of the id-based requests, by layout (field 3 differs; RemoveContainer's 2 is a
+ * timeout). */
+static const struct pbd_field CONTAINER_FIELDS[] = {
+	PBD_FIELD(1, PBD_STRING, struct ids_request, container_id, "container_id"),
+};
+static const struct pbd_field CONTAINER_VALUE_FIELDS[] = {
+	PBD_FIELD(1, PBD_STRING, struct ids_request, container_id, "container_id"),
+	PBD_FIELD(2, PBD_UINT32, struct ids_request, value, "timeout"),
+};
+static const struct pbd_field PROCESS_FIELDS[] = {
+	PBD_FIELD(1, PBD_STRING, struct ids_request, container_id, "container_id"),
+	PBD_FIELD(2, PBD_STRING, struct ids_request, exec_id, "exec_id"),
+};
+static const struct pbd_field PROCESS_VALUE_FIELDS[] = {
+	PBD_FIELD(1, PBD_STRING, struct ids_request, container_id, "container_id"),
+	PBD_FIELD(2, PBD_STRING, struct ids_request, exec_id, "exec_id"),
+	PBD_FIELD(3, PBD_UINT32, struct ids_request, value, "value"),
+};
+static const struct pbd_field PROCESS_DATA_FIELDS[] = {
+	PBD_FIELD(1, PBD_STRING, struct ids_request, container_id, "container_id"),
+	PBD_FIELD(2, PBD_STRING, struct ids_request, exec_id, "exec_id"),
+	PBD_FIELD(3, PBD_BYTES, struct ids_request, data, "data"),
+};
 
-	memset(r, 0, sizeof(*r));
-	pb_reader_init(&rd, payload, len);
-	while (!pb_at_end(&rd)) {
-		if (pbd_key(d, &rd, "request", &field, &wt) < 0)
-			return -1;
-		int rc;
-		if (field == 1)
-			rc = pbd_string(d, &rd, wt, "container_id", &r->container_id);
-		else if (field == 2 && has_exec)
-			rc = pbd_string(d, &rd, wt, "exec_id", &r->exec_id);
-		else if (field == value_field && layout == IDS_PROCESS_DATA)
-			rc = pbd_bytes(d, &rd, wt, "data", &r->data, &r->data_len);
-		else if (field == value_field)
-			rc = pbd_uint32(d, &rd, wt, layout == IDS_CONTAINER_VALUE ? "timeout" : "request field 3", &r->value);
-		else
-			rc = pbd_skip(d, &rd, wt, "request");
-		if (rc < 0)
-			return -1;
-	}
-	if (!r->container_id)
-		r->container_id = "";
-	if (!r->exec_id)
-		r->exec_id = "";
-	if (validate_id("container_id", r->container_id, d->st) < 0)
-		return -1;
-	if (has_exec && (need_exec || *r->exec_id) && validate_id("exec_id", r->exec_id, d->st) < 0)
-		return -1;
-	return 0;
-}
+static const struct {
+	const struct pbd_field *fields;
+	size_t n;
+} LAYOUTS[] = {
+	[IDS_CONTAINER] = {CONTAINER_FIELDS, PBD_COUNT(CONTAINER_FIELDS)},
+	[IDS_CONTAINER_VALUE] = {CONTAINER_VALUE_FIELDS, PBD_COUNT(CONTAINER_VALUE_FIELDS)},
+	[IDS_PROCESS] = {PROCESS_FIELDS, PBD_COUNT(PROCESS_FIELDS)},
+	[IDS_PROCESS_VALUE] = {PROCESS_VALUE_FIELDS, PBD_COUNT(PROCESS_VALUE_FIELDS)},
+	[IDS_PROCESS_DATA] = {PROCESS_DATA_FIELDS, PBD_COUNT(PROCESS_DATA_FIELDS)},
+};
 
 static int validate_ids(struct pbdec *d, const char *container_id, const char *exec_id)
 {
@@ -52,51 +49,60 @@ static int validate_ids(struct pbdec *d, const char *container_id, const char *e
 	return 0;
 }
 
-int decode_create_request(struct pbdec *d, const uint8_t *payload, size_t len, struct create_request *r)
+int decode_ids_request(struct pbdec *d, const uint8_t *payload, size_t len, enum ids_layout layout,
+		       bool need_exec, struct ids_request *r)
 {
-	struct pb_reader rd;
-	uint32_t field, wt;
+	memset(r, 0, sizeof(*r));
+	if (pbd_message(d, payload, len, "request", LAYOUTS[layout].fields, LAYOUTS[layout].n, r, NULL, NULL) < 0)
+		return -1;
+	if (!r->container_id)
+		r->container_id = "";
+	if (!r->exec_id)
+		r->exec_id = "";
+	if (validate_id("container_id", r->container_id, d->st) < 0)
+		return -1;
+	if (layout >= IDS_PROCESS && (need_exec || *r->exec_id) && validate_id("exec_id", r->exec_id, d->st) < 0)
+		return -1;
+	return 0;
+}
+
+static const struct pbd_field CREATE_FIELDS[] = {
+	PBD_FIELD(1, PBD_STRING, struct create_request, container_id, "container_id"),
+	PBD_FIELD(2, PBD_STRING, struct create_request, exec_id, "exec_id"),
+	PBD_FIELD(7, PBD_BOOL, struct create_request, sandbox_pidns, "sandbox_pidns"),
+};
+
+/* devices=4, storages=5, OCI=6 (string_user: the spec has the numeric user; shared_mounts and the
+ * stdio ports are not used) */
+static int create_nested(struct pbdec *d, struct pb_reader *rd, uint32_t number, uint32_t wt, void *ctx)
+{
+	struct create_request *r = ctx;
 	const uint8_t *p;
 	size_t n;
 	char name[32];
 
-	memset(r, 0, sizeof(*r));
-	pb_reader_init(&rd, payload, len);
-	while (!pb_at_end(&rd)) {
-		if (pbd_key(d, &rd, "CreateContainerRequest", &field, &wt) < 0)
+	if (number == 4) {
+		if (pbd_bytes(d, rd, wt, "devices", &p, &n) < 0)
 			return -1;
-		int rc;
-		switch (field) {
-		case 1:
-			rc = pbd_string(d, &rd, wt, "container_id", &r->container_id);
-			break;
-		case 2:
-			rc = pbd_string(d, &rd, wt, "exec_id", &r->exec_id);
-			break;
-		case 4:
-			rc = pbd_bytes(d, &rd, wt, "devices", &p, &n);
-			if (rc == 0)
-				rc = fail(d->st, CODE_INVALID_ARGUMENT,
-					  "devices: hotplugged devices are not supported by this agent");
-			break;
-		case 5:
-			snprintf(name, sizeof(name), "storages[%zu]", r->storages.n);
-			rc = pbd_bytes(d, &rd, wt, name, &p, &n) < 0 ? -1 : storage_decode(d, name, p, n, &r->storages);
-			break;
-		case 6:
-			r->has_spec = true;
-			rc = pbd_bytes(d, &rd, wt, "OCI", &p, &n) < 0 ? -1 : oci_decode_spec(d, p, n, &r->spec);
-			break;
-		case 7:
-			rc = pbd_bool(d, &rd, wt, "sandbox_pidns", &r->sandbox_pidns);
-			break;
-		default: /* string_user (the spec has the numeric user), shared_mounts, stdio ports */
-			rc = pbd_skip(d, &rd, wt, "CreateContainerRequest");
-		}
-		if (rc < 0)
-			return -1;
+		return fail(d->st, CODE_INVALID_ARGUMENT, "devices: hotplugged devices are not supported by this agent");
 	}
-	if (validate_ids(d, r->container_id, r->exec_id) < 0)
+	if (number == 5) {
+		fmt(name, sizeof(name), "storages[%zu]", r->storages.n);
+		return pbd_bytes(d, rd, wt, name, &p, &n) < 0 ? -1 : storage_decode(d, name, p, n, &r->storages);
+	}
+	if (number == 6) {
+		r->has_spec = true;
+		return pbd_bytes(d, rd, wt, "OCI", &p, &n) < 0 ? -1 : oci_decode_spec(d, p, n, &r->spec);
+	}
+	return 1;
+}
+
+int decode_create_request(struct pbdec *d, const uint8_t *payload, size_t len, struct create_request *r)
+{
+	memset(r, 0, sizeof(*r));
+	if (pbd_message(d, payload, len, "CreateContainerRequest", CREATE_FIELDS, PBD_COUNT(CREATE_FIELDS), r,
+			create_nested, r) < 0 ||
+	    validate_ids(d, r->container_id, r->exec_id) < 0)
 		return -1;
 	if (!r->has_spec)
 		return fail(d->st, CODE_INVALID_ARGUMENT, "OCI: missing; CreateContainer needs the container's spec");
@@ -106,34 +112,29 @@ int decode_create_request(struct pbdec *d, const uint8_t *payload, size_t len, s
 	return 0;
 }
 
-int decode_exec_request(struct pbdec *d, const uint8_t *payload, size_t len, struct exec_request *r)
+static const struct pbd_field EXEC_FIELDS[] = {
+	PBD_FIELD(1, PBD_STRING, struct exec_request, container_id, "container_id"),
+	PBD_FIELD(2, PBD_STRING, struct exec_request, exec_id, "exec_id"),
+};
+
+static int exec_nested(struct pbdec *d, struct pb_reader *rd, uint32_t number, uint32_t wt, void *ctx)
 {
-	struct pb_reader rd;
-	uint32_t field, wt;
+	struct exec_request *r = ctx;
 	const uint8_t *p;
 	size_t n;
 
+	if (number != 4)
+		return 1;
+	r->has_process = true;
+	return pbd_bytes(d, rd, wt, "process", &p, &n) < 0 ? -1 : oci_decode_process(d, "process", p, n, &r->process);
+}
+
+int decode_exec_request(struct pbdec *d, const uint8_t *payload, size_t len, struct exec_request *r)
+{
 	memset(r, 0, sizeof(*r));
-	pb_reader_init(&rd, payload, len);
-	while (!pb_at_end(&rd)) {
-		if (pbd_key(d, &rd, "ExecProcessRequest", &field, &wt) < 0)
-			return -1;
-		int rc;
-		if (field == 1) {
-			rc = pbd_string(d, &rd, wt, "container_id", &r->container_id);
-		} else if (field == 2) {
-			rc = pbd_string(d, &rd, wt, "exec_id", &r->exec_id);
-		} else if (field == 4) {
-			r->has_process = true;
-			rc = pbd_bytes(d, &rd, wt, "process", &p, &n) < 0
-				     ? -1 : oci_decode_process(d, "process", p, n, &r->process);
-		} else {
-			rc = pbd_skip(d, &rd, wt, "ExecProcessRequest");
-		}
-		if (rc < 0)
-			return -1;
-	}
-	if (validate_ids(d, r->container_id, r->exec_id) < 0)
+	if (pbd_message(d, payload, len, "ExecProcessRequest", EXEC_FIELDS, PBD_COUNT(EXEC_FIELDS), r, exec_nested,
+			r) < 0 ||
+	    validate_ids(d, r->container_id, r->exec_id) < 0)
 		return -1;
 	if (!r->has_process)
 		return fail(d->st, CODE_INVALID_ARGUMENT, "process: missing; ExecProcess needs the process to run");

@@ -22,8 +22,7 @@ enum ids_layout {
 struct ids_request {
 	char *container_id, *exec_id;
 	uint32_t value;
-	const uint8_t *data;
-	size_t data_len;
+	struct pbd_bytes data;
 };
 
 /* need_exec: exec_id must be a valid id (else it may also be empty). */

@@ -31,64 +31,54 @@ bool sandbox_created(void)
 	return SB.created;
 }
 
-static int decode_create(struct pbdec *d, const uint8_t *payload, size_t len, char **hostname, char **id,
-			 struct storage_set *storages)
+struct create_sandbox {
+	char *hostname, *id;
+	struct strv dns; /* the guest's resolv.conf is the image's business */
+	bool sandbox_pidns, guest_userns;
+	struct pbd_bytes kernel_modules;
+	struct storage_set storages;
+};
+
+static const struct pbd_field CREATE_FIELDS[] = {
+	PBD_FIELD(1, PBD_STRING, struct create_sandbox, hostname, "hostname"),
+	PBD_FIELD(2, PBD_STRV, struct create_sandbox, dns, "dns"),
+	PBD_FIELD(4, PBD_BOOL, struct create_sandbox, sandbox_pidns, "sandbox_pidns"),
+	PBD_FIELD(5, PBD_STRING, struct create_sandbox, id, "sandbox_id"),
+	PBD_FIELD(7, PBD_BYTES, struct create_sandbox, kernel_modules, "kernel_modules"),
+	PBD_FIELD(8, PBD_BOOL, struct create_sandbox, guest_userns, "guest_userns"),
+};
+
+/* storages=3 (guest_hook_path=6: there are no guest hooks) */
+static int create_nested(struct pbdec *d, struct pb_reader *r, uint32_t number, uint32_t wt, void *ctx)
 {
-	struct pb_reader r;
-	uint32_t f, wt;
+	struct create_sandbox *c = ctx;
 	const uint8_t *p;
 	size_t n;
 	char field[32];
-	bool flag;
-	struct strv dns = {0};
 
-	pb_reader_init(&r, payload, len);
-	while (!pb_at_end(&r)) {
-		if (pbd_key(d, &r, "CreateSandboxRequest", &f, &wt) < 0)
-			return -1;
-		int rc;
-		switch (f) {
-		case 1:
-			rc = pbd_string(d, &r, wt, "hostname", hostname);
-			break;
-		case 2: /* DNS: the guest's resolv.conf is the image's business */
-			rc = pbd_strv(d, &r, wt, "dns", &dns);
-			break;
-		case 3:
-			snprintf(field, sizeof(field), "storages[%zu]", storages->n);
-			rc = pbd_bytes(d, &r, wt, field, &p, &n) < 0 ? -1 : storage_decode(d, field, p, n, storages);
-			break;
-		case 4:
-			rc = pbd_bool(d, &r, wt, "sandbox_pidns", &flag);
-			if (rc == 0 && flag)
-				rc = fail(d->st, CODE_INVALID_ARGUMENT,
-					  "sandbox_pidns: a pid namespace shared by the sandbox is not supported by this agent");
-			break;
-		case 5:
-			rc = pbd_string(d, &r, wt, "sandbox_id", id);
-			break;
-		case 7:
-			rc = pbd_bytes(d, &r, wt, "kernel_modules", &p, &n);
-			if (rc == 0)
-				rc = fail(d->st, CODE_INVALID_ARGUMENT,
-					  "kernel_modules: loading kernel modules is not supported by this agent");
-			break;
-		case 8:
-			rc = pbd_bool(d, &r, wt, "guest_userns", &flag);
-			if (rc == 0 && flag)
-				rc = fail(d->st, CODE_INVALID_ARGUMENT,
-					  "guest_userns: user namespaces are not supported by this agent");
-			break;
-		default: /* guest_hook_path: there are no guest hooks */
-			rc = pbd_skip(d, &r, wt, "CreateSandboxRequest");
-		}
-		if (rc < 0)
-			return -1;
-	}
-	if (validate_id("sandbox_id", *id ? *id : "", d->st) < 0)
+	if (number != 3)
+		return 1;
+	fmt(field, sizeof(field), "storages[%zu]", c->storages.n);
+	return pbd_bytes(d, r, wt, field, &p, &n) < 0 ? -1 : storage_decode(d, field, p, n, &c->storages);
+}
+
+static int decode_create(struct pbdec *d, const uint8_t *payload, size_t len, struct create_sandbox *c)
+{
+	if (pbd_message(d, payload, len, "CreateSandboxRequest", CREATE_FIELDS, PBD_COUNT(CREATE_FIELDS), c,
+			create_nested, c) < 0)
 		return -1;
-	if (*hostname && strlen(*hostname) > HOSTNAME_MAX)
-		return fail(d->st, CODE_INVALID_ARGUMENT, "hostname: \"%s\" is longer than %d bytes", *hostname,
+	if (c->sandbox_pidns)
+		return fail(d->st, CODE_INVALID_ARGUMENT,
+			    "sandbox_pidns: a pid namespace shared by the sandbox is not supported by this agent");
+	if (c->kernel_modules.present)
+		return fail(d->st, CODE_INVALID_ARGUMENT, "kernel_modules: loading kernel modules is not supported by "
+			    "this agent");
+	if (c->guest_userns)
+		return fail(d->st, CODE_INVALID_ARGUMENT, "guest_userns: user namespaces are not supported by this agent");
+	if (validate_id("sandbox_id", c->id ? c->id : "", d->st) < 0)
+		return -1;
+	if (c->hostname && strlen(c->hostname) > HOSTNAME_MAX)
+		return fail(d->st, CODE_INVALID_ARGUMENT, "hostname: \"%s\" is longer than %d bytes", c->hostname,
 			    HOSTNAME_MAX);
 	return 0;
 }
@@ -98,29 +88,29 @@ void sandbox_create(const struct call_ref *ref, const uint8_t *payload, size_t l
 	struct arena a = {0};
 	struct status st = {0};
 	struct pbdec d = {&a, &st};
-	char *hostname = NULL, *id = NULL;
-	struct storage_set storages = {0};
+	struct create_sandbox c;
 
-	if (decode_create(&d, payload, len, &hostname, &id, &storages) < 0)
+	memset(&c, 0, sizeof(c));
+	if (decode_create(&d, payload, len, &c) < 0)
 		goto error;
 	if (SB.created) {
-		fail(&st, CODE_ALREADY_EXISTS, "sandbox_id \"%s\": the sandbox \"%s\" was created already", id, SB.id);
+		fail(&st, CODE_ALREADY_EXISTS, "sandbox_id \"%s\": the sandbox \"%s\" was created already", c.id, SB.id);
 		goto error;
 	}
 	if (SB.destroying) {
 		fail(&st, CODE_FAILED_PRECONDITION, "the sandbox is being destroyed");
 		goto error;
 	}
-	if (hostname && *hostname && sethostname(hostname, strlen(hostname)) < 0) {
-		fail(&st, CODE_INTERNAL, "hostname \"%s\": sethostname: %s", hostname, strerror(errno));
+	if (c.hostname && *c.hostname && sethostname(c.hostname, strlen(c.hostname)) < 0) {
+		fail(&st, CODE_INTERNAL, "hostname \"%s\": sethostname: %s", c.hostname, strerror(errno));
 		goto error;
 	}
-	if (storage_mount_all(&storages, "storages", &st) < 0)
+	if (storage_mount_all(&c.storages, "storages", &st) < 0)
 		goto error;
 	SB.created = true;
-	snprintf(SB.id, sizeof(SB.id), "%s", id);
+	snprintf(SB.id, sizeof(SB.id), "%s", c.id);
 	SB.arena = a;
-	SB.storages = storages;
+	SB.storages = c.storages;
 	server_reply(ref, NULL, NULL, 0);
 	return;
 error:

@@ -29,39 +29,22 @@ static enum driver_kind driver_kind(const char *driver)
 	return D_UNKNOWN;
 }
 
+static const struct pbd_field STORAGE_FIELDS[] = {
+	PBD_FIELD(1, PBD_STRING, struct storage, driver, "driver"),
+	PBD_FIELD(3, PBD_STRING, struct storage, source, "source"),
+	PBD_FIELD(4, PBD_STRING, struct storage, fstype, "fstype"),
+	PBD_FIELD(5, PBD_STRV, struct storage, options, "options"),
+	PBD_FIELD(6, PBD_STRING, struct storage, mount_point, "mount_point"),
+};
+
 int storage_decode(struct pbdec *d, const char *field, const uint8_t *data, size_t len, struct storage_set *set)
 {
-	struct pb_reader r;
-	uint32_t f, wt;
-	struct storage s = {0};
+	struct storage s;
 
-	pb_reader_init(&r, data, len);
-	while (!pb_at_end(&r)) {
-		if (pbd_key(d, &r, field, &f, &wt) < 0)
-			return -1;
-		int rc;
-		switch (f) {
-		case 1:
-			rc = pbd_string(d, &r, wt, field, &s.driver);
-			break;
-		case 3:
-			rc = pbd_string(d, &r, wt, field, &s.source);
-			break;
-		case 4:
-			rc = pbd_string(d, &r, wt, field, &s.fstype);
-			break;
-		case 5:
-			rc = pbd_strv(d, &r, wt, field, &s.options);
-			break;
-		case 6:
-			rc = pbd_string(d, &r, wt, field, &s.mount_point);
-			break;
-		default: /* driver_options, fs_group, shared */
-			rc = pbd_skip(d, &r, wt, field);
-		}
-		if (rc < 0)
-			return -1;
-	}
+	/* driver_options, fs_group, shared: not used */
+	memset(&s, 0, sizeof(s));
+	if (pbd_message(d, data, len, field, STORAGE_FIELDS, PBD_COUNT(STORAGE_FIELDS), &s, NULL, NULL) < 0)
+		return -1;
 	if (!s.driver)
 		s.driver = "";
 	if (!s.source)

@@ -236,16 +236,16 @@ static void queue_stdin(const struct call_ref *ref, const uint8_t *payload, size
 		goto error;
 	}
 	struct pending *op = calloc(1, sizeof(*op));
-	if (!op || (!close_op && r.data_len && !(op->data = malloc(r.data_len)))) {
+	if (!op || (!close_op && r.data.len && !(op->data = malloc(r.data.len)))) {
 		free(op);
 		fail(&st, CODE_RESOURCE_EXHAUSTED, "out of memory");
 		goto error;
 	}
 	op->ref = *ref;
 	op->close = close_op;
-	if (!close_op && r.data_len)
-		memcpy(op->data, r.data, r.data_len);
-	op->data_len = r.data_len;
+	if (!close_op && r.data.len)
+		memcpy(op->data, r.data.data, r.data.len);
+	op->data_len = r.data.len;
 	if (close_op)
 		p->stdin_closed = true;
 	append(&p->stdin_ops, op);
