@@ -18,10 +18,10 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from osbuilder import runner
 from osbuilder.boot import guest
@@ -42,6 +42,7 @@ from osbuilder.ttrpc.client import Code, TtrpcClient, TtrpcError, TtrpcStatusErr
 from osbuilder.ttrpc.protos import agent_pb2, types_pb2
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SHARED_MOUNT_POINT = "/run/kata-containers/shared/containers/"
 # The runtime's storage options for a 9p share (the agent mounts it with these).
@@ -128,7 +129,6 @@ class Sandbox:
         self._virtiofsd: subprocess.Popen[bytes] | None = None
         self._virtiofsd_log: IO[bytes] | None = None
         self._containers: dict[str, _Container] = {}
-        self._destroyed = False
 
     # ------------------------------------------------------------------ lifetime
 
@@ -182,7 +182,7 @@ class Sandbox:
             hostname=plan.hostname or plan.sandbox_id, sandbox_id=plan.sandbox_id,
             storages=[shared_storage(plan.shared_fs)], timeout=CALL_TIMEOUT))
 
-    def _channel(self, spec: VmSpec) -> Any:
+    def _channel(self, spec: VmSpec) -> Callable[[], TtrpcClient]:
         if spec.transport == "serial":
             path = str(self.namespace.host_path(self.paths.agent_socket))
             return lambda: TtrpcClient.connect_unix(path, timeout=2)
@@ -209,7 +209,8 @@ class Sandbox:
         self._virtiofsd_log.seek(0)
         return runner.output_tail(self._virtiofsd_log.read().decode(errors="replace"))
 
-    def call(self, name: str, function: Any, container_id: str = "") -> Any:
+    def call(self, name: str, function: Callable[[], T], container_id: str = "") -> T:
+        """An agent call; its failure becomes an AgentCallError naming the call (and the container)."""
         try:
             return function()
         except TtrpcError as exc:
@@ -294,7 +295,6 @@ class Sandbox:
         for container_id in list(self._containers):
             self.release(container_id)
         self.call("DestroySandbox", lambda: self.client.destroy_sandbox(timeout=CALL_TIMEOUT))
-        self._destroyed = True
         powered_off = self.vm.wait_exit(POWER_OFF_SECONDS)
         if powered_off is None:
             raise guest.failure(f"the VM did not power off within {POWER_OFF_SECONDS:.0f} s of DestroySandbox",
