@@ -53,10 +53,12 @@ def oci_bundle(work: Path, root: Path) -> Path:
 def runc_once(bundle: Path) -> float:
     name = f"osb-bench-{uuid.uuid4().hex[:8]}"
     started = time.perf_counter()
-    subprocess.run(["runc", "run", "--bundle", str(bundle), name], check=False, capture_output=True,
-                   stdin=subprocess.DEVNULL)
+    result = subprocess.run(["runc", "run", "--bundle", str(bundle), name], capture_output=True,
+                            stdin=subprocess.DEVNULL)
     elapsed = time.perf_counter() - started
     subprocess.run(["runc", "delete", "--force", name], capture_output=True)
+    if not result.stdout.startswith(b"hello from the container"):  # the workload ran (its status may be 1)
+        raise SystemExit(f"runc run failed ({result.returncode}): {result.stderr.decode(errors='replace')}")
     return elapsed
 
 
