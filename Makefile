@@ -64,7 +64,7 @@ PYTEST_FLAGS ?=
 STAMP_DEPS := $(VENV)/.deps-installed
 STAMP_VENV := $(VENV)/.osbuilder-installed
 
-.PHONY: all deps venv test test-unit test-integration test-cross lint format rootfs image initrd kernel agent \
+.PHONY: all deps venv test test-unit test-integration test-cross test-fresh lint format rootfs image initrd kernel agent \
         measured-image bundle bundle-only boot clean distclean
 
 # The default assets, boot-checked: kernel, image (systemd) and initrd (the agent is init).
@@ -106,6 +106,17 @@ test-integration: venv
 
 test-cross: venv
 	$(DEFAULT_EPOCH_UNSET) $(PYTEST) $(PYTEST_FLAGS) -m cross tests
+
+# The whole suite as CI runs it on a fresh machine (as root): first forget what earlier runs left
+# (the test users and their homes, the project's docker images, osbuilder's containers), then test
+# against an empty cache directory (removed afterwards). The kernel is built again: ~30 min on 2 cores.
+test-fresh: venv
+	$(VENV)/bin/python -m tests.helpers.machine_state
+	@cache=$$(mktemp -d /var/tmp/osbuilder-fresh-cache.XXXXXX); trap 'rm -rf "$$cache"' EXIT; \
+	echo "empty cache directory: $$cache"; started=$$(date +%s); status=0; \
+	env -u OSBUILDER_TEST_CACHE_DIR OSBUILDER_CACHE_DIR="$$cache" $(DEFAULT_EPOCH_UNSET) \
+	  $(PYTEST) $(PYTEST_FLAGS) -m 'not cross' tests || status=$$?; \
+	echo "test-fresh: $$(( $$(date +%s) - started )) s wall time, exit status $$status"; exit $$status
 
 lint: venv
 	$(VENV)/bin/ruff check osbuilder tests benchmarks

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.conftest import REPO
+from tests.helpers.machine_state import ROOTLESS_TEST_USER
 
-USER = "osbuilder-rootless"
+USER = ROOTLESS_TEST_USER
 SUBID_COUNT = 65536
 DEPENDENCIES = ("yaml", "jinja2", "markupsafe", "requests", "urllib3", "idna", "charset_normalizer", "certifi",
                 "libarchive", "tqdm", "docker")

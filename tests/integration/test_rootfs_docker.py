@@ -15,15 +15,16 @@ from pathlib import Path
 import pytest
 
 from osbuilder.arch import host_arch
-from osbuilder.bootstrap import resolve_keyring
+from osbuilder.bootstrap import keyring_for_apt, resolve_keyring
 from osbuilder.context import Context
 from osbuilder.paths import DEFAULT_DISTROS_DIR, DEFAULT_VERSIONS
 from tests.conftest import REPO, ROOTFS_SDE, BuiltRootfs, build_rootfs
+from tests.helpers.machine_state import TEST_BASE_REPOSITORY
 from tests.helpers.rootfsinspect import dpkg_packages
 
 pytestmark = pytest.mark.integration
 
-BASE_IMAGE = "osbuilder-test-base:ubuntu-noble"
+BASE_IMAGE = f"{TEST_BASE_REPOSITORY}:ubuntu-noble"
 LABEL = "org.osbuilder.role=rootfs-build"
 
 
@@ -51,12 +52,15 @@ def base_image(engine: object, rootfs_cache: Path) -> str:
     context = Context(versions_path=DEFAULT_VERSIONS, distros_dir=DEFAULT_DISTROS_DIR, cache_dir=rootfs_cache)
     keyring = resolve_keyring(context, context.recipe("ubuntu"), host_arch())
     assert keyring is not None
-    bootstrap = subprocess.Popen(
-        ["mmdebstrap", "--variant=apt", "--components=main,universe", "--include=mmdebstrap,mount,distro-info-data",
-         f"--keyring={keyring}", "noble", "-"], stdout=subprocess.PIPE, env={**os.environ, "SOURCE_DATE_EPOCH": ROOTFS_SDE})
-    imported = subprocess.run(["docker", "import", "-", BASE_IMAGE], stdin=bootstrap.stdout, capture_output=True,
-                              text=True)
-    assert bootstrap.wait() == 0 and imported.returncode == 0, imported.stderr
+    # As the product does: apt verifies as _apt, which cannot read a keyring in a private cache.
+    with keyring_for_apt(keyring) as readable:
+        bootstrap = subprocess.Popen(
+            ["mmdebstrap", "--variant=apt", "--components=main,universe",
+             "--include=mmdebstrap,mount,distro-info-data", f"--keyring={readable}", "noble", "-"],
+            stdout=subprocess.PIPE, env={**os.environ, "SOURCE_DATE_EPOCH": ROOTFS_SDE})
+        imported = subprocess.run(["docker", "import", "-", BASE_IMAGE], stdin=bootstrap.stdout, capture_output=True,
+                                  text=True)
+        assert bootstrap.wait() == 0 and imported.returncode == 0, imported.stderr
     return BASE_IMAGE
 
 
