@@ -25,13 +25,12 @@ from _common import REPO, SOURCE_DATE_EPOCH, arguments, mib
 from osbuilder.agent_build import default_agent
 from osbuilder.arch import host_arch
 from osbuilder.boot.check import CheckOptions, boot_check
-from osbuilder.boot.kernelparams import RootSpec, kernel_params
 from osbuilder.boot.qemu import VmSpec
 from osbuilder.context import Context
 from osbuilder.image.builder import ImageOptions, build_image
-from osbuilder.image.layout import VerityLine
 from osbuilder.initrd.builder import InitrdOptions, build_initrd
 from osbuilder.kernel.build import KernelOptions, build_kernel
+from osbuilder.kernelcmdline import RootSpec, VerityLine, kernel_params
 from osbuilder.paths import DEFAULT_DISTROS_DIR, DEFAULT_VERSIONS, default_cache_dir
 
 

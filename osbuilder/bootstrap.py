@@ -164,7 +164,7 @@ def resolve_keyring(context: Context, recipe: Recipe, arch: Arch) -> Path | None
     if not keyring.external or not keyring.member:
         raise UsageError(
             problem=f"the archive keyring {keyring.host_path} is not installed",
-            where=f"{recipe.document.where('keyring')} (keyring)",
+            where=f"{recipe.where('keyring')} (keyring)",
             fix="install the keyring package, or name a versions.yaml external with its member",
         )
     pin = context.versions.external(keyring.external)

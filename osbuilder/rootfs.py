@@ -39,7 +39,7 @@ from osbuilder.context import Context
 from osbuilder.debarchive import ArchiveClient, extract_member
 from osbuilder.errors import BuildError, CommandError, UsageError
 from osbuilder.paths import TEMPLATES_DIR
-from osbuilder.recipes import InitMode, Recipe, Release
+from osbuilder.recipes import InitPackages, Recipe, Release
 from osbuilder.rootfs_tree import RootfsTree
 from osbuilder.tree import environment_epoch
 
@@ -88,7 +88,7 @@ class Plan:
     recipe: Recipe
     release: Release
     arch: Arch
-    init: InitMode
+    init: InitPackages
     extra_packages: tuple[str, ...]
     agent: AgentSource
     mode: str  # root, unshare, docker, or none (no distribution to bootstrap)

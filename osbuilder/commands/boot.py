@@ -12,13 +12,19 @@ from typing import TYPE_CHECKING, Any
 
 from osbuilder.arch import host_arch, parse_arch
 from osbuilder.boot.accel import choose_accel
-from osbuilder.boot.kernelparams import RootSpec, kernel_params, parse_verity, serial_console
 from osbuilder.boot.qemu import AGENT_PORT_NAME, VmSpec
 from osbuilder.boot.runtimeconfig import RuntimeBoot, read_runtime_config
 from osbuilder.commands import Command, Outcome
 from osbuilder.context import Context
 from osbuilder.errors import UsageError
-from osbuilder.image.layout import FS_TYPES, VerityLine
+from osbuilder.kernelcmdline import (
+    FS_TYPES,
+    RootSpec,
+    VerityLine,
+    kernel_params,
+    parse_verity,
+    serial_console,
+)
 
 if TYPE_CHECKING:
     from osbuilder.boot.check import BootReport

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 
 from osbuilder.commands import Command, Outcome
 from osbuilder.context import Context
-from osbuilder.image.layout import DEFAULT_ALIGNMENT_MB, FS_TYPES, MIB
+from osbuilder.image.layout import DEFAULT_ALIGNMENT_MB, MIB
+from osbuilder.kernelcmdline import FS_TYPES
 from osbuilder.outputs import check_output_path
 from osbuilder.rootfs_source import add_rootfs_options, rootfs_input
 from osbuilder.tree import parse_epoch

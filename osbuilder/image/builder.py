@@ -25,8 +25,9 @@ from osbuilder.errors import UsageError
 from osbuilder.idmap import IdMapping, default_id_mapping
 from osbuilder.image import filesystems, layout, sizing, verity
 from osbuilder.image.ext4times import clamp_times
-from osbuilder.image.layout import DEFAULT_ALIGNMENT_MB, FS_TYPES, MIB, ImageLayout, VerityLine
+from osbuilder.image.layout import DEFAULT_ALIGNMENT_MB, MIB, ImageLayout
 from osbuilder.image.superblock import FsInfo, probe
+from osbuilder.kernelcmdline import FS_TYPES, VerityLine
 from osbuilder.outputs import atomic_output, check_output_path
 from osbuilder.rootfscheck import DEFAULT_AGENT, RootfsFacts, check_rootfs
 from osbuilder.tree import TreeScan, scan_tree, source_date_epoch, unreadable_entries

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from osbuilder.arch import host_arch
-from osbuilder.boot.kernelparams import RootSpec, kernel_params
 from osbuilder.boot.qemu import VmSpec, start_vm
+from osbuilder.kernelcmdline import RootSpec, kernel_params
 from osbuilder.ttrpc.client import TtrpcClient, TtrpcError, encode_frame
 from tests.conftest import REPO, run_cli
 from tests.helpers.assets import BootAssets, MeasuredImage
