@@ -33,7 +33,8 @@ from osbuilder.yamlconfig import (
 )
 
 RECIPE_FILE = "recipe.yaml"
-BOOTSTRAP_TOOLS = ("mmdebstrap", "none")  # osbuilder.rootfs.bootstrappers has one module per tool
+NO_DISTRIBUTION = "none"
+BOOTSTRAP_TOOLS = ("mmdebstrap", NO_DISTRIBUTION)  # osbuilder.rootfs.bootstrappers has one module per tool
 INIT_KEYS = "|".join(mode.value for mode in InitMode)
 
 
@@ -120,6 +121,11 @@ class Recipe:
                                                    key_hint="an init mode (systemd, agent)", min_items=1)
     trim: tuple[str, ...] = setting(ListOf(Str(pattern=r"[^/]\S*", hint="a path relative to the rootfs")),
                                     default=())
+
+    @property
+    def has_distribution(self) -> bool:
+        """Whether anything is bootstrapped (the minimal recipe starts from nothing)."""
+        return self.bootstrap.tool != NO_DISTRIBUTION
 
     def where(self, *path: str) -> str:
         """file:line of a field, for errors."""

@@ -15,11 +15,11 @@ import os
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from osbuilder import runner
+from osbuilder import codegraph, runner
 from osbuilder.cache import content_key
 from osbuilder.errors import UsageError
 from osbuilder.idmap import IdMapping, default_id_mapping
@@ -29,11 +29,12 @@ from osbuilder.image.layout import DEFAULT_ALIGNMENT_MB, MIB, ImageLayout
 from osbuilder.image.superblock import FsInfo, probe
 from osbuilder.kernelcmdline import FS_TYPES, VerityLine
 from osbuilder.outputs import atomic_output, check_output_path
-from osbuilder.rootfscheck import DEFAULT_AGENT, RootfsFacts, check_rootfs
-from osbuilder.tree import TreeScan, scan_tree, source_date_epoch, unreadable_entries
+from osbuilder.rootfs.check import DEFAULT_AGENT, RootfsFacts, check_rootfs
+from osbuilder.tree import TreeScan, environment_epoch, scan_tree, source_date_epoch, unreadable_entries
 
 log = logging.getLogger(__name__)
 
+BUILDER_MODULE = "osbuilder.image.builder"  # the code part of an image's content key
 MAX_GROW = 3  # times an image is enlarged when mkfs reports no space despite the estimate
 VERITY_BLOCK_SIZE = 4096
 BLOCK_SIZES = {"ext4": (1024, 2048, 4096), "xfs": (512, 1024, 2048, 4096, 8192, 16384, 32768, 65536),
@@ -65,6 +66,14 @@ class ImageOptions:
     source_date_epoch: int | None = None  # default: $SOURCE_DATE_EPOCH, else the newest mtime in the tree
     seed: str | None = None  # what identifiers derive from; default: the tree's metadata digest
     id_mapping: IdMapping | None = None  # default: osbuilder.idmap.default_id_mapping(rootfs)
+
+    def content_key(self, environment: Mapping[str, str] | None = None) -> str:
+        """The key of the image these options make from a keyed rootfs (seed: its cache key): what
+        `osbuilder matrix` reports for CI and build-image --json as content_key."""
+        inputs = {**self.cache_inputs(), "code": codegraph.code_digest(BUILDER_MODULE)}
+        if self.source_date_epoch is None:  # else the newest mtime in the tree, which the seed covers
+            inputs["source_date_epoch"] = environment_epoch(environment)
+        return content_key(inputs)
 
     def cache_inputs(self) -> dict[str, object]:
         """The options that determine the output bytes (for a pipeline's cache key)."""

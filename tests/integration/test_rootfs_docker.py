@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from osbuilder.arch import host_arch
-from osbuilder.bootstrap import keyring_for_apt, resolve_keyring
 from osbuilder.context import Context
 from osbuilder.paths import DEFAULT_DISTROS_DIR, DEFAULT_VERSIONS
+from osbuilder.rootfs.bootstrappers.keyring import keyring_for_apt, resolve_keyring
 from tests.conftest import REPO, ROOTFS_SDE, BuiltRootfs, build_rootfs
 from tests.helpers.machine_state import TEST_BASE_REPOSITORY
 from tests.helpers.rootfsinspect import dpkg_packages
@@ -50,7 +50,8 @@ def base_image(engine: object, rootfs_cache: Path) -> str:
     except docker.errors.ImageNotFound:
         pass
     context = Context(versions_path=DEFAULT_VERSIONS, distros_dir=DEFAULT_DISTROS_DIR, cache_dir=rootfs_cache)
-    keyring = resolve_keyring(context, context.recipe("ubuntu"), host_arch())
+    keyring = resolve_keyring(context.recipe("ubuntu"), host_arch(), context.versions, context.cache,
+                              context.fetcher)
     assert keyring is not None
     # As the product does: apt verifies as _apt, which cannot read a keyring in a private cache.
     with keyring_for_apt(keyring) as readable:
