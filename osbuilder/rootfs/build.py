@@ -196,6 +196,9 @@ def _provision(prepared: Prepared, tree: RootfsTree, agent: provision.AgentInsta
             init=plan.init.name, agent=agent, trims=plan.recipe.trim,
             delete_unneeded=plan.request.delete_unneeded, kernel_modules=plan.request.kernel_modules)
         provision.provision(tree, spec)
+    else:
+        # A container root gets no provisioning, but the build host's files have no place in it.
+        provision.reset_host_files(tree)
     if plan.bootstraps:
         packages = manifest.installed_packages(tree, workdir)
     if spec is not None:

@@ -88,7 +88,7 @@ def provision(tree: RootfsTree, spec: Provisioning) -> None:
         _agent_as_init(tree, spec.agent)
     else:
         _systemd_wiring(tree, spec.agent)
-    _etc_files(tree, spec.hostname)
+    reset_host_files(tree, spec.hostname)
     if spec.delete_unneeded:
         removed = delete_unneeded(tree)
         log.info("--delete-unneeded removed %d files", len(removed))
@@ -226,7 +226,8 @@ def _replace_file(tree: RootfsTree, path: str, content: bytes) -> None:
     tree.put_file(path, content, mode=mode)
 
 
-def _etc_files(tree: RootfsTree, hostname: str) -> None:
+def reset_host_files(tree: RootfsTree, hostname: str = "localhost") -> None:
+    """The files a bootstrap copies from the build host, made neutral (guest and container roots)."""
     # The agent bind-mounts the sandbox's resolv.conf over this file, so it must be a regular file;
     # bootstrapping copied the build host's, which belongs in no image.
     _replace_file(tree, "etc/resolv.conf", b"")
