@@ -77,6 +77,7 @@ def build_reference_agent(plan: AgentPlan, cache: Cache, verbose: bool = False) 
         shutil.rmtree(work)
         return plan.inputs
 
+    cache.hold(CACHE_KIND, plan.cache_key)  # its path is read after we return
     return cache.get_or_build(CACHE_KIND, plan.cache_key, build).path / AGENT_BINARY
 
 

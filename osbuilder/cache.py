@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from osbuilder import staging, userns
 from osbuilder.errors import UsageError
@@ -88,6 +88,7 @@ class Hit:
 class Cache:
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._held: dict[str, IO[str]] = {}  # use locks held for the rest of the process (hold())
 
     def ensure(self) -> None:
         try:
@@ -137,6 +138,17 @@ class Cache:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
+    def hold(self, kind: str, key: str) -> None:
+        """Keep an entry in use (never pruned) until this process ends: for entries whose path is
+        handed on and read later (downloads, the reference agent, keyrings)."""
+        name = f"{kind}-{key}"
+        if name in self._held:
+            return
+        self.ensure()
+        handle = self.use_lock_path(kind, key).open("a")
+        fcntl.flock(handle, fcntl.LOCK_SH)
+        self._held[name] = handle
+
     @contextlib.contextmanager
     def reading(self, kind: str, key: str) -> Iterator[Path | None]:
         """The entry if present, protected from pruning (and marked used) until the block ends."""
@@ -152,6 +164,8 @@ class Cache:
         """get_or_build, with the entry protected from pruning until the block ends."""
         with self.use_lock(kind, key):
             yield self.get_or_build(kind, key, build, remover=remover, force=force)
+
+    DOWNLOADS = "downloads"  # the kind of download blobs, for use locks and pruning
 
     def blob(self, sha256: str) -> Path:
         return self.root / "downloads" / "sha256" / sha256
@@ -227,8 +241,9 @@ class Cache:
 
 def mark_used(entry: Path) -> None:
     """Record that an entry was used now (the LRU order of `osbuilder cache prune`)."""
+    meta = entry / ENTRY_META
     with contextlib.suppress(OSError):
-        os.utime(entry / ENTRY_META if entry.is_dir() else entry)
+        os.utime(meta if meta.is_file() else entry)
 
 
 def _legacy_owner(name: str) -> int | None:

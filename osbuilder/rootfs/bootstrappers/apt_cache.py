@@ -17,7 +17,7 @@ import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 
-from osbuilder.cache import Cache
+from osbuilder.cache import Cache, mark_used
 
 APT_ARCHIVES = "/var/cache/apt/archives"
 KIND = "apt-archives"  # the cache directory, and the lock label's prefix
@@ -40,6 +40,7 @@ class PackageCache:
         merge cannot change what that build copies in)."""
         destination.mkdir(parents=True, exist_ok=True)
         with self.cache.lock(self.label):
+            mark_used(self.directory)
             names = self.debs()
             for name in names:
                 try:

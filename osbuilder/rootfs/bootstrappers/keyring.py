@@ -18,6 +18,8 @@ from osbuilder.outputs import write_atomically
 from osbuilder.recipes import Recipe
 from osbuilder.versions import Versions
 
+KIND = "keyrings"  # the cache directory of extracted keyrings
+
 
 def resolve_keyring(recipe: Recipe, arch: Arch, versions: Versions, cache: Cache, fetcher: Fetcher) -> Path | None:
     """The archive keyring for --keyring: the host's, else the pinned keyring package's file, kept
@@ -35,7 +37,9 @@ def resolve_keyring(recipe: Recipe, arch: Arch, versions: Versions, cache: Cache
         )
     pin = versions.external(keyring.external)
     deb = ArchiveClient(fetcher).resolve(pin, arch.name, arch.debian)
-    target = cache.path("keyrings") / f"{deb.sha256[:16]}-{Path(keyring.member).name}"
+    name = f"{deb.sha256[:16]}-{Path(keyring.member).name}"
+    cache.hold(KIND, name)  # mmdebstrap reads it later
+    target = cache.path(KIND) / name
     if not target.is_file():
         write_atomically(target, extract_member(deb.path, keyring.member))
     return target
