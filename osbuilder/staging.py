@@ -9,12 +9,13 @@ OOM kill, a CI timeout) cannot remove its entries; the next run that writes to t
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,21 @@ def entry_path(destination: Path, role: str) -> Path:
 def make_directory(parent: Path, role: str) -> Path:
     """A fresh staging directory of this process in `parent`."""
     return Path(tempfile.mkdtemp(prefix=f".{MARK}{role}.{os.getpid()}.", dir=parent))
+
+
+@contextlib.contextmanager
+def temporary_directory(parent: Path | None, role: str) -> Iterator[Path]:
+    """A staging directory of this process (in the temporary directory by default), removed after."""
+    path = make_directory(parent if parent is not None else Path(tempfile.gettempdir()), role)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def sweep_temporary() -> list[Path]:
+    """sweep() of the temporary directory (boot sockets, bundle extractions, keyring copies)."""
+    return sweep(Path(tempfile.gettempdir()))
 
 
 def owner(name: str) -> int | None:
@@ -73,6 +89,10 @@ def sweep(directory: Path, remover: Callable[[Path], None] | None = None,
             pid = legacy(child.name)
         if pid is None or pid == os.getpid() or alive(pid):
             continue
+        with contextlib.suppress(OSError):
+            if os.geteuid() != 0 and child.lstat().st_uid != os.geteuid():
+                continue  # another user's (a shared temporary directory): not ours to judge
+
         try:
             (remover or _remove)(child)
         except PermissionError:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from osbuilder import staging
 from osbuilder.arch import Arch, host_arch, parse_arch
 from osbuilder.boot.accel import choose_accel
 from osbuilder.boot.qemu import AGENT_PORT_NAME, VmSpec
@@ -131,7 +132,8 @@ def bundle_targets(bundle: Path) -> Iterator[list[BootTarget]]:
     from osbuilder.bundle.extract import extract_bundle, qemu_configs
 
     _require_file(bundle, "--bundle")
-    workdir = Path(tempfile.mkdtemp(prefix="osb-bundle-"))
+    staging.sweep_temporary()
+    workdir = staging.make_directory(Path(tempfile.gettempdir()), "bundle")
     try:
         root = extract_bundle(bundle, workdir)
         version_file = root / "opt/kata/VERSION"

@@ -12,14 +12,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from osbuilder import codegraph, runner
+from osbuilder import codegraph, runner, staging
 from osbuilder.cache import content_key
 from osbuilder.errors import UsageError
 from osbuilder.idmap import IdMapping, default_id_mapping
@@ -224,6 +223,7 @@ def build_image(rootfs_dir: Path, options: ImageOptions | None = None) -> ImageR
     timings: dict[str, float] = {}
     started = time.perf_counter()
     output = check_output_path(options.output)
+    staging.sweep(output.parent)  # what a killed build left next to its output
     root_hash_path = check_output_path(options.root_hash_path(), "--root-hash-file") if options.measured else None
     for tool in required_tools(options.fs_type):
         runner.require_tool(tool, f"build an {options.fs_type} image")
@@ -247,9 +247,7 @@ def build_image(rootfs_dir: Path, options: ImageOptions | None = None) -> ImageR
     log.info("building a %s image of %s (%d entries, epoch %d from %s, ids %s)", options.fs_type, rootfs_dir,
              len(scan.entries), epoch, epoch_source, mapping.name)
 
-    with tempfile.TemporaryDirectory(prefix=".osbuilder-image-", dir=output.parent) as work, \
-            atomic_output(output) as temporary:
-        workdir = Path(work)
+    with staging.temporary_directory(output.parent, "image") as workdir, atomic_output(output) as temporary:
         builder = {"ext4": _build_ext4, "erofs": _build_erofs, "xfs": _build_xfs}[options.fs_type]
         image_layout, sizing_report = builder(scan, options, identifiers, epoch, mapping, machine_id, temporary,
                                               workdir, timings)

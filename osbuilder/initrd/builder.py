@@ -21,7 +21,7 @@ from typing import BinaryIO
 
 from libarchive.exception import ArchiveError
 
-from osbuilder import codegraph, progress, runner
+from osbuilder import codegraph, progress, runner, staging
 from osbuilder.cache import content_key
 from osbuilder.errors import BuildError, UsageError
 from osbuilder.idmap import IdMapping, default_id_mapping
@@ -118,6 +118,7 @@ def build_initrd(rootfs_dir: Path, options: InitrdOptions | None = None) -> Init
     validate(options)
     started = time.perf_counter()
     output = check_output_path(options.output)
+    staging.sweep(output.parent)  # what a killed build left next to its output
     rootfs_dir = Path(os.path.abspath(rootfs_dir))
     facts = None if options.skip_rootfs_check else check_rootfs(rootfs_dir, agent_init=options.agent_init,
                                                                 initrd=True, agent_bin=options.agent_bin)

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from osbuilder import __version__, codegraph, progress, runner
+from osbuilder import __version__, codegraph, progress, runner, staging
 from osbuilder.arch import Arch, host_arch, parse_arch
 from osbuilder.cache import Cache, content_key, sha256_file
 from osbuilder.errors import BuildError, UsageError
@@ -639,6 +639,7 @@ def _prepare_output_dir(path: Path | None) -> Path | None:
     if not os.access(path, os.W_OK | os.X_OK):
         raise UsageError(problem="the output directory is not writable", where=f"-o {path}",
                          fix="choose a writable directory")
+    staging.sweep(path)  # what a killed build left among the outputs
     return path
 
 
@@ -664,6 +665,7 @@ def build_kernel(options: KernelOptions, *, versions: Versions, cache: Cache, fe
     plan = plan_kernel(options, versions, cache.root / runner.TOOL_VERSIONS)
     output_dir = _prepare_output_dir(options.output_dir)
     log.info("kernel %s for %s (cache key %s)", plan.names.base, plan.arch.name, plan.cache_key[:16])
+    cache.sweep_stale()
     with contextlib.ExitStack() as in_use:
         return _deliver(plan, options, output_dir, cache, fetcher, verbose, started, in_use)
 

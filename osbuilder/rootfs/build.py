@@ -86,8 +86,9 @@ def build(plan: Plan, versions: Versions, cache: Cache, fetcher: Fetcher, verbos
     started = time.monotonic()
     timings: dict[str, float] = {}
     probe_output(plan.output)
-    # What a killed build left next to the output (and in the cache: staging_dir sweeps there).
+    # What a killed build left next to the output and in the cache, said as it is removed.
     staging.sweep(plan.output.parent)
+    cache.sweep_stale()
     with phase(timings, "cache_key"):
         key = plan.cache_key
     installer = Installer(plan.output, plan.request.force, marker(plan))
