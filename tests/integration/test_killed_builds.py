@@ -93,28 +93,32 @@ def _wait_until_gone(marker: str, timeout: float = 20.0) -> list[str]:
 
 def _osbuilder_pid(process: subprocess.Popen[bytes]) -> int:
     """The osbuilder process itself (under runuser it is a child, not the process we started)."""
-    for _ in range(100):
+    deadline = time.monotonic() + 60
+    while process.poll() is None and time.monotonic() < deadline:
         for pid in sorted({process.pid} | _descendants(process.pid)):
             try:
-                if b"-m\0osbuilder\0" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                    return pid
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-        time.sleep(0.05)
-    return process.pid
+            if Path(argv[0].decode()).name.startswith("python") and argv[1:3] == [b"-m", b"osbuilder"]:
+                return pid
+        time.sleep(0.02)
+    raise AssertionError(f"no osbuilder process under {process.args}")
 
 
 def _run_and_kill(argv: list[str], after: float, marker: str, places: list[Path],
                   env: dict[str, str] | None = None) -> int:
     process = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                env={**os.environ, "OSBUILDER_NO_PROGRESS": "1", **(env or {})})
-    target = _osbuilder_pid(process)
+    target = _osbuilder_pid(process)  # the kill point counts from its start
     time.sleep(after)
-    if process.poll() is None:
+    killed = process.poll() is None
+    if killed:
         os.kill(target, signal.SIGKILL)
     process.wait(timeout=120)
     left = _wait_until_gone(marker)
-    assert left == [], f"processes of the killed run are left ({after:.2f} s in): {left}"
+    assert left == [], (f"processes of the killed run are left ({after:.2f} s in, osbuilder {target} "
+                        f"{'killed' if killed else 'had finished'}, exit {process.returncode}): {left}")
     assert _staging_mounts(*places) == [], f"mounts left after a kill {after:.2f} s in"
     return target
 
@@ -179,6 +183,7 @@ def test_killed_root_mode_rootfs_builds(place: Path, rootfs_cache: Path, test_ag
 def test_killed_rootless_rootfs_builds(place: Path, rootfs_cache: Path, test_agent: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("the test creates an unprivileged user: run it as root (CI does)")
+    (place / "user").mkdir()
     try:
         user = rootless.prepare(place / "user")
     except LookupError as error:
