@@ -110,19 +110,9 @@ class Cache:
     def lock(self, name: str) -> Iterator[None]:
         """An exclusive flock held for the duration; concurrent osbuilder processes queue on it."""
         self.ensure()
-        lock_path = self.root / "locks" / f"{name}.lock"
-        with lock_path.open("a") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-                log.info("waiting for another osbuilder process to finish %s", name)
-                fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with _flocked(self.root / "locks" / f"{name}.lock", fcntl.LOCK_EX,
+                      f"waiting for another osbuilder process to finish {name}"):
+            yield
 
     def use_lock_path(self, kind: str, key: str) -> Path:
         return self.root / "locks" / f"{kind}-{key}.use"
@@ -131,12 +121,8 @@ class Cache:
     def use_lock(self, kind: str, key: str) -> Iterator[None]:
         """The entry's use lock, shared: pruning leaves the entry alone while it is held."""
         self.ensure()
-        with self.use_lock_path(kind, key).open("a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_SH)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with _flocked(self.use_lock_path(kind, key), fcntl.LOCK_SH, f"waiting for the cache to let {kind} go"):
+            yield
 
     def hold(self, kind: str, key: str) -> None:
         """Keep an entry in use (never pruned) until this process ends: for entries whose path is
@@ -237,6 +223,23 @@ class Cache:
     def sweep_stale(self, remover: Callable[[Path], None] | None = None) -> list[Path]:
         """Remove staging directories whose owning process no longer exists; return them."""
         return staging.sweep(self.root / "tmp", remover or _remover_of_last_resort, legacy=_legacy_owner)
+
+
+@contextlib.contextmanager
+def _flocked(path: Path, mode: int, waiting: str) -> Iterator[None]:
+    """flock(path, mode) for the duration of the block; says so when it has to wait."""
+    with path.open("a") as handle:
+        try:
+            fcntl.flock(handle, mode | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            log.info("%s", waiting)
+            fcntl.flock(handle, mode)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def mark_used(entry: Path) -> None:
