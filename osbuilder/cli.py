@@ -101,19 +101,6 @@ def _setup_logging(verbose: int, json_mode: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)
 
 
-def _apply_make_variables(command: Command, args: argparse.Namespace) -> frozenset[str]:
-    """With --make-variables: the options set from Make variables (their dests)."""
-    if not getattr(args, "make_variables", False):
-        return frozenset()
-    used: set[str] = set()
-    for table in command.options:
-        for variable in table.apply_make_variables(args, os.environ):
-            used.update(option.dest for option in table if option.make == variable)
-    # The tools osbuilder runs (mmdebstrap, mkfs) read it from the environment too.
-    os.environ.update(make_environment(os.environ))
-    return frozenset(used)
-
-
 def _raise_terminated(signum: int, _frame: FrameType | None) -> None:
     raise Terminated(signal.Signals(signum).name)
 
@@ -149,7 +136,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command is None:
             parser.print_help(sys.stderr)
             return EXIT_BAD_INPUT
-        args.from_make = _apply_make_variables(command, args)
+        if getattr(args, "make_variables", False):
+            # make used to export the checkout's commit time as SOURCE_DATE_EPOCH to every step but
+            # the kernel; the steps it starts keep that default, and so do the tools they run.
+            os.environ.update(make_environment(os.environ))
         context = Context(
             versions_path=args.versions,
             distros_dir=args.distros_dir,

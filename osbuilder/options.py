@@ -4,7 +4,7 @@ A step's table generates its argparse group, its request (the frozen dataclass t
 from) and the Makefile's pass-through: `osbuilder <command> --make-variables` reads each option's
 Make variable from the environment (make exports the variables of its command line, and the
 user's environment, to the commands it runs) whenever the command line leaves the option at its
-default. So the Makefile names no option of its own and interprets no value: `make image
+default. The parsed arguments are never changed: the request is made from them and the variables. So the Makefile names no option of its own and interprets no value: `make image
 FS_TYPE=erofs` reaches osbuilder as FS_TYPE=erofs and means --fs-type erofs. The Make spellings are
 Kata's (AGENT_INIT=yes, EXTRA_PKGS="a b", USE_DOCKER=true).
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import enum
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -170,24 +171,25 @@ class Table:
             else:
                 target.add_argument(option.dest, **option.argparse_kwargs())
 
-    def values(self, args: argparse.Namespace) -> dict[str, Any]:
-        return {option.dest: option.request_value(getattr(args, option.dest)) for option in self.options}
-
-    def apply_make_variables(self, args: argparse.Namespace, environment: Mapping[str, str]) -> list[str]:
-        """Set the options the command line left at their defaults from their Make variables
-        (empty means unset, as in make). Returns the variables used."""
-        used = []
+    def from_make(self, args: argparse.Namespace, environment: Mapping[str, str] | None) -> dict[str, Any]:
+        """The options the command line left at their defaults whose Make variable is set (empty is
+        unset, as in make), with their values; nothing without an environment to read."""
+        found: dict[str, Any] = {}
         for option in self.options:
-            value = environment.get(option.make or "")
+            value = (environment or {}).get(option.make or "")
             if option.make is None or not value:
                 continue
-            current = getattr(args, option.dest)
             default = list(option.default or ()) if option.kind is Kind.LIST else option.default
-            if current != default:
-                continue  # given on the command line
-            setattr(args, option.dest, option.parse_make(value))
-            used.append(option.make)
-        return used
+            if getattr(args, option.dest) == default:  # else given on the command line, which wins
+                found[option.dest] = option.parse_make(value)
+        return found
+
+    def values(self, args: argparse.Namespace, environment: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """dest -> the request's value: the command line's, else (with an environment) the Make
+        variable's, else the default."""
+        made = self.from_make(args, environment)
+        return {option.dest: option.request_value(made.get(option.dest, getattr(args, option.dest)))
+                for option in self.options}
 
 
 def make_environment(environment: Mapping[str, str]) -> dict[str, str]:
@@ -201,17 +203,29 @@ def make_environment(environment: Mapping[str, str]) -> dict[str, str]:
     return result
 
 
+def make_variables(args: argparse.Namespace) -> Mapping[str, str] | None:
+    """The environment to read Make variables from: ours with --make-variables, else none."""
+    return os.environ if getattr(args, "make_variables", False) else None
+
+
 def values(args: argparse.Namespace, *tables: Table) -> dict[str, Any]:
-    """dest -> value of every option of the tables."""
-    return {dest: value for table in tables for dest, value in table.values(args).items()}
+    """dest -> value of every option of the tables (Make variables read with --make-variables)."""
+    environment = make_variables(args)
+    return {dest: value for table in tables for dest, value in table.values(args, environment).items()}
+
+
+def set_by_make(args: argparse.Namespace, *tables: Table) -> frozenset[str]:
+    """The options whose value came from a Make variable."""
+    environment = make_variables(args)
+    return frozenset(dest for table in tables for dest in table.from_make(args, environment))
 
 
 def request(cls: type[T], args: argparse.Namespace, *tables: Table, **extra: Any) -> T:
     """A request dataclass from the options of several tables (its fields, by name)."""
     assert is_dataclass(cls)
     names = {item.name for item in fields(cls)}
-    values = {dest: value for table in tables for dest, value in table.values(args).items() if dest in names}
-    return cls(**values, **extra)
+    given = {dest: value for dest, value in values(args, *tables).items() if dest in names}
+    return cls(**given, **extra)
 
 
 def tables_of(*tables: Table) -> tuple[Table, ...]:

@@ -29,7 +29,7 @@ def run(context: Context, args: argparse.Namespace) -> Outcome:
     request = options.request(Request, args, ROOTFS)
     with rootfs_input(args.rootfs, request, "image", check_output_path(settings.output), versions=context.versions,
                       recipe_named=context.recipe, cache=context.cache, fetcher=context.fetcher,
-                      verbose=context.verbose > 0, from_make=args.from_make) as source:
+                      verbose=context.verbose > 0, from_make=options.set_by_make(args, ROOTFS)) as source:
         # A built rootfs is identified by its cache key: the image's identifiers derive from it.
         result = build_image(source.path, dataclasses.replace(settings, agent_init=source.agent_init,
                                                                seed=settings.seed or source.cache_key))

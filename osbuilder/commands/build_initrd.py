@@ -37,7 +37,7 @@ def run(context: Context, args: argparse.Namespace) -> Outcome:
     request = options.request(Request, args, ROOTFS)
     with rootfs_input(args.rootfs, request, "initrd", settings.output, versions=context.versions,
                       recipe_named=context.recipe, cache=context.cache, fetcher=context.fetcher,
-                      verbose=context.verbose > 0, from_make=args.from_make) as source:
+                      verbose=context.verbose > 0, from_make=options.set_by_make(args, ROOTFS)) as source:
         result = build_initrd(source.path, dataclasses.replace(settings, agent_init=source.agent_init))
     data = result.to_json()
     if source.built is not None and source.cache_key is not None:

@@ -77,8 +77,10 @@ def _parse(name: str, argv: list[str], environment: dict[str, str], monkeypatch:
         monkeypatch.setenv(variable, value)
     parser = cli.build_parser(discover())
     args = parser.parse_args([name, *argv])
-    cli._apply_make_variables(args._command, args)
-    return options.values(args, *args._command.options)
+    before = vars(args).copy()
+    found = options.values(args, *args._command.options)
+    assert vars(args) == before  # the parsed arguments are read, never changed
+    return found
 
 
 @pytest.mark.parametrize("name", ("build-rootfs", "build-image", "build-initrd", "boot"))
