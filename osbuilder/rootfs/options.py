@@ -48,7 +48,7 @@ ROOTFS = Table("the rootfs (see osbuilder build-rootfs --help)", (
 ))
 
 # build-rootfs's own: where the tree goes, and the container root.
-OUTPUT = Table("the rootfs directory", (
+OUTPUT = Table("the rootfs directory, or a container root", (
     Option("output", ("-o", "--output"), "rootfs directory to create (default: "
            "BUILD_DIR/rootfs-<distro>-<release>-<systemd|agent|container>)", kind=Kind.PATH, metavar="DIR"),
     Option("build_dir", ("--build-dir",), "where the default output goes (default: the current directory)",
