@@ -12,16 +12,22 @@ module-level `DATA_FILES` tuple (paths relative to the package: templates and th
 from __future__ import annotations
 
 import ast
+import contextlib
 import functools
+import hashlib
+import json
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from osbuilder.cache import content_key, sha256_file, sha256_tree
 
 PACKAGE = "osbuilder"
 PACKAGE_DIR = Path(__file__).resolve().parent
 DATA_FILES_NAME = "DATA_FILES"
+MEMO = "code-graph.json"  # the memo of code_digest in a cache directory
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,11 @@ class Module:
     imports: frozenset[str]  # osbuilder modules run when this one runs (packages' __init__ included)
     type_imports: frozenset[str]  # imported only for type checking
     data_files: tuple[str, ...]  # declared DATA_FILES, relative to the package directory
+    sha256: str  # of the source
+
+    def to_json(self) -> dict[str, Any]:
+        return {"imports": sorted(self.imports), "type_imports": sorted(self.type_imports),
+                "data_files": list(self.data_files), "sha256": self.sha256}
 
 
 def module_name(path: Path, package_dir: Path = PACKAGE_DIR) -> str:
@@ -117,12 +128,23 @@ class Graph:
     closure, and parsing the whole package (generated protobuf modules included) costs more than
     a cache hit may take."""
 
-    def __init__(self, package_dir: Path = PACKAGE_DIR) -> None:
+    def __init__(self, package_dir: Path = PACKAGE_DIR, memo: Path | None = None) -> None:
         self.package_dir = package_dir
         paths = sorted(path for path in package_dir.rglob("*.py") if "__pycache__" not in path.parts)
         self.paths = {module_name(path, package_dir): path for path in paths}
         self.known = set(self.paths)
         self._parsed: dict[str, Module] = {}
+        # What earlier runs read, by file identity; valid only for the same set of modules (an
+        # import resolves to a module or to a package's attribute depending on what exists).
+        self.memo = memo
+        self._remembered: dict[str, Any] = {}
+        self._changed = False
+        if memo is not None:
+            with contextlib.suppress(OSError, ValueError):
+                data = json.loads(memo.read_text())
+                if isinstance(data, dict) and data.get("modules") == sorted(self.known) and \
+                        data.get("package") == str(package_dir):
+                    self._remembered = dict(data.get("files") or {})
 
     def __contains__(self, name: str) -> bool:
         return name in self.paths
@@ -136,7 +158,32 @@ class Graph:
         return sorted(self.paths)
 
     def _parse(self, name: str, path: Path) -> Module:
-        tree = ast.parse(path.read_bytes(), filename=str(path))
+        info = path.stat()
+        identity = f"{info.st_size}:{info.st_mtime_ns}:{info.st_ino}"
+        remembered = self._remembered.get(name)
+        if isinstance(remembered, dict) and remembered.get("identity") == identity:
+            with contextlib.suppress(KeyError, TypeError):
+                return Module(name, path, frozenset(remembered["imports"]), frozenset(remembered["type_imports"]),
+                              tuple(remembered["data_files"]), remembered["sha256"])
+        module = self._read(name, path)
+        self._remembered[name] = {"identity": identity, **module.to_json()}
+        self._changed = True
+        return module
+
+    def save(self) -> None:
+        """Keep what was read for the next run (the memo), if anything new was read."""
+        if self.memo is None or not self._changed:
+            return
+        data = {"package": str(self.package_dir), "modules": sorted(self.known), "files": self._remembered}
+        temporary = self.memo.with_name(f".{self.memo.name}.{os.getpid()}")
+        with contextlib.suppress(OSError):
+            temporary.write_text(json.dumps(data, sort_keys=True) + "\n")
+            os.replace(temporary, self.memo)
+        self._changed = False
+
+    def _read(self, name: str, path: Path) -> Module:
+        source = path.read_bytes()
+        tree = ast.parse(source, filename=str(path))
         runtime: set[str] = set()
         typing_only: set[str] = set()
         for node, runs in _import_nodes(tree.body):
@@ -144,7 +191,8 @@ class Graph:
         runtime.discard(name)
         # A module's own packages run before it does.
         runtime |= _with_parents(name, self.known) - {name}
-        return Module(name, path, frozenset(runtime), frozenset(typing_only - runtime - {name}), _data_files(tree))
+        return Module(name, path, frozenset(runtime), frozenset(typing_only - runtime - {name}), _data_files(tree),
+                      hashlib.sha256(source).hexdigest())
 
 
 @functools.cache
@@ -175,7 +223,7 @@ def code_inputs(*roots: str, modules: Graph | None = None,
     digests: dict[str, str] = {}
     for name in closure(roots, graph):
         module = graph[name]
-        digests[module.path.relative_to(package_dir).as_posix()] = sha256_file(module.path)
+        digests[module.path.relative_to(package_dir).as_posix()] = module.sha256
         for data in module.data_files:
             path = package_dir / data
             digests[data] = sha256_tree(path) if path.is_dir() else sha256_file(path)
@@ -183,9 +231,16 @@ def code_inputs(*roots: str, modules: Graph | None = None,
 
 
 @functools.cache
-def code_digest(*roots: str) -> str:
-    """The code part of a cache key: one digest over code_inputs(roots)."""
-    return content_key(code_inputs(*roots))
+def code_digest(*roots: str, memo: Path | None = None) -> str:
+    """The code part of a cache key: one digest over code_inputs(roots). `memo` (in the cache
+    directory) keeps what was read from each file by its identity, so a cache hit parses nothing."""
+    if memo is None:
+        return content_key(code_inputs(*roots))
+    graph = Graph(PACKAGE_DIR, memo)
+    try:
+        return content_key(code_inputs(*roots, modules=graph))
+    finally:
+        graph.save()
 
 
 def cycles(modules: Graph | None = None, include_type_imports: bool = True) -> list[list[str]]:

@@ -232,8 +232,10 @@ def toolchain_versions(arch: Arch, cross_compile: str, rust: bool, memo: Path | 
 def cache_key_inputs(*, kernel_version: str, arch: Arch, variant: Variant, config_version: str,
                      source: SourceSpec, patches: tuple[Patch, ...], selection: Selection | None,
                      whitelist: Whitelist, full_config_sha256: str | None, configs_dir: Path,
-                     toolchain: dict[str, str], epoch: int | None, rust: bool) -> dict[str, Any]:
-    """Everything that determines the outputs. Not -j, ccache or the output directory."""
+                     toolchain: dict[str, str], epoch: int | None, rust: bool, code: str | None = None
+                     ) -> dict[str, Any]:
+    """Everything that determines the outputs. Not -j, ccache or the output directory. `code`: the
+    digest of the kernel builder's code (computed here when not given)."""
     config: dict[str, Any]
     if selection is not None:
         config = {"fragments": [[_key_label(fragment.path, fragment.label, configs_dir), fragment.sha256]
@@ -243,7 +245,7 @@ def cache_key_inputs(*, kernel_version: str, arch: Arch, variant: Variant, confi
         config = {"full_config": full_config_sha256}
     return {
         "format": KEY_FORMAT,
-        "code": codegraph.code_digest(BUILDER_MODULE),
+        "code": code or codegraph.code_digest(BUILDER_MODULE),
         "kernel_version": kernel_version,
         "arch": arch.name,
         "variant": variant.to_json(),
@@ -314,7 +316,9 @@ def plan_kernel(options: KernelOptions, versions: Versions, tool_memo: Path | No
     inputs = cache_key_inputs(kernel_version=kernel_version, arch=arch, variant=variant,
                               config_version=config_version, source=source, patches=patches, selection=selection,
                               whitelist=whitelist, full_config_sha256=full_sha, configs_dir=configs_dir,
-                              toolchain=toolchain, epoch=epoch, rust=rust)
+                              toolchain=toolchain, epoch=epoch, rust=rust,
+                              code=codegraph.code_digest(BUILDER_MODULE,
+                                                         memo=tool_memo.parent / codegraph.MEMO if tool_memo else None))
     return KernelPlan(arch, variant, configs_dir, config_version, selection, options.full_config, whitelist,
                       patches, source, kernel_version, names, toolchain, epoch, rust, inputs, content_key(inputs))
 

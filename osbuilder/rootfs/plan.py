@@ -82,6 +82,7 @@ class Plan:
     output: Path
     agent_version: str | None  # the tarball's VERSION, else versions.yaml assets.agent.version
     strip: str | None  # the strip tool's version (the agent is stripped)
+    code: str  # the digest of the code that builds a rootfs (codegraph)
 
     @property
     def recipe(self) -> Recipe:
@@ -132,7 +133,7 @@ class Plan:
             # The code that makes a rootfs (every module the builder imports, and its templates);
             # the package version, not the commit: a cache hit keeps the osbuilder.yaml of the commit
             # that built the entry.
-            "code": codegraph.code_digest(BUILDER_MODULE),
+            "code": self.code,
             "osbuilder_version": __version__,
             "recipe": {"name": self.recipe.name, "sha256": sha256_file(self.recipe.path)},
             "release": self.release.codename,
@@ -261,7 +262,8 @@ def plan(request: Request, versions: Versions, recipe_named: Callable[[str], Rec
     busybox = bool(request.busybox if request.busybox is not None else (init is not None and init.busybox))
     return Plan(request, selection, extra, agent, bootstrapper, mirror, busybox, sde, output,
                 None if agent is None else agent.version or versions.agent_version,
-                None if agent is None else runner.tool_version(strip_tool(selection.arch), memo, "strip the agent"))
+                None if agent is None else runner.tool_version(strip_tool(selection.arch), memo, "strip the agent"),
+                codegraph.code_digest(BUILDER_MODULE, memo=cache_root / codegraph.MEMO))
 
 
 def is_agent_init(plan: Plan) -> bool:

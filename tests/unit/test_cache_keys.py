@@ -82,3 +82,21 @@ def test_code_inputs_cover_the_closure_and_its_templates() -> None:
     assert not any(path.startswith(("kernel/", "image/", "initrd/", "bundle/", "commands/")) for path in inputs)
     assert "kernel/source.py" in codegraph.code_inputs("osbuilder.kernel.build")
     assert not any(path.startswith("rootfs/") for path in codegraph.code_inputs("osbuilder.kernel.build"))
+
+
+def test_the_memo_gives_the_same_digest_and_notices_edits(checkout: Path, tmp_path: Path) -> None:
+    package = checkout / "osbuilder"
+    memo = tmp_path / "code-graph.json"
+
+    def digest(use_memo: bool) -> str:
+        graph = codegraph.Graph(package, memo if use_memo else None)
+        value = codegraph.content_key(codegraph.code_inputs("osbuilder.rootfs.build", modules=graph,
+                                                            package_dir=package))
+        graph.save()
+        return value
+
+    plain = digest(False)
+    assert digest(True) == plain and memo.is_file()  # written
+    assert digest(True) == plain  # read
+    _append(package / "rootfs/check.py", "# an edit\n")
+    assert digest(True) == digest(False) != plain
