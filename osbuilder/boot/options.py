@@ -1,5 +1,6 @@
-"""osbuilder boot's options, declared once (osbuilder.options). `make boot` passes FS_TYPE and
-SKIP_DAX_HEADER through, the variables the image was built with."""
+"""The options that say what to boot and how, declared once (osbuilder.options) for every command
+that boots assets; `make boot` passes FS_TYPE and SKIP_DAX_HEADER through, the variables the image
+was built with. ASSETS and HOW are what any boot needs; CHECKS are the boot check's."""
 
 from __future__ import annotations
 
@@ -33,10 +34,11 @@ HOW = Table("how to boot", (
     Option("kernel_params", ("--kernel-params",), "extra kernel parameters", default="", metavar="PARAMS"),
     Option("verbosity", ("--verbosity",), "quiet/debug: the runtime's kernel parameters for those modes",
            choices=("quiet", "normal", "debug"), default="normal"),
-    Option("memory", ("--memory",), "guest memory (default 2048)", kind=Kind.INT, metavar="MB"),
+    Option("memory_mb", ("--memory",), "guest memory (default 2048)", kind=Kind.INT, metavar="MB"),
     Option("cpus", ("--cpus",), "guest vCPUs (default 1)", kind=Kind.INT, metavar="N"),
     Option("arch", ("--arch",), "guest architecture (default: the host's)", metavar="ARCH"),
     Option("qemu", ("--qemu",), "QEMU binary (default qemu-system-<arch>)", metavar="PATH"),
+    Option("console_log", ("--console-log",), "write the guest console here", kind=Kind.PATH, metavar="FILE"),
 ))
 
 CHECKS = Table("checks", (
@@ -44,5 +46,4 @@ CHECKS = Table("checks", (
            kind=Kind.FLOAT, default=300.0, metavar="SECONDS"),
     Option("expect_agent_version", ("--expect-agent-version",),
            "fail unless the agent's Health/Version reports this version", metavar="VERSION"),
-    Option("console_log", ("--console-log",), "write the guest console here", kind=Kind.PATH, metavar="FILE"),
 ))

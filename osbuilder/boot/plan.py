@@ -1,13 +1,14 @@
-"""Boot planning: what to boot and how, from a request, as frozen values; then the boot itself.
+"""What to boot and how, from the command line, as frozen values; then the boot itself.
 
-    request = BootRequest(kernel=..., image=...)               # the command line (osbuilder.boot.options)
-    for target in targets(request):                           # one, or one per configuration of a bundle
-        report = boot(plan_boot(request, target), cache)
+    assets = choose_assets(kernel, image, initrd, config)      # or: with bundle_configs(bundle) as ...
+    vm, root = plan_vm(VmChoices(...), assets)                  # pure: the VM the runtime would make
+    report = boot(vm, root, cache, timeout=..., expect_agent_version=...)
 
-`plan_boot` is pure: the root's kernel parameters (osbuilder.kernelcmdline), the transport, memory
-and CPUs, and the checks, from the request and what a runtime configuration says. `boot` resolves
-the accelerator (`--accel auto` may run a probe guest) and runs the check (osbuilder.boot.check).
-A bundle's configurations are read from a temporary extraction that lives while its targets boot.
+`plan_vm` decides the root's kernel parameters (osbuilder.kernelcmdline), the transport, memory and
+CPUs from the options and what a runtime configuration says; nothing runs. `boot` resolves the
+accelerator (`--accel auto` may run a probe guest, remembered in the cache per host boot) and runs
+the check (osbuilder.boot.check). A bundle's configurations are read from a temporary extraction
+that lives while its assets boot. Shared by `osbuilder boot` and whatever else boots assets.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from osbuilder import staging
-from osbuilder.arch import Arch, host_arch, parse_arch
+from osbuilder.arch import host_arch, parse_arch
 from osbuilder.boot.accel import choose_accel
 from osbuilder.boot.qemu import AGENT_PORT_NAME, VmSpec
 from osbuilder.boot.runtimeconfig import RuntimeBoot, read_runtime_config
@@ -31,68 +32,42 @@ from osbuilder.errors import UsageError
 from osbuilder.kernelcmdline import RootSpec, VerityLine, kernel_params, parse_verity, serial_console
 
 if TYPE_CHECKING:
-    from osbuilder.boot.check import BootReport, CheckOptions
+    from osbuilder.boot.check import BootReport
 
 DEFAULT_MEMORY_MB = 2048
 VSOCK_DEVICE = Path("/dev/vhost-vsock")
 
 
 @dataclass(frozen=True)
-class BootRequest:
-    """What to boot and how (the option tables of osbuilder.boot.options)."""
+class Assets:
+    """A kernel with an image or an initrd, and the runtime configuration they came from."""
 
-    kernel: Path | None = None
-    image: Path | None = None
-    initrd: Path | None = None
-    config: Path | None = None
-    bundle: Path | None = None
-    no_dax: bool = False
+    kernel: Path
+    image: Path | None
+    initrd: Path | None
+    config: RuntimeBoot | None = None
+
+    @property
+    def label(self) -> str:
+        return str(self.image or self.initrd)
+
+
+@dataclass(frozen=True)
+class VmChoices:
+    """The "how to boot" options (osbuilder.boot.options.HOW)."""
+
+    arch: str | None = None
     fs_type: str | None = None
+    no_dax: bool = False
     verity: str | None = None  # the line, or the file holding it
     accel: str = "auto"
     transport: str = "auto"
     port_name: str = AGENT_PORT_NAME
     kernel_params: str = ""
     verbosity: str = "normal"
-    memory: int | None = None
+    memory_mb: int | None = None
     cpus: int | None = None
-    arch: str | None = None
     qemu: str | None = None
-    timeout: float = 300.0
-    expect_agent_version: str | None = None
-    console_log: Path | None = None
-
-
-@dataclass(frozen=True)
-class BootTarget:
-    """One boot: a kernel with an image or an initrd, and the runtime configuration they came from."""
-
-    label: str
-    kernel: Path
-    image: Path | None
-    initrd: Path | None
-    config: RuntimeBoot | None = None
-    bundle_version: str | None = None  # the agent in a bundle answers with the bundle's version
-
-
-@dataclass(frozen=True)
-class BootPlan:
-    target: BootTarget
-    arch: Arch
-    root: RootSpec
-    vm: VmSpec  # with accel as requested ("auto" until boot() resolves it)
-    accel: str
-    timeout: float
-    expect_agent_version: str | None
-    console_log: Path | None
-
-    def check_options(self) -> CheckOptions:
-        # Imported here: the agent client needs a recent protobuf, which the other commands (a rootless
-        # build-rootfs on a host's system Python, for one) must not depend on.
-        from osbuilder.boot.check import CheckOptions
-
-        return CheckOptions(timeout=self.timeout, expect_agent_version=self.expect_agent_version,
-                            console_log=self.console_log, expect_dax=self.root.dax(self.arch.name))
 
 
 def _require_file(path: Path | None, option: str) -> None:
@@ -101,7 +76,8 @@ def _require_file(path: Path | None, option: str) -> None:
                          fix="give the path of a built asset")
 
 
-def _verity(value: str | None) -> VerityLine | None:
+def read_verity(value: str | None) -> VerityLine | None:
+    """--verity: the kernel_verity_params line itself, or the root_hash file that holds it."""
     if not value:
         return None
     candidate = Path(value)
@@ -109,13 +85,12 @@ def _verity(value: str | None) -> VerityLine | None:
     return parse_verity(text, f"--verity {value}")
 
 
-def single_target(request: BootRequest) -> BootTarget:
-    """The target of --kernel with --image/--initrd, or of --config (the options win over it)."""
-    from_config = read_runtime_config(request.config) if request.config else None
-    kernel = request.kernel or (from_config.kernel if from_config else None)
-    given = request.image is not None or request.initrd is not None
-    image = request.image if given else (from_config.image if from_config else None)
-    initrd = request.initrd if given else (from_config.initrd if from_config else None)
+def choose_assets(kernel: Path | None, image: Path | None, initrd: Path | None, config: Path | None) -> Assets:
+    """The assets of --kernel/--image/--initrd, completed from --config (the options win over it)."""
+    from_config = read_runtime_config(config) if config else None
+    kernel = kernel or (from_config.kernel if from_config else None)
+    if image is None and initrd is None and from_config is not None:
+        image, initrd = from_config.image, from_config.initrd
     if kernel is None:
         raise UsageError(problem="no kernel to boot", where="--kernel", fix="pass --kernel or --config")
     if image is None and initrd is None:
@@ -123,56 +98,66 @@ def single_target(request: BootRequest) -> BootTarget:
                          fix="pass --image, --initrd, --config or --bundle")
     for path, option in ((kernel, "--kernel"), (image, "--image"), (initrd, "--initrd")):
         _require_file(path, option)
-    return BootTarget(str(image or initrd), kernel, image, initrd, from_config)
+    return Assets(kernel, image, initrd, from_config)
 
 
 @contextlib.contextmanager
-def bundle_targets(bundle: Path) -> Iterator[list[BootTarget]]:
-    """A bundle's QEMU configurations, from a temporary extraction that lives until the block ends."""
+def bundle_configs(bundle: Path) -> Iterator[tuple[str, list[tuple[str, Assets]]]]:
+    """A release bundle, extracted into a temporary directory until the block ends: its VERSION and
+    the assets of its QEMU configurations."""
     from osbuilder.bundle.extract import extract_bundle, qemu_configs
 
     _require_file(bundle, "--bundle")
-    staging.sweep_temporary()
+    staging.sweep_temporary()  # what a killed run left
     workdir = staging.make_directory(Path(tempfile.gettempdir()), "bundle")
     try:
         root = extract_bundle(bundle, workdir)
         version_file = root / "opt/kata/VERSION"
         version = version_file.read_text().strip() if version_file.is_file() else ""
-        targets = []
+        configs = []
         for label, path in qemu_configs(root):
             config = read_runtime_config(path, root=root)
-            targets.append(BootTarget(label, config.kernel, config.image, config.initrd, config, version or None))
-        yield targets
+            configs.append((label, Assets(config.kernel, config.image, config.initrd, config)))
+        yield version, configs
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def plan_boot(request: BootRequest, target: BootTarget) -> BootPlan:
-    """How to boot a target: pure (the host is only asked whether it has vsock)."""
-    config = target.config
-    arch = parse_arch(request.arch) if request.arch else host_arch()
-    fs_type = request.fs_type or (config.rootfs_type if config else "ext4")
-    nvdimm = target.image is not None and not request.no_dax and (config.nvdimm if config else True)
-    verity = _verity(request.verity) or (config.verity if config and target.image is not None else None)
-    root = RootSpec("image" if target.image is not None else "initrd", fs_type, nvdimm, verity)
-    extra = " ".join(part for part in (config.kernel_params if config else "", request.kernel_params) if part)
+def plan_vm(choices: VmChoices, assets: Assets) -> tuple[VmSpec, RootSpec]:
+    """The VM the runtime would start for these assets, with the accelerator as requested (see
+    prepare_vm); pure (the host is only asked whether it has vsock)."""
+    config = assets.config
+    arch = parse_arch(choices.arch) if choices.arch else host_arch()
+    fs_type = choices.fs_type or (config.rootfs_type if config else "ext4")
+    nvdimm = assets.image is not None and not choices.no_dax and (config.nvdimm if config else True)
+    verity = read_verity(choices.verity) or (config.verity if config and assets.image is not None else None)
+    root = RootSpec("image" if assets.image is not None else "initrd", fs_type, nvdimm, verity)
+    extra = " ".join(part for part in (config.kernel_params if config else "", choices.kernel_params) if part)
     cmdline = kernel_params(root, arch=arch.name, console=serial_console(arch.name), extra=extra,
-                            verbosity=request.verbosity)
-    transport = request.transport
+                            verbosity=choices.verbosity)
+    transport = choices.transport
     if transport == "auto":
         transport = "vsock" if VSOCK_DEVICE.exists() else "serial"
-    vm = VmSpec(arch=arch, kernel=target.kernel, cmdline=cmdline, accel=request.accel, initrd=target.initrd,
-                image=target.image, nvdimm=nvdimm, transport=transport, port_name=request.port_name,
-                memory_mb=request.memory or (config.memory_mb if config and config.memory_mb else DEFAULT_MEMORY_MB),
-                cpus=request.cpus or (config.vcpus if config and config.vcpus else 1), qemu=request.qemu)
-    # What ships must match: the agent in every asset of a bundle answers with the bundle's version.
-    expected = request.expect_agent_version or target.bundle_version
-    return BootPlan(target, arch, root, vm, request.accel, request.timeout, expected, request.console_log)
+    vm = VmSpec(arch=arch, kernel=assets.kernel, cmdline=cmdline, accel=choices.accel, initrd=assets.initrd,
+                image=assets.image, nvdimm=nvdimm, transport=transport, port_name=choices.port_name,
+                memory_mb=choices.memory_mb or (config.memory_mb if config and config.memory_mb else DEFAULT_MEMORY_MB),
+                cpus=choices.cpus or (config.vcpus if config and config.vcpus else 1), qemu=choices.qemu)
+    return vm, root
 
 
-def boot(plan: BootPlan, cache: Cache | None) -> BootReport:
-    """Boot a plan under QEMU and check the agent; `cache` remembers the KVM probe per host boot."""
-    from osbuilder.boot.check import boot_check
+def prepare_vm(vm: VmSpec, cache: Cache | None) -> VmSpec:
+    """The VM with its accelerator decided: --accel auto uses KVM only after a probe guest made
+    progress (remembered per host boot in the cache)."""
+    return dataclasses.replace(vm, accel=choose_accel(vm.accel, vm.kernel, vm.arch, cache, vm.qemu))
 
-    accel = choose_accel(plan.accel, plan.vm.kernel, plan.arch, cache, plan.vm.qemu)
-    return boot_check(dataclasses.replace(plan.vm, accel=accel), plan.check_options())
+
+def boot(vm: VmSpec, root: RootSpec, cache: Cache | None, *, timeout: float = 300.0,
+         expect_agent_version: str | None = None, console_log: Path | None = None) -> BootReport:
+    """Boot a planned VM under QEMU and check the agent the way the runtime would talk to it."""
+    # Imported here: the agent client needs a recent protobuf, which the other commands (a rootless
+    # build-rootfs on a host's system Python, for one) must not depend on.
+    from osbuilder.boot.check import CheckOptions, boot_check
+
+    options = CheckOptions(timeout=timeout, expect_agent_version=expect_agent_version, console_log=console_log,
+                           expect_dax=root.dax(vm.arch.name))
+    return boot_check(prepare_vm(vm, cache), options)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from osbuilder import options
 from osbuilder.boot.options import ASSETS, CHECKS, HOW
-from osbuilder.boot.plan import BootRequest, boot, bundle_targets, plan_boot, single_target
+from osbuilder.boot.plan import Assets, VmChoices, boot, bundle_configs, choose_assets, plan_vm
 from osbuilder.commands import Command, Outcome
 from osbuilder.context import Context
 
@@ -19,6 +19,13 @@ TABLES = (ASSETS, HOW, CHECKS)
 
 def configure(parser: argparse.ArgumentParser) -> None:
     del parser  # every option is in the tables (osbuilder.boot.options)
+
+
+def boot_one(context: Context, values: dict[str, Any], choices: VmChoices, assets: Assets,
+             expect_version: str | None) -> BootReport:
+    vm, root = plan_vm(choices, assets)
+    return boot(vm, root, context.cache, timeout=values["timeout"], expect_agent_version=expect_version,
+                console_log=values["console_log"])
 
 
 def _render(label: str, report: BootReport) -> str:
@@ -38,20 +45,23 @@ def _render(label: str, report: BootReport) -> str:
 
 
 def run(context: Context, args: argparse.Namespace) -> Outcome:
-    request = options.request(BootRequest, args, *TABLES)
-    if request.bundle is not None:
+    values = options.values(args, *TABLES)
+    choices = options.request(VmChoices, args, HOW)
+    if values["bundle"] is not None:
         reports: list[tuple[str, BootReport]] = []
-        with bundle_targets(request.bundle) as targets:
-            for target in targets:
-                reports.append((target.label, boot(plan_boot(request, target), context.cache)))
+        with bundle_configs(values["bundle"]) as (version, configs):
+            # What ships must match: the agent in every asset answers with the bundle's version.
+            expected = values["expect_agent_version"] or version or None
+            for label, assets in configs:
+                reports.append((label, boot_one(context, values, choices, assets, expected)))
         ok = all(report.ok for _, report in reports)
-        data: dict[str, Any] = {"ok": ok, "bundle": str(request.bundle),
+        data: dict[str, Any] = {"ok": ok, "bundle": str(values["bundle"]),
                                 "boots": [{"config": label, **report.to_json()} for label, report in reports]}
         text = "\n".join(_render(label, report) for label, report in reports)
         return Outcome(data, text, exit_code=0 if ok else 1)
-    target = single_target(request)
-    report = boot(plan_boot(request, target), context.cache)
-    return Outcome(report.to_json(), _render(target.label, report), exit_code=0 if report.ok else 1)
+    assets = choose_assets(values["kernel"], values["image"], values["initrd"], values["config"])
+    report = boot_one(context, values, choices, assets, values["expect_agent_version"])
+    return Outcome(report.to_json(), _render(assets.label, report), exit_code=0 if report.ok else 1)
 
 
 COMMAND = Command("boot", "boot assets under QEMU as the Kata runtime would and check the agent answers", configure,
