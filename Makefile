@@ -13,31 +13,18 @@ OSB := $(VENV)/bin/osbuilder
 PYTEST := $(VENV)/bin/pytest
 BUILD_DIR ?= build
 
-# Kata-style knobs (same names as Kata's osbuilder Makefile and scripts).
+# The build steps' own knobs are not interpreted here. Kata's variables (DISTRO, OS_VERSION, ARCH,
+# AGENT_INIT, EXTRA_PKGS, USE_DOCKER, AGENT, AGENT_TARBALL, AGENT_BIN, DOCKER_BASE, ROOTFS_DIR,
+# FS_TYPE, ROOT_FREE_SPACE, IMAGE_SIZE_ALIGNMENT_MB, BLOCK_SIZE, MEASURED_ROOTFS, SKIP_DAX_HEADER,
+# BUILD_VARIANT, SKIP_ROOTFS_CHECK, INITRD_COMPRESSION, KERNEL_MODULES_DIR) are declared with the
+# options they set in osbuilder's option tables (see `osbuilder build-image --help`); make puts the
+# variables of its command line into the environment, where `osbuilder ... --make-variables` reads
+# them. osbuilder also decides the defaults: the distribution (versions.yaml), the rootfs's name,
+# and SOURCE_DATE_EPOCH (the checkout's commit time; the kernel's is its source's date).
 ARCH ?= $(shell uname -m)
-DISTRO ?=
-OS_VERSION ?=
-AGENT_INIT ?= no
-EXTRA_PKGS ?=
-USE_DOCKER ?=
-AGENT ?=
-AGENT_TARBALL ?=
-DOCKER_BASE ?=
-FS_TYPE ?= ext4
-ROOT_FREE_SPACE ?= 0
-IMAGE_SIZE_ALIGNMENT_MB ?= 128
-MEASURED_ROOTFS ?= no
-SKIP_DAX_HEADER ?= no
-# The rootfs `make image` and `make initrd` read. Empty: they build it first from DISTRO/OS_VERSION
-# (default: versions.yaml assets.image / assets.initrd); `make rootfs` makes one you can pass here.
-ROOTFS_DIR ?=
 KERNEL_DIR ?= $(BUILD_DIR)/kernel
 IMAGE ?= $(BUILD_DIR)/kata-containers.img
 INITRD ?= $(BUILD_DIR)/kata-containers-initrd.img
-BLOCK_SIZE ?= 4096
-BUILD_VARIANT ?=
-SKIP_ROOTFS_CHECK ?= no
-INITRD_COMPRESSION ?=
 # build-kernel options, e.g. KERNEL_FLAGS="--debug" or "--confidential" or "--ccache".
 KERNEL_FLAGS ?=
 # A release bundle: the runtime (RUNTIME=path of a kata-static tarball, directory or shim; default:
@@ -45,26 +32,16 @@ KERNEL_FLAGS ?=
 MEASURED_IMAGE ?= $(BUILD_DIR)/kata-containers-measured.img
 RUNTIME ?=
 RUNTIME_VERSION ?=
-# Reproducible by default: every timestamp is clamped to the checkout's commit time. The kernel is the
-# exception unless SOURCE_DATE_EPOCH is given: its build date is its source's (the tree's Makefile), so
-# a new osbuilder commit does not invalidate a cached kernel built from the same inputs. The tests set
-# their own epochs, and their kernels stay cache hits across commits for the same reason.
-ifeq ($(origin SOURCE_DATE_EPOCH),undefined)
-SOURCE_DATE_EPOCH := $(shell git log -1 --format=%ct 2>/dev/null)
-DEFAULT_EPOCH_UNSET := env -u SOURCE_DATE_EPOCH
-endif
-ifneq ($(SOURCE_DATE_EPOCH),)
-export SOURCE_DATE_EPOCH
-endif
 # osbuilder boot options, e.g. BOOT_FLAGS="--timeout 600 --console-log build/console.log".
 BOOT_FLAGS ?=
 OSB_FLAGS ?=
 PYTEST_FLAGS ?=
+MAKE_VARIABLES := --make-variables
 
 STAMP_DEPS := $(VENV)/.deps-installed
 STAMP_VENV := $(VENV)/.osbuilder-installed
 
-.PHONY: all deps venv test test-unit test-integration test-cross lint format rootfs image initrd kernel agent \
+.PHONY: all deps venv test test-unit test-integration test-cross test-fresh lint format rootfs image initrd kernel agent \
         measured-image bundle bundle-only boot clean distclean
 
 # The default assets, boot-checked: kernel, image (systemd) and initrd (the agent is init).
@@ -96,16 +73,27 @@ $(STAMP_VENV): pyproject.toml $(STAMP_DEPS)
 # Cross-architecture kernel builds (arm64 on x86_64: ~15 min cold on 2 cores) are not part of
 # `make test`; `make test-cross` runs them.
 test: venv
-	$(DEFAULT_EPOCH_UNSET) $(PYTEST) $(PYTEST_FLAGS) -m 'not cross' tests
+	$(PYTEST) $(PYTEST_FLAGS) -m 'not cross' tests
 
 test-unit: venv
-	$(DEFAULT_EPOCH_UNSET) $(PYTEST) $(PYTEST_FLAGS) -m 'not integration and not cross' tests
+	$(PYTEST) $(PYTEST_FLAGS) -m 'not integration and not cross' tests
 
 test-integration: venv
-	$(DEFAULT_EPOCH_UNSET) $(PYTEST) $(PYTEST_FLAGS) -m 'integration and not cross' tests
+	$(PYTEST) $(PYTEST_FLAGS) -m 'integration and not cross' tests
 
 test-cross: venv
-	$(DEFAULT_EPOCH_UNSET) $(PYTEST) $(PYTEST_FLAGS) -m cross tests
+	$(PYTEST) $(PYTEST_FLAGS) -m cross tests
+
+# The whole suite as CI runs it on a fresh machine (as root): first forget what earlier runs left
+# (the test users and their homes, the project's docker images, osbuilder's containers), then test
+# against an empty cache directory (removed afterwards). The kernel is built again: ~30 min on 2 cores.
+test-fresh: venv
+	$(VENV)/bin/python -m tests.helpers.machine_state
+	@cache=$$(mktemp -d /var/tmp/osbuilder-fresh-cache.XXXXXX); trap 'rm -rf "$$cache"' EXIT; \
+	echo "empty cache directory: $$cache"; started=$$(date +%s); status=0; \
+	env -u OSBUILDER_TEST_CACHE_DIR OSBUILDER_CACHE_DIR="$$cache" \
+	  $(PYTEST) $(PYTEST_FLAGS) -m 'not cross' tests || status=$$?; \
+	echo "test-fresh: $$(( $$(date +%s) - started )) s wall time, exit status $$status"; exit $$status
 
 lint: venv
 	$(VENV)/bin/ruff check osbuilder tests benchmarks
@@ -114,57 +102,25 @@ lint: venv
 format: venv
 	$(VENV)/bin/ruff check --fix osbuilder tests benchmarks
 
-yes = $(filter yes true 1,$(1))
-
-# Without ROOTFS_DIR, build-image and build-initrd build the rootfs first with these options.
-ROOTFS_COMMON_FLAGS = $(if $(strip $(EXTRA_PKGS)),--extra-pkgs $(EXTRA_PKGS)) \
-	$(if $(call yes,$(USE_DOCKER)),--backend docker) \
-	$(if $(DOCKER_BASE),--docker-base $(DOCKER_BASE)) \
-	$(if $(AGENT),--agent $(AGENT)) \
-	$(if $(AGENT_TARBALL),--agent-tarball $(AGENT_TARBALL))
-ROOTFS_FLAGS = --arch $(ARCH) $(if $(DISTRO),--distro $(DISTRO)) $(if $(OS_VERSION),--os-version $(OS_VERSION)) \
-	$(ROOTFS_COMMON_FLAGS)
-ROOTFS_SOURCE = $(if $(ROOTFS_DIR),"$(ROOTFS_DIR)",$(strip $(ROOTFS_FLAGS)))
-
-# Kata's image_builder.sh variables map onto build-image's options.
+# The rootfs, the image and the initrd, from the variables of the command line (ROOTFS_DIR, FS_TYPE,
+# ...); without ROOTFS_DIR, build-image and build-initrd build their rootfs first.
 image: venv
 	@mkdir -p $(dir $(IMAGE))
-	$(OSB) build-image $(OSB_FLAGS) $(ROOTFS_SOURCE) -o "$(IMAGE)" --fs-type $(FS_TYPE) \
-	  --root-free-space $(ROOT_FREE_SPACE) --alignment-mb $(IMAGE_SIZE_ALIGNMENT_MB) --block-size $(BLOCK_SIZE) \
-	  $(if $(call yes,$(MEASURED_ROOTFS)),--measured) $(if $(call yes,$(SKIP_DAX_HEADER)),--no-dax-header) \
-	  $(if $(call yes,$(AGENT_INIT)),--agent-init) $(if $(call yes,$(SKIP_ROOTFS_CHECK)),--skip-rootfs-check) \
-	  $(if $(BUILD_VARIANT),--variant $(BUILD_VARIANT))
+	$(OSB) build-image $(MAKE_VARIABLES) $(OSB_FLAGS) -o "$(IMAGE)"
 
 initrd: venv
 	@mkdir -p $(dir $(INITRD))
-	$(OSB) build-initrd $(OSB_FLAGS) $(ROOTFS_SOURCE) -o "$(INITRD)" $(if $(call yes,$(AGENT_INIT)),--agent-init) \
-	  $(if $(INITRD_COMPRESSION),--compression $(INITRD_COMPRESSION)) \
-	  $(if $(call yes,$(SKIP_ROOTFS_CHECK)),--skip-rootfs-check)
+	$(OSB) build-initrd $(MAKE_VARIABLES) $(OSB_FLAGS) -o "$(INITRD)"
 
 # The guest kernel (Debian's linux-source, kernel-configs/ fragments) into $(KERNEL_DIR).
 kernel: venv
-	$(DEFAULT_EPOCH_UNSET) $(OSB) $(OSB_FLAGS) build-kernel --arch $(ARCH) -o $(KERNEL_DIR) $(KERNEL_FLAGS)
+	$(OSB) $(OSB_FLAGS) build-kernel --arch $(ARCH) -o $(KERNEL_DIR) $(KERNEL_FLAGS)
 
-# make rootfs [DISTRO=ubuntu] [OS_VERSION=noble] [AGENT_INIT=yes|no] [EXTRA_PKGS="a b"] [USE_DOCKER=true]
-#             [AGENT=path | AGENT_TARBALL=path] [DOCKER_BASE=image]
-# Without DISTRO: versions.yaml assets.image for ARCH; without OS_VERSION: the recipe's default release.
-# Output: $(BUILD_DIR)/rootfs-<distro>-<release>-<systemd|agent> (replaced on every run).
+# make rootfs [DISTRO=ubuntu] [OS_VERSION=noble] [AGENT_INIT=yes|no] [EXTRA_PKGS="a b"] [USE_DOCKER=true] ...
+# Output: $(BUILD_DIR)/rootfs-<distro>-<release>-<systemd|agent> (replaced on every run; osbuilder names it).
 rootfs: venv
-	@set -e; distro='$(DISTRO)'; release='$(OS_VERSION)'; \
-	if [ -z "$$distro" ]; then \
-	  distro=$$($(OSB) versions assets.image.architecture.$(ARCH).name); \
-	  [ -n "$$release" ] || release=$$($(OSB) versions assets.image.architecture.$(ARCH).version); \
-	fi; \
-	if [ -z "$$release" ]; then \
-	  release=$$($(OSB) distros --json | $(VENV)/bin/python -c \
-	    'import json, sys; print({d["name"]: d for d in json.load(sys.stdin)["distros"]}[sys.argv[1]]["default_release"])' \
-	    "$$distro"); \
-	fi; \
-	init=$(if $(call yes,$(AGENT_INIT)),agent,systemd); [ "$$distro" != minimal ] || init=agent; \
-	mkdir -p $(BUILD_DIR); \
-	$(OSB) build-rootfs --distro "$$distro" --os-version "$$release" --arch $(ARCH) \
-	  $(if $(call yes,$(AGENT_INIT)),--agent-init) $(strip $(ROOTFS_COMMON_FLAGS)) \
-	  -o "$(BUILD_DIR)/rootfs-$$distro-$$release-$$init" --force $(OSB_FLAGS)
+	@mkdir -p $(BUILD_DIR)
+	$(OSB) build-rootfs $(MAKE_VARIABLES) --build-dir "$(BUILD_DIR)" --force $(OSB_FLAGS)
 
 # The reference agent (static, musl) into $(BUILD_DIR)/kata-agent.
 agent: venv
@@ -173,8 +129,8 @@ agent: venv
 
 # Boot-check the image and the initrd with the kernel, as the runtime would (QEMU; TCG unless KVM works).
 boot: venv
-	$(OSB) boot $(OSB_FLAGS) --kernel $(KERNEL_DIR)/vmlinux.container --image $(IMAGE) \
-	  $(if $(call yes,$(SKIP_DAX_HEADER)),--no-dax) --fs-type $(FS_TYPE) $(BOOT_FLAGS)
+	$(OSB) boot $(MAKE_VARIABLES) $(OSB_FLAGS) --kernel $(KERNEL_DIR)/vmlinux.container --image $(IMAGE) \
+	  $(BOOT_FLAGS)
 	$(OSB) boot $(OSB_FLAGS) --kernel $(KERNEL_DIR)/vmlinux.container --initrd $(INITRD) $(BOOT_FLAGS)
 
 # The measured variant of the image (dm-verity), with its root hash next to it.

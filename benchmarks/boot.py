@@ -22,16 +22,15 @@ from pathlib import Path
 
 from _common import REPO, SOURCE_DATE_EPOCH, arguments, mib
 
-from osbuilder.agent_build import default_agent
+from osbuilder.agent_build import reference_agent
 from osbuilder.arch import host_arch
 from osbuilder.boot.check import CheckOptions, boot_check
-from osbuilder.boot.kernelparams import RootSpec, kernel_params
 from osbuilder.boot.qemu import VmSpec
 from osbuilder.context import Context
 from osbuilder.image.builder import ImageOptions, build_image
-from osbuilder.image.layout import VerityLine
 from osbuilder.initrd.builder import InitrdOptions, build_initrd
 from osbuilder.kernel.build import KernelOptions, build_kernel
+from osbuilder.kernelcmdline import RootSpec, VerityLine, kernel_params
 from osbuilder.paths import DEFAULT_DISTROS_DIR, DEFAULT_VERSIONS, default_cache_dir
 
 
@@ -73,8 +72,9 @@ def boot(kernel: Path, entry: Entry, runs: int) -> dict[str, float]:
 def main() -> int:
     args = arguments(__doc__)
     context = Context(versions_path=DEFAULT_VERSIONS, distros_dir=DEFAULT_DISTROS_DIR, cache_dir=default_cache_dir())
-    kernel = build_kernel(context, KernelOptions()).vmlinux
-    agent = default_agent(context)
+    kernel = build_kernel(KernelOptions(), versions=context.versions, cache=context.cache,
+                          fetcher=context.fetcher).vmlinux
+    agent = reference_agent(context.versions.agent_version, context.cache)
     results: dict[str, object] = {"agent_bytes": agent.stat().st_size, "runs": args.runs}
     print(f"reference agent: {agent.stat().st_size} bytes (static, stripped)")
     with tempfile.TemporaryDirectory(prefix="osbuilder-bench-boot-", dir=os.environ.get("TMPDIR", "/var/tmp")) as tmp:

@@ -17,6 +17,7 @@ CCACHE_DIR. Other work on the machine skews the figures: the load average is pri
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import logging
@@ -34,6 +35,7 @@ from osbuilder.context import Context
 from osbuilder.kernel.build import KernelBuild, KernelOptions, build_kernel, check_kernel_config, plan_kernel
 from osbuilder.kernel.source import prepare_source
 from osbuilder.paths import DEFAULT_DISTROS_DIR, DEFAULT_VERSIONS, default_cache_dir
+from osbuilder.runner import TOOL_VERSIONS
 
 
 def load() -> str:
@@ -56,7 +58,7 @@ def cpu_seconds() -> float:
 
 def timed_build(context: Context, options: KernelOptions) -> tuple[float, float, KernelBuild]:
     started, cpu = time.monotonic(), cpu_seconds()
-    build = build_kernel(context, options)
+    build = build_kernel(options, versions=context.versions, cache=context.cache, fetcher=context.fetcher)
     return time.monotonic() - started, cpu_seconds() - cpu, build
 
 
@@ -85,11 +87,14 @@ def main() -> int:
     context = Context(versions_path=DEFAULT_VERSIONS, distros_dir=DEFAULT_DISTROS_DIR, cache_dir=default_cache_dir())
     results: dict[str, Any] = {"arch": args.arch, "jobs": args.jobs, "cpus": os.cpu_count(), "load_before": load()}
     work = Path(tempfile.mkdtemp(prefix="osb-kernel-bench-"))
+    in_use = contextlib.ExitStack()
     try:
         # Unpack the source and build kconfig once, outside the timings.
-        check_kernel_config(context, KernelOptions(arch=args.arch))
-        plan = plan_kernel(context, KernelOptions(arch=args.arch))
-        tree = prepare_source(context, plan.source).tree
+        check_kernel_config(KernelOptions(arch=args.arch), versions=context.versions, cache=context.cache,
+                            fetcher=context.fetcher)
+        plan = plan_kernel(KernelOptions(arch=args.arch), context.versions, context.cache.root / TOOL_VERSIONS)
+        # The source tree stays in use (never pruned) until the benchmark ends.
+        tree = in_use.enter_context(prepare_source(plan.source, context.cache, context.fetcher)).tree
 
         seconds, cpu, cold = timed_build(context, KernelOptions(arch=args.arch, jobs=args.jobs, use_cache=False,
                                                                 output_dir=work / "osbuilder"))
@@ -118,6 +123,7 @@ def main() -> int:
         results["images_identical_across_builds"] = len(set(images.values())) == 1
         results["load_after"] = load()
     finally:
+        in_use.close()
         shutil.rmtree(work, ignore_errors=True)
 
     print(f"kernel benchmark ({args.arch}, make -j{args.jobs}; load average before {results['load_before']}, "

@@ -36,11 +36,12 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from osbuilder.agent_build import default_agent  # noqa: E402
+from osbuilder.agent_build import reference_agent  # noqa: E402
 from osbuilder.arch import host_arch  # noqa: E402
-from osbuilder.bootstrap import mmdebstrap_version, resolve_keyring  # noqa: E402
 from osbuilder.context import Context  # noqa: E402
 from osbuilder.paths import DEFAULT_DISTROS_DIR, DEFAULT_VERSIONS, default_cache_dir  # noqa: E402
+from osbuilder.rootfs.bootstrappers.keyring import resolve_keyring  # noqa: E402
+from osbuilder.rootfs.bootstrappers.mmdebstrap import mmdebstrap_version  # noqa: E402
 from osbuilder.userns import mounts_below  # noqa: E402
 
 SOURCE_DATE_EPOCH = "1700000000"
@@ -92,10 +93,10 @@ def main() -> int:
         recipe = context.recipe(args.distro)
         release = recipe.release(args.release)
         init = recipe.init("systemd")
-        keyring = resolve_keyring(context, recipe, host_arch())
+        keyring = resolve_keyring(recipe, host_arch(), context.versions, context.cache, context.fetcher)
         # The reference agent, from the user's cache (built once), as the release builds embed it.
-        agent = default_agent(Context(versions_path=DEFAULT_VERSIONS, distros_dir=DEFAULT_DISTROS_DIR,
-                                      cache_dir=default_cache_dir()))
+        user = Context(versions_path=DEFAULT_VERSIONS, distros_dir=DEFAULT_DISTROS_DIR, cache_dir=default_cache_dir())
+        agent = reference_agent(user.versions.agent_version, user.cache)
         baseline_argv = ["mmdebstrap", "--mode=root" if os.geteuid() == 0 else "--mode=unshare",
                          f"--variant={recipe.bootstrap.variant}",
                          f"--components={','.join(recipe.bootstrap.components)}",

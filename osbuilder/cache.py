@@ -4,11 +4,17 @@ Layout (all under the cache root):
   downloads/sha256/<hex>     verified downloads, named by their sha256
   downloads/partial/         downloads in progress (resumable)
   <kind>/<key>/              finished build outputs (rootfs, kernel, agent, ...), named by content key
-  locks/                     flock files: one builder per entry, readers wait
+  locks/                     flock files: one builder per entry; readers share an entry's use lock
   tmp/                       staging areas; an entry appears only by an atomic rename when complete
 
 An interrupted build leaves at most a staging directory, which the next build removes once its
 owner process is gone. A cache entry is therefore either complete or absent.
+
+Whoever reads an entry holds its use lock shared for as long as it reads (`reading`, `using`), and
+marks the entry used (its metadata file's mtime: the least recently used go first when the cache
+is pruned, osbuilder.cachetool). Pruning takes the use lock exclusively and without waiting, so an
+entry being read is never removed, and moves the entry out of place before deleting it, so a reader
+that comes later finds no entry and builds it again.
 """
 
 from __future__ import annotations
@@ -25,8 +31,9 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+from osbuilder import staging, userns
 from osbuilder.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -81,6 +88,7 @@ class Hit:
 class Cache:
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._held: dict[str, IO[str]] = {}  # use locks held for the rest of the process (hold())
 
     def ensure(self) -> None:
         try:
@@ -102,19 +110,48 @@ class Cache:
     def lock(self, name: str) -> Iterator[None]:
         """An exclusive flock held for the duration; concurrent osbuilder processes queue on it."""
         self.ensure()
-        lock_path = self.root / "locks" / f"{name}.lock"
-        with lock_path.open("a") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-                log.info("waiting for another osbuilder process to finish %s", name)
-                fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with _flocked(self.root / "locks" / f"{name}.lock", fcntl.LOCK_EX,
+                      f"waiting for another osbuilder process to finish {name}"):
+            yield
+
+    def use_lock_path(self, kind: str, key: str) -> Path:
+        return self.root / "locks" / f"{kind}-{key}.use"
+
+    @contextlib.contextmanager
+    def use_lock(self, kind: str, key: str) -> Iterator[None]:
+        """The entry's use lock, shared: pruning leaves the entry alone while it is held."""
+        self.ensure()
+        with _flocked(self.use_lock_path(kind, key), fcntl.LOCK_SH, f"waiting for the cache to let {kind} go"):
+            yield
+
+    def hold(self, kind: str, key: str) -> None:
+        """Keep an entry in use (never pruned) until this process ends: for entries whose path is
+        handed on and read later (downloads, the reference agent, keyrings)."""
+        name = f"{kind}-{key}"
+        if name in self._held:
+            return
+        self.ensure()
+        handle = self.use_lock_path(kind, key).open("a")
+        fcntl.flock(handle, fcntl.LOCK_SH)
+        self._held[name] = handle
+
+    @contextlib.contextmanager
+    def reading(self, kind: str, key: str) -> Iterator[Path | None]:
+        """The entry if present, protected from pruning (and marked used) until the block ends."""
+        with self.use_lock(kind, key):
+            path = self.lookup(kind, key)
+            if path is not None:
+                mark_used(path)
+            yield path
+
+    @contextlib.contextmanager
+    def using(self, kind: str, key: str, build: Callable[[Path], Mapping[str, Any] | None], *,
+              remover: Callable[[Path], None] | None = None, force: bool = False) -> Iterator[Hit]:
+        """get_or_build, with the entry protected from pruning until the block ends."""
+        with self.use_lock(kind, key):
+            yield self.get_or_build(kind, key, build, remover=remover, force=force)
+
+    DOWNLOADS = "downloads"  # the kind of download blobs, for use locks and pruning
 
     def blob(self, sha256: str) -> Path:
         return self.root / "downloads" / "sha256" / sha256
@@ -130,9 +167,7 @@ class Cache:
         """A fresh directory under tmp/ that carries our pid, so stale ones can be recognised."""
         self.ensure()
         self.sweep_stale()
-        path = self.root / "tmp" / f"{label}.{os.getpid()}.{time.monotonic_ns()}"
-        path.mkdir()
-        return path
+        return staging.make_directory(self.root / "tmp", label)
 
     def get_or_build(
         self,
@@ -152,28 +187,30 @@ class Cache:
         """
         existing = self.lookup(kind, key)
         if existing and not force:
+            mark_used(existing)
             return Hit(existing, True)
         with self.lock(f"{kind}-{key}"):
             existing = self.lookup(kind, key)
             if existing and not force:
+                mark_used(existing)
                 return Hit(existing, True)
-            staging = self.staging_dir(f"{kind}-{key[:16]}")
+            workdir = self.staging_dir(f"{kind}-{key[:16]}")
             try:
-                meta = dict(build(staging) or {})
+                meta = dict(build(workdir) or {})
                 meta.update(kind=kind, key=key, created=int(time.time()))
-                (staging / ENTRY_META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+                (workdir / ENTRY_META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
                 final = self.entry(kind, key)
                 final.parent.mkdir(parents=True, exist_ok=True)
                 if final.exists():  # replaced (force), or a leftover without metadata
-                    retired = self.root / "tmp" / f"{kind}-{key[:16]}-old.{os.getpid()}.{time.monotonic_ns()}"
-                    os.rename(final, retired)
-                    os.rename(staging, final)
+                    retired = staging.make_directory(self.root / "tmp", f"{kind}-old")
+                    os.rename(final, retired / "entry")
+                    os.rename(workdir, final)
                     _remove_tree(retired, remover)
                 else:
-                    os.rename(staging, final)
+                    os.rename(workdir, final)
                 return Hit(final, False)
             except BaseException:
-                _remove_tree(staging, remover)
+                _remove_tree(workdir, remover)
                 raise
 
     def entry_meta(self, kind: str, key: str) -> dict[str, Any]:
@@ -183,29 +220,43 @@ class Cache:
         data: dict[str, Any] = json.loads((path / ENTRY_META).read_text())
         return data
 
-    def sweep_stale(self, remover: Callable[[Path], None] | None = None) -> None:
-        """Remove staging directories whose owning process no longer exists."""
-        tmp = self.root / "tmp"
-        if not tmp.is_dir():
-            return
-        for child in tmp.iterdir():
-            parts = child.name.split(".")
-            if len(parts) < 3 or not parts[-2].isdigit():
-                continue
-            pid = int(parts[-2])
-            if pid != os.getpid() and not _alive(pid):
-                log.debug("removing stale staging area %s", child)
-                _remove_tree(child, remover)
+    def sweep_stale(self, remover: Callable[[Path], None] | None = None) -> list[Path]:
+        """Remove staging directories whose owning process no longer exists; return them."""
+        return staging.sweep(self.root / "tmp", remover or _remover_of_last_resort, legacy=_legacy_owner)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+@contextlib.contextmanager
+def _flocked(path: Path, mode: int, waiting: str) -> Iterator[None]:
+    """flock(path, mode) for the duration of the block; says so when it has to wait."""
+    with path.open("a") as handle:
+        try:
+            fcntl.flock(handle, mode | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            log.info("%s", waiting)
+            fcntl.flock(handle, mode)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def mark_used(entry: Path) -> None:
+    """Record that an entry was used now (the LRU order of `osbuilder cache prune`)."""
+    meta = entry / ENTRY_META
+    with contextlib.suppress(OSError):
+        os.utime(meta if meta.is_file() else entry)
+
+
+def _legacy_owner(name: str) -> int | None:
+    """The pid of a staging directory named by osbuilder before 0.1.0's staging names (label.pid.ns)."""
+    parts = name.split(".")
+    return int(parts[-2]) if len(parts) >= 3 and parts[-2].isdigit() and parts[-1].isdigit() else None
+
+
+def _remover_of_last_resort(path: Path) -> None:
+    _remove_tree(path, userns.remove_tree)
 
 
 def _remove_tree(path: Path, remover: Callable[[Path], None] | None) -> None:

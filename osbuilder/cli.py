@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -16,6 +17,7 @@ from osbuilder import __version__, progress
 from osbuilder.commands import Command, Outcome, discover
 from osbuilder.context import Context
 from osbuilder.errors import EXIT_BAD_INPUT, EXIT_FAILED, OsbuilderError, UsageError
+from osbuilder.options import MAKE_VARIABLES_FLAG, make_environment
 from osbuilder.paths import DEFAULT_DISTROS_DIR, DEFAULT_VERSIONS, default_cache_dir
 
 log = logging.getLogger("osbuilder")
@@ -73,6 +75,14 @@ def build_parser(commands: Sequence[Command]) -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         command.configure(sub)
+        for table in command.options:
+            table.add_to(sub)
+        if any(option.make for table in command.options for option in table):
+            sub.add_argument(MAKE_VARIABLES_FLAG, action="store_true",
+                             help="take options the command line leaves at their defaults from their Make "
+                                  "variables in the environment (FS_TYPE=erofs, AGENT_INIT=yes, ...): how the "
+                                  "Makefile passes its variables through; SOURCE_DATE_EPOCH defaults to the "
+                                  "checkout's commit time")
         _global_options(sub, suppress=True)
         sub.set_defaults(_command=command)
     return parser
@@ -126,6 +136,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command is None:
             parser.print_help(sys.stderr)
             return EXIT_BAD_INPUT
+        if getattr(args, "make_variables", False):
+            # make used to export the checkout's commit time as SOURCE_DATE_EPOCH to every step but
+            # the kernel; the steps it starts keep that default, and so do the tools they run.
+            os.environ.update(make_environment(os.environ))
         context = Context(
             versions_path=args.versions,
             distros_dir=args.distros_dir,

@@ -12,12 +12,11 @@ import gzip
 import logging
 import lzma
 import re
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from osbuilder import runner
+from osbuilder import runner, staging
 from osbuilder.errors import BuildError, FetchError, UsageError
 from osbuilder.fetch import Fetcher
 from osbuilder.mirrors import archive_mirror
@@ -116,10 +115,10 @@ class ArchiveClient:
             raise UsageError(problem=f"archive keyring {keyring} not found", where="keyring",
                              fix="apt-get install debian-archive-keyring")
         url = f"{mirror}/dists/{suite}/InRelease"
-        with tempfile.TemporaryDirectory(prefix="osbuilder-release-") as tmp:
-            signed = Path(tmp) / "InRelease"
+        with staging.temporary_directory(None, "release") as tmp:
+            signed = tmp / "InRelease"
             _download_unpinned(self.fetcher, url, signed)
-            verified = Path(tmp) / "Release"
+            verified = tmp / "Release"
             gpgv = runner.require_tool("gpgv", "verify archive signatures")
             result = runner.run([gpgv, "--keyring", keyring, "--output", verified, signed], check=False)
             if result.returncode != 0:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from osbuilder import progress
-from osbuilder.cache import Cache, sha256_file
+from osbuilder.cache import Cache, mark_used, sha256_file
 from osbuilder.errors import FetchError, UsageError
 
 if TYPE_CHECKING:
@@ -59,8 +59,13 @@ class Fetcher:
         return self._session
 
     def cached(self, sha256: str) -> Path | None:
+        """The verified file, if cached: in use (never pruned) for the rest of this process."""
+        self.cache.hold(self.cache.DOWNLOADS, sha256)
         path = self.cache.blob(sha256)
-        return path if path.is_file() else None
+        if not path.is_file():
+            return None
+        mark_used(path)
+        return path
 
     def fetch(self, url: str, sha256: str, *, what: str = "") -> Path:
         """The cached file with this digest, downloading it from url if needed."""

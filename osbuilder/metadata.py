@@ -25,22 +25,28 @@ OSBUILDER_URL = "https://github.com/kata-containers/kata-containers/tools/osbuil
 AGENT_URL = "https://github.com/kata-containers/kata-containers"
 
 
+def _git(*args: str) -> str | None:
+    try:
+        result = subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
 @functools.cache  # two git processes: asked only when a rootfs is built, and then once
 def source_version() -> str:
     """Our package version and the checkout's commit, Kata style: 0.1.0-<sha>[-dirty], or 0.1.0."""
-    def git(*args: str) -> str | None:
-        try:
-            result = subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True,
-                                    timeout=20)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return result.stdout.strip() if result.returncode == 0 else None
-
-    commit = git("rev-parse", "HEAD")
+    commit = _git("rev-parse", "HEAD")
     if not commit:
         return __version__
-    status = git("status", "--porcelain", "--untracked-files=no")
+    status = _git("status", "--porcelain", "--untracked-files=no")
     return f"{__version__}-{commit}" + ("-dirty" if status else "")
+
+
+def commit_epoch() -> int | None:
+    """The checkout's commit time: the default SOURCE_DATE_EPOCH of make and of the bundle."""
+    value = _git("log", "-1", "--format=%ct")
+    return int(value) if value and value.isdigit() else None
 
 
 def creation_time(source_date_epoch: int | None) -> str:
@@ -117,9 +123,11 @@ def parse_dpkg_query(output: str) -> list[Package]:
     return sorted(packages, key=lambda package: package.name)
 
 
-def manifest(*, osbuilder_version: str, recipe: dict[str, Any], arch: str, init: str, options: dict[str, Any],
-             agent: dict[str, Any], packages: Iterable[Package], cache_key: str) -> str:
-    data = {
+def manifest(*, osbuilder_version: str, recipe: dict[str, Any], arch: str, init: str | None,
+             options: dict[str, Any], agent: dict[str, Any] | None, packages: Iterable[Package], cache_key: str,
+             container: bool = False) -> str:
+    """manifest.json. A container root (no init, no agent) says so; a guest rootfs's has no such key."""
+    data: dict[str, Any] = {
         "format": MANIFEST_FORMAT,
         "osbuilder_version": osbuilder_version,
         "recipe": recipe,
@@ -130,4 +138,6 @@ def manifest(*, osbuilder_version: str, recipe: dict[str, Any], arch: str, init:
         "cache_key": cache_key,
         "packages": [{"name": p.name, "version": p.version, "architecture": p.architecture} for p in packages],
     }
+    if container:
+        data["container"] = True
     return json.dumps(data, indent=2, sort_keys=False) + "\n"

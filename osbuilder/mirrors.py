@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,12 +74,12 @@ def _env_name(archive: str, security: bool) -> str:
 
 
 def archive_mirror(archive: str, suite: str, explicit: str | None = None,
-                   sources: list[AptSource] | None = None) -> str | None:
+                   sources: list[AptSource] | None = None, environment: Mapping[str, str] | None = None) -> str | None:
     """Base URL of a mirror of `archive` ("debian" or "ubuntu") carrying `suite`, or None."""
     if explicit:
         return explicit.rstrip("/")
     security = suite.endswith("-security")
-    from_env = os.environ.get(_env_name(archive, security))
+    from_env = (os.environ if environment is None else environment).get(_env_name(archive, security))
     if from_env:
         return from_env.rstrip("/")
     codenames = DEBIAN_CODENAMES if archive == "debian" else UBUNTU_CODENAMES

@@ -7,6 +7,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from osbuilder import staging
 from osbuilder.errors import UsageError
 
 
@@ -27,7 +28,7 @@ def check_output_path(destination: Path, option: str = "-o") -> Path:
 
 
 def temporary_path(destination: Path) -> Path:
-    return destination.with_name(f".{destination.name}.tmp{os.getpid()}")
+    return staging.entry_path(destination, "tmp")
 
 
 @contextlib.contextmanager

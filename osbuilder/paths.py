@@ -12,7 +12,6 @@ DEFAULT_VERSIONS = REPO_ROOT / "versions.yaml"
 DEFAULT_DISTROS_DIR = REPO_ROOT / "distros"
 KERNEL_CONFIGS_DIR = REPO_ROOT / "kernel-configs"
 AGENT_SOURCE_DIR = REPO_ROOT / "agent"
-TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 
 
 def default_cache_dir() -> Path:

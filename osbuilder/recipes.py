@@ -7,37 +7,35 @@ agent runs as kata-agent.service) or `agent` (the agent is /sbin/init).
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
 from osbuilder.arch import ARCHES
 from osbuilder.errors import ConfigError, UsageError, combine
+from osbuilder.modes import InitMode
 from osbuilder.yamlconfig import (
     Bool,
     Context,
     Document,
-    Field,
     ListOf,
-    MapOf,
     Name,
-    Obj,
     Str,
     Text,
     Version,
-    load,
+    entry_name,
+    load_as,
+    setting,
 )
 
 RECIPE_FILE = "recipe.yaml"
-INIT_MODES = ("systemd", "agent")
-BOOTSTRAP_TOOLS = ("mmdebstrap", "none")
-
-
-def _f(schema: Any, required: bool = False, default: Any = None) -> Field:
-    return Field(schema, required, default)
+NO_DISTRIBUTION = "none"
+BOOTSTRAP_TOOLS = ("mmdebstrap", NO_DISTRIBUTION)  # osbuilder.rootfs.bootstrappers has one module per tool
+INIT_KEYS = "|".join(mode.value for mode in InitMode)
 
 
 def _check_recipe(value: dict[str, Any], node: yaml.MappingNode, path: tuple[Any, ...], ctx: Context) -> None:
@@ -55,104 +53,83 @@ def _check_recipe(value: dict[str, Any], node: yaml.MappingNode, path: tuple[Any
                  fix=f"use one of {', '.join(init)}")
 
 
-RELEASE = Obj(
-    {
-        "description": _f(Text()),
-        "version": _f(Version(), True),
-        "architectures": _f(ListOf(Str(choices=tuple(ARCHES)), min_items=1, unique=True), True),
-        "suite": _f(Name()),
-    },
-    name="release",
-)
-INIT = Obj(
-    {
-        "description": _f(Text()),
-        "packages": _f(ListOf(Name(), unique=True), True),
-        "busybox": _f(Bool(), default=False),
-    },
-    name="init mode",
-)
-BOOTSTRAP = Obj(
-    {
-        "tool": _f(Str(choices=BOOTSTRAP_TOOLS), True),
-        "archive": _f(Str(choices=("debian", "ubuntu"))),
-        "variant": _f(Str(choices=("extract", "custom", "essential", "apt", "required", "minbase", "buildd",
-                                   "important", "standard")), default="required"),
-        "components": _f(ListOf(Name(), min_items=1), default=["main"]),
-        "options": _f(ListOf(Str()), default=[]),
-    },
-    name="bootstrap section",
-)
-KEYRING = Obj(
-    {
-        "host-path": _f(Str(pattern=r"/\S+", hint="an absolute path")),
-        "external": _f(Name()),
-        "member": _f(Str(pattern=r"[^/]\S*", hint="a path inside the package")),
-    },
-    name="keyring section",
-)
-SCHEMA = Obj(
-    {
-        "description": _f(Text(), True),
-        "bootstrap": _f(BOOTSTRAP, True),
-        "keyring": _f(KEYRING),
-        "default-release": _f(Name(), True),
-        "releases": _f(MapOf(RELEASE, key_pattern=r"[a-z0-9][a-z0-9.-]*", key_hint="a release codename", min_items=1),
-                       True),
-        "default-init": _f(Str(choices=INIT_MODES), True),
-        "init": _f(MapOf(INIT, key_pattern="|".join(INIT_MODES), key_hint="an init mode (systemd, agent)",
-                         min_items=1), True),
-        "trim": _f(ListOf(Str(pattern=r"[^/]\S*", hint="a path relative to the rootfs")), default=[]),
-    },
-    name="recipe",
-    check_fn=_check_recipe,
-)
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Release:
-    codename: str
-    version: str
-    architectures: tuple[str, ...]
-    suite: str  # the archive suite to bootstrap; usually the codename
+    YAML_NAME: ClassVar[str] = "release"
+
+    codename: str = entry_name()
+    description: str | None = setting(Text(), default=None)
+    version: str = setting(Version())
+    architectures: tuple[str, ...] = setting(ListOf(Str(choices=tuple(ARCHES)), min_items=1, unique=True))
+    archive_suite: str | None = setting(Name(), key="suite", default=None)
+
+    @property
+    def suite(self) -> str:
+        """The archive suite to bootstrap; usually the codename."""
+        return self.archive_suite or self.codename
 
 
-@dataclass(frozen=True)
-class InitMode:
-    name: str
-    packages: tuple[str, ...]
-    busybox: bool
+@dataclass(frozen=True, kw_only=True)
+class InitPackages:
+    """What one init mode needs: its packages, and (minimal recipe) whether busybox comes along."""
+
+    YAML_NAME: ClassVar[str] = "init mode"
+
+    name: InitMode = entry_name()
+    description: str | None = setting(Text(), default=None)
+    packages: tuple[str, ...] = setting(ListOf(Name(), unique=True))
+    busybox: bool = setting(Bool(), default=False)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Keyring:
-    host_path: str | None
-    external: str | None
-    member: str | None
+    YAML_NAME: ClassVar[str] = "keyring section"
+
+    host_path: str | None = setting(Str(pattern=r"/\S+", hint="an absolute path"), default=None)
+    external: str | None = setting(Name(), default=None)
+    member: str | None = setting(Str(pattern=r"[^/]\S*", hint="a path inside the package"), default=None)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Bootstrap:
-    tool: str
-    archive: str | None
-    variant: str
-    components: tuple[str, ...]
-    options: tuple[str, ...]
+    YAML_NAME: ClassVar[str] = "bootstrap section"
+
+    tool: str = setting(Str(choices=BOOTSTRAP_TOOLS))
+    archive: str | None = setting(Str(choices=("debian", "ubuntu")), default=None)
+    variant: str = setting(Str(choices=("extract", "custom", "essential", "apt", "required", "minbase", "buildd",
+                                        "important", "standard")), default="required")
+    components: tuple[str, ...] = setting(ListOf(Name(), min_items=1), default=("main",))
+    options: tuple[str, ...] = setting(ListOf(Str()), default=())
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Recipe:
-    name: str
-    path: Path
-    description: str
-    bootstrap: Bootstrap
-    keyring: Keyring | None
-    default_release: str
-    releases: tuple[Release, ...]
-    default_init: str
-    init_modes: tuple[InitMode, ...]
-    trim: tuple[str, ...]
-    document: Document
+    YAML_NAME: ClassVar[str] = "recipe"
+    yaml_check = staticmethod(_check_recipe)
+
+    name: str = ""  # the recipe's directory name
+    path: Path = dataclasses.field(default=Path(RECIPE_FILE), compare=False)
+    document: Document | None = dataclasses.field(default=None, compare=False, repr=False)
+    description: str = setting(Text())
+    bootstrap: Bootstrap = setting()
+    keyring: Keyring | None = setting(default=None)
+    default_release: str = setting(Name())
+    releases: tuple[Release, ...] = setting(key_pattern=r"[a-z0-9][a-z0-9.-]*", key_hint="a release codename",
+                                            min_items=1)
+    default_init: InitMode = setting()
+    init_modes: tuple[InitPackages, ...] = setting(key="init", key_pattern=INIT_KEYS,
+                                                   key_hint="an init mode (systemd, agent)", min_items=1)
+    trim: tuple[str, ...] = setting(ListOf(Str(pattern=r"[^/]\S*", hint="a path relative to the rootfs")),
+                                    default=())
+
+    @property
+    def has_distribution(self) -> bool:
+        """Whether anything is bootstrapped (the minimal recipe starts from nothing)."""
+        return self.bootstrap.tool != NO_DISTRIBUTION
+
+    def where(self, *path: str) -> str:
+        """file:line of a field, for errors."""
+        return str(self.document.where(*path)) if self.document is not None else str(self.path)
 
     def release(self, codename: str | None) -> Release:
         wanted = codename or self.default_release
@@ -167,14 +144,14 @@ class Recipe:
             fix=(f"did you mean '{close[0]}'? " if close else "") + f"releases of {self.name}: {', '.join(names)}",
         )
 
-    def init(self, mode: str | None) -> InitMode:
+    def init(self, mode: InitMode | str | None) -> InitPackages:
         wanted = mode or self.default_init
         for init in self.init_modes:
             if init.name == wanted:
                 return init
         raise UsageError(
             problem=f"{self.name} does not support init mode '{wanted}'",
-            where="--agent-init" if wanted == "agent" else "init mode",
+            where="--agent-init" if wanted == InitMode.AGENT else "init mode",
             fix=f"{self.name} supports: {', '.join(init.name for init in self.init_modes)}",
         )
 
@@ -197,35 +174,8 @@ class Recipe:
 
 
 def load_recipe(path: Path) -> Recipe:
-    document = load(path, SCHEMA)
-    value = document.value
-    name = path.parent.name
-    bootstrap = value["bootstrap"]
-    keyring = value.get("keyring")
-    return Recipe(
-        name=name,
-        path=path,
-        description=value["description"],
-        bootstrap=Bootstrap(
-            tool=bootstrap["tool"],
-            archive=bootstrap.get("archive"),
-            variant=bootstrap["variant"],
-            components=tuple(bootstrap["components"]),
-            options=tuple(bootstrap["options"]),
-        ),
-        keyring=Keyring(keyring.get("host-path"), keyring.get("external"), keyring.get("member")) if keyring else None,
-        default_release=value["default-release"],
-        releases=tuple(
-            Release(codename, spec["version"], tuple(spec["architectures"]), spec.get("suite") or codename)
-            for codename, spec in value["releases"].items()
-        ),
-        default_init=value["default-init"],
-        init_modes=tuple(
-            InitMode(mode, tuple(spec["packages"]), bool(spec["busybox"])) for mode, spec in value["init"].items()
-        ),
-        trim=tuple(value["trim"]),
-        document=document,
-    )
+    recipe, document = load_as(path, Recipe, name=path.parent.name, path=path)
+    return dataclasses.replace(recipe, document=document)
 
 
 def recipe_names(distros_dir: Path) -> list[str]:

@@ -4,6 +4,14 @@ Every command is logged before it runs; on failure the exact, copy-pasteable com
 and a CommandError carries the argv, the exit status and the tail of the output. Children run in
 their own session so an interrupted build can kill the whole process group, and can be tied to our
 lifetime (PR_SET_PDEATHSIG) so that even a SIGKILLed osbuilder leaves no QEMU behind.
+
+`contained=True` goes further, for steps with many processes or with mounts (mmdebstrap): the
+command runs under a small supervisor (`python -m osbuilder.runner --contain`, this module) that is
+the subreaper of everything the command starts and kills all of it when the command ends or when
+osbuilder dies, however it dies (PR_SET_PDEATHSIG reaches the supervisor, which outlives a SIGKILL of
+osbuilder for as long as it needs). As root the command also gets a private mount namespace
+(`unshare --mount`), so what it mounts is never visible on the host and disappears with its last
+process.
 """
 
 from __future__ import annotations
@@ -31,6 +39,9 @@ log = logging.getLogger(__name__)
 
 TAIL_LINES = 25
 _PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
+CONTAIN_FLAG = "--contain"
+CONTAIN_GRACE = 4.0  # seconds a contained command gets to stop after SIGTERM (terminate() waits 5)
 
 
 @dataclass(frozen=True)
@@ -66,6 +77,15 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
+def contain(args: Sequence[str]) -> tuple[str, ...]:
+    """argv under the supervisor (see the module's docstring), in a private mount namespace as root."""
+    inner = tuple(args)
+    if os.geteuid() == 0:
+        unshare = require_tool("unshare", "run a step in a mount namespace of its own")
+        inner = (unshare, "--mount", "--propagation", "private", "--", *inner)
+    return (sys.executable, "-m", "osbuilder.runner", CONTAIN_FLAG, str(os.getpid()), "--", *inner)
+
+
 def run(
     argv: Sequence[str | os.PathLike[str]],
     *,
@@ -77,6 +97,7 @@ def run(
     check: bool = True,
     timeout: float | None = None,
     die_with_parent: bool = False,
+    contained: bool = False,
     what: str = "",
     on_line: Callable[[str], None] | None = None,
 ) -> Completed:
@@ -84,7 +105,8 @@ def run(
 
     capture: keep stdout/stderr and return them. stream: pass output through to stderr as it
     comes (still keeping a tail for the error). `what` is a short description used in errors.
-    `on_line` is called for each output line when streaming (progress parsing).
+    `on_line` is called for each output line when streaming (progress parsing). `contained`: the
+    command's whole process tree (and, as root, its mounts) dies with it and with osbuilder.
     """
     args = tuple(os.fspath(arg) for arg in argv)
     full_env = dict(os.environ)
@@ -93,9 +115,11 @@ def run(
     shown = format_argv(args, env)
     log.debug("run: %s%s", shown, f" (in {os.fspath(cwd)})" if cwd else "")
     preexec = _die_with_parent if die_with_parent else None
+    if contained:
+        require_tool(args[0], what)
     try:
         process = subprocess.Popen(
-            args,
+            contain(args) if contained else args,
             cwd=cwd,
             env=full_env,
             stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
@@ -260,3 +284,82 @@ def tool_version(name: str, memo: Path | None = None, step: str = "") -> str:
             temporary.write_text(json.dumps(known, indent=1, sort_keys=True) + "\n")
             os.replace(temporary, memo)
     return version
+
+
+# --- the supervisor of contained commands (python -m osbuilder.runner --contain PARENT -- ARGV) ---------
+
+
+def _descendants(root: int) -> list[int]:
+    """Every live process below `root`, from /proc (the supervisor is their subreaper, so orphans
+    stay below it)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            stat = (entry / "stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, pending = [], [root]
+    while pending:
+        for child in children.get(pending.pop(), []):
+            found.append(child)
+            pending.append(child)
+    return found
+
+
+def _kill_tree(sig: int) -> None:
+    for pid in _descendants(os.getpid()):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+
+def _supervise(parent: int, argv: list[str]) -> int:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    stopping: list[int] = []
+
+    def stop(signum: int, _frame: object) -> None:
+        if not stopping:
+            stopping.append(signum)
+            _kill_tree(signal.SIGTERM)
+            signal.setitimer(signal.ITIMER_REAL, CONTAIN_GRACE)
+
+    def force(_signum: int, _frame: object) -> None:
+        _kill_tree(signal.SIGKILL)
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, stop)
+    signal.signal(signal.SIGALRM, force)
+    # osbuilder's death, however it dies, reaches us as SIGTERM; it may have died already.
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:
+        return 128 + signal.SIGTERM
+    child = os.fork()
+    if child == 0:
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGALRM):
+            signal.signal(signum, signal.SIG_DFL)
+        try:
+            os.execvp(argv[0], argv)
+        finally:
+            os._exit(127)
+    status = 1
+    while True:
+        try:
+            pid, code = os.waitpid(-1, 0)
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+        if pid == child:
+            status = os.waitstatus_to_exitcode(code)
+            status = 128 - status if status < 0 else status
+            _kill_tree(signal.SIGKILL)  # what the command left running dies with it
+    return 128 + stopping[0] if stopping and status == 0 else status
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 4 and sys.argv[1] == CONTAIN_FLAG and sys.argv[3] == "--":
+        sys.exit(_supervise(int(sys.argv[2]), sys.argv[4:]))
+    sys.stderr.write(f"usage: python -m osbuilder.runner {CONTAIN_FLAG} PARENT_PID -- COMMAND [ARG...]\n")
+    sys.exit(2)

@@ -1,28 +1,32 @@
-"""Jinja2 templates shipped in osbuilder/templates/ (units, Dockerfiles, configuration files)."""
+"""Jinja2 templates shipped with the package (systemd units, the builder Dockerfile, the runtime
+configurations): one environment per template directory, strict about undefined variables."""
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-from osbuilder.paths import TEMPLATES_DIR
 
 if TYPE_CHECKING:
     import jinja2
 
 
 @functools.cache
-def _environment() -> jinja2.Environment:
+def _environment(directory: Path, filters: tuple[tuple[str, Callable[[Any], str]], ...]) -> jinja2.Environment:
     import jinja2  # imported when a template is rendered: a cache hit renders none
 
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(directory)),
         undefined=jinja2.StrictUndefined,  # a missing variable is a bug, not an empty string
         keep_trailing_newline=True,
         autoescape=False,  # nothing here is HTML
     )
+    environment.filters.update(dict(filters))
+    return environment
 
 
-def render(name: str, **variables: Any) -> str:
-    """Render templates/<name> (e.g. "rootfs/kata-agent.service.j2")."""
-    return _environment().get_template(name).render(**variables)
+def render(directory: Path, name: str, filters: tuple[tuple[str, Callable[[Any], str]], ...] = (),
+           **variables: Any) -> str:
+    """Render directory/name with the given variables (and extra filters, e.g. toml quoting)."""
+    return _environment(directory, filters).get_template(name).render(**variables)

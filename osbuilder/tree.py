@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -221,9 +221,9 @@ def parse_epoch(value: str, where: str) -> int:
     return epoch
 
 
-def environment_epoch() -> int | None:
-    """$SOURCE_DATE_EPOCH, checked; None when it is unset or empty."""
-    value = os.environ.get("SOURCE_DATE_EPOCH")
+def environment_epoch(environment: Mapping[str, str] | None = None) -> int | None:
+    """$SOURCE_DATE_EPOCH (of `environment`, default: ours), checked; None when it is unset or empty."""
+    value = (os.environ if environment is None else environment).get("SOURCE_DATE_EPOCH")
     return parse_epoch(value, "SOURCE_DATE_EPOCH") if value else None
 
 

@@ -11,8 +11,13 @@ is rejected where a string belongs, with the quoted spelling as the fix.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import enum
+import functools
 import re
+import types
+import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -366,3 +371,154 @@ def load(path: Path, schema: Schema) -> Document:
     if ctx.errors:
         raise combine(ctx.errors)
     return Document(file=str(path), value=value, locations=ctx.locations)
+
+
+# --- frozen dataclasses as the schema -----------------------------------------------------------
+#
+# A configuration file is described once, by the frozen dataclasses it is read into: each field
+# declared with `setting(...)` names its YAML key and, for scalars, the schema of its value. The
+# closed schema (`schema_of`) and the construction of the dataclasses from the validated value
+# (`construct`) are both derived from those declarations, so a field is never written three times.
+# Nested dataclasses are nested mappings; a `tuple[X, ...]` of a dataclass with an `entry_name()`
+# field is a mapping keyed by that name (releases by codename, pins by architecture); an Enum is
+# one of its values. `location()` fields receive the dotted path of their object, for errors.
+
+_SPEC = "osbuilder.yaml"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """How one dataclass field appears in YAML."""
+
+    schema: Schema | None = None  # scalars and lists of scalars; None: derived from the annotation
+    key: str | None = None  # the YAML key; default: the field name with '-' for '_'
+    required: bool = True
+    role: str = "value"  # "value", "name" (the entry's key in its mapping), "path" (its dotted path)
+    key_pattern: str = r"[A-Za-z0-9][A-Za-z0-9._+-]*"  # mappings of entries: what a key looks like
+    key_hint: str = "a name"
+    min_items: int = 0
+
+
+def setting(schema: Schema | None = None, *, key: str | None = None, required: bool | None = None,
+            default: Any = dataclasses.MISSING, key_pattern: str = Setting.key_pattern,
+            key_hint: str = Setting.key_hint, min_items: int = 0) -> Any:
+    """A field read from YAML. Without a default it is required in the file (unless required=False)."""
+    spec = Setting(schema, key, default is dataclasses.MISSING if required is None else required, "value",
+                   key_pattern, key_hint, min_items)
+    if default is dataclasses.MISSING:
+        return dataclasses.field(metadata={_SPEC: spec})
+    return dataclasses.field(default=default, metadata={_SPEC: spec})
+
+
+def entry_name() -> Any:
+    """The field that receives the entry's key in its mapping (a release's codename)."""
+    return dataclasses.field(default="", metadata={_SPEC: Setting(required=False, role="name")})
+
+
+def location() -> Any:
+    """The field that receives the object's dotted path in the file (for error messages)."""
+    return dataclasses.field(default="", metadata={_SPEC: Setting(required=False, role="path")})
+
+
+def _settings(cls: type) -> Iterator[tuple[dataclasses.Field[Any], Setting, Any]]:
+    hints = typing.get_type_hints(cls)
+    for item in dataclasses.fields(cls):
+        spec = item.metadata.get(_SPEC)
+        if isinstance(spec, Setting):
+            yield item, spec, hints[item.name]
+
+
+def _yaml_key(item: dataclasses.Field[Any], spec: Setting) -> str:
+    return spec.key or item.name.replace("_", "-")
+
+
+def _unwrap_optional(annotation: Any) -> Any:
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        members = [member for member in typing.get_args(annotation) if member is not type(None)]
+        if len(members) == 1:
+            return members[0]
+    return annotation
+
+
+def _entry_class(annotation: Any) -> type | None:
+    """X for tuple[X, ...] when X is a dataclass: a mapping of entries in YAML."""
+    if typing.get_origin(annotation) is tuple:
+        args = typing.get_args(annotation)
+        if len(args) == 2 and args[1] is Ellipsis and dataclasses.is_dataclass(args[0]):
+            return typing.cast(type, args[0])
+    return None
+
+
+def _schema_for(annotation: Any, spec: Setting, owner: type) -> Schema:
+    annotation = _unwrap_optional(annotation)
+    if spec.schema is not None:
+        return spec.schema
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return Str(choices=tuple(str(member.value) for member in annotation))
+    if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
+        return schema_of(annotation)
+    entry = _entry_class(annotation)
+    if entry is not None:
+        return MapOf(schema_of(entry), key_pattern=spec.key_pattern, key_hint=spec.key_hint,
+                     min_items=spec.min_items)
+    raise TypeError(f"{owner.__name__}: no schema for {annotation!r}; give setting(schema=...)")
+
+
+@functools.cache
+def schema_of(cls: type) -> Obj:
+    """The closed schema of a dataclass. Its `YAML_NAME` class attribute names it in messages and
+    an optional `yaml_check(value, node, path, ctx)` static method checks across fields."""
+    fields = {_yaml_key(item, spec): Field(_schema_for(annotation, spec, cls), spec.required)
+              for item, spec, annotation in _settings(cls) if spec.role == "value"}
+    return Obj(fields, name=getattr(cls, "YAML_NAME", cls.__name__), check_fn=getattr(cls, "yaml_check", None))
+
+
+T = typing.TypeVar("T")
+
+
+def _convert(annotation: Any, raw: Any, path: Path_) -> Any:
+    annotation = _unwrap_optional(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return annotation(raw)
+    if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
+        return construct(annotation, raw, path)
+    entry = _entry_class(annotation)
+    if entry is not None:
+        return tuple(construct(entry, value, (*path, key)) for key, value in raw.items())
+    if typing.get_origin(annotation) is tuple:
+        return tuple(raw)
+    return raw
+
+
+def construct(cls: type[T], value: Mapping[str, Any], at: Path_ = (), **extra: Any) -> T:
+    """The dataclass for a value that schema_of(cls) validated; `extra` fills fields not in YAML."""
+    arguments: dict[str, Any] = dict(extra)
+    for item, spec, annotation in _settings(cls):
+        if spec.role == "path":
+            arguments[item.name] = ".".join(str(part) for part in at)
+        elif spec.role == "name":
+            arguments[item.name] = _convert(annotation, str(at[-1]), at) if at else ""
+        else:
+            raw = value.get(_yaml_key(item, spec))
+            if raw is not None:  # absent: the dataclass default
+                arguments[item.name] = _convert(annotation, raw, (*at, _yaml_key(item, spec)))
+    return cls(**arguments)
+
+
+def load_as(file: Path, cls: type[T], **extra: Any) -> tuple[T, Document]:
+    """Parse and validate a YAML file against the dataclass's schema, then build the dataclass."""
+    document = load(file, schema_of(typing.cast(type, cls)))
+    return construct(cls, document.value, (), **extra), document
+
+
+def yaml_keys(cls: type) -> dict[str, str]:
+    """YAML key -> field name, for walking a loaded tree by the file's own keys."""
+    return {_yaml_key(item, spec): item.name for item, spec, _annotation in _settings(cls) if spec.role == "value"}
+
+
+def entry_name_field(cls: type) -> str:
+    """The field that holds an entry's key in its mapping."""
+    for item, spec, _annotation in _settings(cls):
+        if spec.role == "name":
+            return item.name
+    raise TypeError(f"{cls.__name__} has no entry_name() field")

@@ -61,11 +61,12 @@ def cli() -> object:
 def test_agent(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The reference agent (agent/), built once (cached) so the rootfs trees the tests build boot and
     answer; a copy, so tests may hand it to other users."""
-    from osbuilder.agent_build import default_agent
+    from osbuilder.agent_build import reference_agent
     from tests.helpers.kernel import user_context
 
+    context = user_context()
     copy = tmp_path_factory.mktemp("agent") / "kata-agent"
-    shutil.copyfile(default_agent(user_context()), copy)
+    shutil.copyfile(reference_agent(context.versions.agent_version, context.cache), copy)
     copy.chmod(0o755)
     return copy
 

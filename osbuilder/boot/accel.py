@@ -18,9 +18,9 @@ from pathlib import Path
 
 from osbuilder import runner
 from osbuilder.arch import Arch
-from osbuilder.boot.kernelparams import serial_console
 from osbuilder.boot.qemu import kvm_usable_device
 from osbuilder.cache import Cache, content_key
+from osbuilder.kernelcmdline import serial_console
 from osbuilder.outputs import write_atomically
 
 log = logging.getLogger(__name__)

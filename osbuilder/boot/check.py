@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from osbuilder import staging
 from osbuilder.boot import guest
 from osbuilder.boot.guest import GuestFailed
 from osbuilder.boot.qemu import RunningVm, VmSpec, start_vm
@@ -69,7 +70,8 @@ def boot_check(spec: VmSpec, options: CheckOptions) -> BootReport:
     report = BootReport(accel=spec.accel, transport=spec.transport, cmdline=spec.cmdline,
                         kind="initrd" if spec.image is None else "image",
                         nvdimm=None if spec.image is None else spec.nvdimm)
-    workdir = Path(tempfile.mkdtemp(prefix="osb-boot-"))  # short path: unix sockets are limited to 108 bytes
+    staging.sweep_temporary()  # what a killed boot left (its QEMU died with it: PR_SET_PDEATHSIG)
+    workdir = staging.make_directory(Path(tempfile.gettempdir()), "boot")  # short: sockets have 108 bytes
     spec = _with_socket(spec, workdir)
     vm: RunningVm | None = None
     deadline = time.monotonic() + options.timeout

@@ -1,39 +1,55 @@
-"""What to boot and how, from the command line: the assets (given, from a runtime configuration, or
-from a release bundle), checked before anything starts, and the VM the runtime would make of them.
+"""What to boot and how, from the command line, as frozen values; then the boot itself.
 
-Shared by `osbuilder boot` and `osbuilder run`.
+    assets = choose_assets(kernel, image, initrd, config)      # or: with bundle_configs(bundle) as ...
+    vm, root = plan_vm(VmChoices(...), assets)                  # pure: the VM the runtime would make
+    report = boot(vm, root, cache, timeout=..., expect_agent_version=...)
+
+`choose_assets` and `bundle_configs` check each asset before anything starts (a kernel that is not
+a kernel, an image without Kata's layout: exit 2, osbuilder.boot.preflight). `plan_vm` decides the
+root's kernel parameters (osbuilder.kernelcmdline), memory and CPUs from the options and what a
+runtime configuration says; nothing runs and the host is not asked. `prepare_vm` asks the host:
+`--accel auto` may run a probe guest (remembered in the cache per host boot) and `--transport auto`
+probes for a usable vsock. `boot` prepares and runs the check (osbuilder.boot.check). A bundle's
+configurations are read from a temporary extraction that lives while its assets boot. Shared by
+`osbuilder boot` and `osbuilder run` (whose sandbox starts the prepared VM).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
+import dataclasses
 import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from osbuilder import staging
 from osbuilder.arch import host_arch, parse_arch
 from osbuilder.boot.accel import choose_accel
-from osbuilder.boot.kernelparams import RootSpec, kernel_params, parse_verity, serial_console
 from osbuilder.boot.preflight import check_assets
-from osbuilder.boot.qemu import VmSpec
+from osbuilder.boot.qemu import AGENT_PORT_NAME, VmSpec
 from osbuilder.boot.runtimeconfig import RuntimeBoot, read_runtime_config
 from osbuilder.boot.transport import choose_transport
 from osbuilder.cache import Cache
 from osbuilder.errors import UsageError
-from osbuilder.image.layout import VerityLine
+from osbuilder.kernelcmdline import RootSpec, VerityLine, kernel_params, parse_verity, serial_console
+
+if TYPE_CHECKING:
+    from osbuilder.boot.check import BootReport
 
 DEFAULT_MEMORY_MB = 2048
 
 
 @dataclass(frozen=True)
 class Assets:
+    """A kernel with an image or an initrd, and the runtime configuration they came from."""
+
     kernel: Path
     image: Path | None
     initrd: Path | None
-    config: RuntimeBoot | None = None  # the runtime configuration they come from
+    config: RuntimeBoot | None = None
 
     @property
     def label(self) -> str:
@@ -42,71 +58,20 @@ class Assets:
 
 @dataclass(frozen=True)
 class VmChoices:
-    """The "how to boot" options (osbuilder.boot.options)."""
+    """The "how to boot" options (osbuilder.boot.options.HOW)."""
 
     arch: str | None = None
     fs_type: str | None = None
     no_dax: bool = False
-    verity: str | None = None
+    verity: str | None = None  # the line, or the file holding it
     accel: str = "auto"
     transport: str = "auto"
-    port_name: str = "agent.channel.0"
+    port_name: str = AGENT_PORT_NAME
     kernel_params: str = ""
     verbosity: str = "normal"
     memory_mb: int | None = None
     cpus: int | None = None
     qemu: str | None = None
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> VmChoices:
-        return cls(arch=args.arch, fs_type=args.fs_type, no_dax=args.no_dax, verity=args.verity, accel=args.accel,
-                   transport=args.transport, port_name=args.port_name, kernel_params=args.kernel_params,
-                   verbosity=args.verbosity, memory_mb=args.memory, cpus=args.cpus, qemu=args.qemu)
-
-
-def _config_assets(config: RuntimeBoot, where: str) -> Assets:
-    check_assets(config.kernel, config.image, config.initrd, kernel_option=f"{where} (kernel)",
-                 image_option=f"{where} (image)", initrd_option=f"{where} (initrd)")
-    return Assets(config.kernel, config.image, config.initrd, config)
-
-
-def choose_assets(kernel: Path | None, image: Path | None, initrd: Path | None, config: Path | None) -> Assets:
-    """The assets of --kernel/--image/--initrd, completed from --config; each one checked."""
-    from_config = read_runtime_config(config) if config else None
-    kernel = kernel or (from_config.kernel if from_config else None)
-    if not (image or initrd) and from_config is not None:
-        image, initrd = from_config.image, from_config.initrd
-    if kernel is None:
-        raise UsageError(problem="no kernel to boot", where="--kernel", fix="pass --kernel, --config or --bundle")
-    if image is None and initrd is None:
-        raise UsageError(problem="nothing to boot the kernel with", where="--image/--initrd",
-                         fix="pass --image, --initrd, --config or --bundle")
-    check_assets(kernel, image, initrd)
-    return Assets(kernel, image, initrd, from_config)
-
-
-@contextlib.contextmanager
-def bundle_configs(bundle: Path, names: tuple[str, ...] = ()) -> Iterator[tuple[str, list[tuple[str, Assets]]]]:
-    """Extract a release bundle into a temporary directory: its VERSION and the assets of its QEMU
-    configurations (only those in `names`, when given), each checked."""
-    from osbuilder.bundle.extract import extract_bundle, qemu_configs
-
-    if not bundle.is_file():
-        raise UsageError(problem=f"{bundle} does not exist or is not a file", where=f"--bundle {bundle}",
-                         fix="give a kata-static-*.tar.zst made by osbuilder bundle")
-    workdir = Path(tempfile.mkdtemp(prefix="osb-bundle-"))
-    try:
-        root = extract_bundle(bundle, workdir)
-        version_file = root / "opt/kata/VERSION"
-        version = version_file.read_text().strip() if version_file.is_file() else ""
-        configs = [(label, path) for label, path in qemu_configs(root) if not names or label in names]
-        if not configs:
-            raise UsageError(problem=f"the bundle has none of {', '.join(names)}", where=f"--bundle {bundle}",
-                             fix="rebuild the bundle with osbuilder bundle")
-        yield version, [(label, _config_assets(read_runtime_config(path, root=root), f"{bundle}: {label}"))
-                        for label, path in configs]
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def read_verity(value: str | None) -> VerityLine | None:
@@ -118,8 +83,56 @@ def read_verity(value: str | None) -> VerityLine | None:
     return parse_verity(text, f"--verity {value}")
 
 
-def plan_vm(choices: VmChoices, assets: Assets, cache: Cache | None) -> tuple[VmSpec, RootSpec]:
-    """The VM the runtime would start for these assets (KVM is probed once per host boot)."""
+def choose_assets(kernel: Path | None, image: Path | None, initrd: Path | None, config: Path | None) -> Assets:
+    """The assets of --kernel/--image/--initrd, completed from --config (the options win over it);
+    each one checked to be what it claims."""
+    from_config = read_runtime_config(config) if config else None
+    kernel = kernel or (from_config.kernel if from_config else None)
+    if image is None and initrd is None and from_config is not None:
+        image, initrd = from_config.image, from_config.initrd
+    if kernel is None:
+        raise UsageError(problem="no kernel to boot", where="--kernel", fix="pass --kernel, --config or --bundle")
+    if image is None and initrd is None:
+        raise UsageError(problem="nothing to boot the kernel with", where="--image/--initrd",
+                         fix="pass --image, --initrd, --config or --bundle")
+    check_assets(kernel, image, initrd)
+    return Assets(kernel, image, initrd, from_config)
+
+
+def _config_assets(config: RuntimeBoot, where: str) -> Assets:
+    check_assets(config.kernel, config.image, config.initrd, kernel_option=f"{where} (kernel)",
+                 image_option=f"{where} (image)", initrd_option=f"{where} (initrd)")
+    return Assets(config.kernel, config.image, config.initrd, config)
+
+
+@contextlib.contextmanager
+def bundle_configs(bundle: Path, names: tuple[str, ...] = ()) -> Iterator[tuple[str, list[tuple[str, Assets]]]]:
+    """A release bundle, extracted into a temporary directory until the block ends: its VERSION and
+    the assets of its QEMU configurations (only those in `names`, when given), each checked."""
+    from osbuilder.bundle.extract import extract_bundle, qemu_configs
+
+    if not bundle.is_file():
+        raise UsageError(problem=f"{bundle} does not exist or is not a file", where=f"--bundle {bundle}",
+                         fix="give a kata-static-*.tar.zst made by osbuilder bundle")
+    staging.sweep_temporary()  # what a killed run left
+    workdir = staging.make_directory(Path(tempfile.gettempdir()), "bundle")
+    try:
+        root = extract_bundle(bundle, workdir)
+        version_file = root / "opt/kata/VERSION"
+        version = version_file.read_text().strip() if version_file.is_file() else ""
+        configs = [(label, path) for label, path in qemu_configs(root) if not names or label in names]
+        if not configs:
+            raise UsageError(problem=f"the bundle has none of {', '.join(names) or 'configuration-qemu*.toml'}",
+                             where=f"--bundle {bundle}", fix="rebuild the bundle with osbuilder bundle")
+        yield version, [(label, _config_assets(read_runtime_config(path, root=root), f"{bundle}: {label}"))
+                        for label, path in configs]
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def plan_vm(choices: VmChoices, assets: Assets) -> tuple[VmSpec, RootSpec]:
+    """The VM the runtime would start for these assets, with the accelerator and the transport as
+    requested ("auto" is decided by prepare_vm); pure."""
     config = assets.config
     arch = parse_arch(choices.arch) if choices.arch else host_arch()
     fs_type = choices.fs_type or (config.rootfs_type if config else "ext4")
@@ -129,10 +142,28 @@ def plan_vm(choices: VmChoices, assets: Assets, cache: Cache | None) -> tuple[Vm
     extra = " ".join(part for part in (config.kernel_params if config else "", choices.kernel_params) if part)
     cmdline = kernel_params(root, arch=arch.name, console=serial_console(arch.name), extra=extra,
                             verbosity=choices.verbosity)
-    vm = VmSpec(arch=arch, kernel=assets.kernel, cmdline=cmdline,
-                accel=choose_accel(choices.accel, assets.kernel, arch, cache, choices.qemu),
-                initrd=assets.initrd, image=assets.image, nvdimm=nvdimm,
-                transport=choose_transport(choices.transport), port_name=choices.port_name,
+    vm = VmSpec(arch=arch, kernel=assets.kernel, cmdline=cmdline, accel=choices.accel, initrd=assets.initrd,
+                image=assets.image, nvdimm=nvdimm, transport=choices.transport, port_name=choices.port_name,
                 memory_mb=choices.memory_mb or (config.memory_mb if config and config.memory_mb else DEFAULT_MEMORY_MB),
                 cpus=choices.cpus or (config.vcpus if config and config.vcpus else 1), qemu=choices.qemu)
     return vm, root
+
+
+def prepare_vm(vm: VmSpec, cache: Cache | None) -> VmSpec:
+    """The VM with what "auto" left open decided on this host: the accelerator (--accel auto uses
+    KVM only after a probe guest made progress, remembered per host boot in the cache) and the
+    agent channel (--transport auto: vsock when the host has a usable one)."""
+    return dataclasses.replace(vm, accel=choose_accel(vm.accel, vm.kernel, vm.arch, cache, vm.qemu),
+                               transport=choose_transport(vm.transport))
+
+
+def boot(vm: VmSpec, root: RootSpec, cache: Cache | None, *, timeout: float = 300.0,
+         expect_agent_version: str | None = None, console_log: Path | None = None) -> BootReport:
+    """Boot a planned VM under QEMU and check the agent the way the runtime would talk to it."""
+    # Imported here: the agent client needs a recent protobuf, which the other commands (a rootless
+    # build-rootfs on a host's system Python, for one) must not depend on.
+    from osbuilder.boot.check import CheckOptions, boot_check
+
+    options = CheckOptions(timeout=timeout, expect_agent_version=expect_agent_version, console_log=console_log,
+                           expect_dax=root.dax(vm.arch.name))
+    return boot_check(prepare_vm(vm, cache), options)

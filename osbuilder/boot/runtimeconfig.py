@@ -7,9 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from osbuilder.boot.kernelparams import parse_verity
 from osbuilder.errors import ConfigError
-from osbuilder.image.layout import VerityLine
+from osbuilder.kernelcmdline import VerityLine, parse_verity
 
 SHARED_FS_VALUES = ("virtio-fs", "virtio-9p", "none")
 

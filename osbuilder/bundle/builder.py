@@ -17,13 +17,12 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from osbuilder import __version__
+from osbuilder import __version__, staging
 from osbuilder.arch import Arch
 from osbuilder.bundle.configs import ASSETS_DIR, ConfigSpec, render
 from osbuilder.bundle.runtime import Runtime, require_match
@@ -144,8 +143,9 @@ def build_bundle(inputs: BundleInputs, output: Path) -> BundleResult:
         raise UsageError(problem="a measured image needs its root hash record", where="--measured-root-hash",
                          fix="give the root_hash*.txt written next to the measured image")
     version = inputs.runtime.version
-    with tempfile.TemporaryDirectory(prefix=".osbuilder-bundle-", dir=output.parent) as work:
-        root = Path(work) / "root"
+    staging.sweep(output.parent)  # what a killed bundle build left
+    with staging.temporary_directory(output.parent, "bundle") as work:
+        root = work / "root"
         share = root / SHARE
         share.mkdir(parents=True)
         for name, source in kernel.files.items():

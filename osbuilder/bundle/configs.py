@@ -12,12 +12,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import jinja2
-
-from osbuilder import __version__
+from osbuilder import __version__, templating
 from osbuilder.arch import Arch
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
+DATA_FILES = ("bundle/templates",)
 PREFIX = "/opt/kata"
 ASSETS_DIR = f"{PREFIX}/share/kata-containers"
 TEMPLATE_OF = {"qemu": "configuration-qemu.toml.j2", "clh": "configuration-clh.toml.j2",
@@ -46,18 +45,11 @@ def _toml_string(value: object) -> str:
     return json.dumps(str(value), ensure_ascii=False)
 
 
-def _environment() -> jinja2.Environment:
-    environment = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
-                                     keep_trailing_newline=True, autoescape=False)
-    environment.filters["toml"] = _toml_string
-    return environment
-
-
 def render(spec: ConfigSpec, arch: Arch) -> str:
     if (spec.image is None) == (spec.initrd is None):
         raise ValueError(f"{spec.filename}: exactly one of image and initrd")
-    template = _environment().get_template(TEMPLATE_OF[spec.hypervisor])
-    return template.render(
+    return templating.render(
+        TEMPLATES, TEMPLATE_OF[spec.hypervisor], (("toml", _toml_string),),
         osbuilder_version=__version__,
         asset_description=spec.description,
         prefix=PREFIX,

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from osbuilder.context import Context
+from osbuilder.options import Table
 from osbuilder.plugins import collect
 
 
@@ -31,6 +32,9 @@ class Command:
     description: str = ""
     epilog: str = ""
     aliases: tuple[str, ...] = field(default_factory=tuple)
+    # Option tables (osbuilder.options): added to the parser after configure()'s own arguments,
+    # and read from their Make variables with --make-variables.
+    options: tuple[Table, ...] = field(default_factory=tuple)
 
 
 def discover() -> list[Command]:

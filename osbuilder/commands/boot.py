@@ -5,35 +5,27 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from osbuilder.boot.options import add_asset_options, add_vm_options
-from osbuilder.boot.plan import Assets, VmChoices, bundle_configs, choose_assets, plan_vm
+from osbuilder import options
+from osbuilder.boot.options import ASSETS, CHECKS, HOW
+from osbuilder.boot.plan import Assets, VmChoices, boot, bundle_configs, choose_assets, plan_vm
 from osbuilder.commands import Command, Outcome
 from osbuilder.context import Context
 
 if TYPE_CHECKING:
     from osbuilder.boot.check import BootReport
 
+TABLES = (ASSETS, HOW, CHECKS)
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    add_asset_options(parser, bundle_help="a release bundle: boot its image and its initrd with its "
-                                          "configuration-qemu*.toml")
-    add_vm_options(parser)
-    checks = parser.add_argument_group("checks")
-    checks.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
-                        help="deadline for the whole boot check, from QEMU's start (default 300)")
-    checks.add_argument("--expect-agent-version", metavar="VERSION",
-                        help="fail unless the agent's Health/Version reports this version")
+    del parser  # every option is in the tables (osbuilder.boot.options)
 
 
-def boot_one(context: Context, args: argparse.Namespace, assets: Assets, expect_version: str | None) -> BootReport:
-    vm, root = plan_vm(VmChoices.from_args(args), assets, context.cache)
-    # Imported here: the agent client needs a recent protobuf, which the other commands (a rootless
-    # build-rootfs on a host's system Python, for one) must not depend on.
-    from osbuilder.boot.check import CheckOptions, boot_check
-
-    options = CheckOptions(timeout=args.timeout, expect_agent_version=expect_version,
-                           console_log=args.console_log, expect_dax=root.dax(vm.arch.name))
-    return boot_check(vm, options)
+def boot_one(context: Context, values: dict[str, Any], choices: VmChoices, assets: Assets,
+             expect_version: str | None) -> BootReport:
+    vm, root = plan_vm(choices, assets)
+    return boot(vm, root, context.cache, timeout=values["timeout"], expect_agent_version=expect_version,
+                console_log=values["console_log"])
 
 
 def _render(label: str, report: BootReport) -> str:
@@ -53,22 +45,24 @@ def _render(label: str, report: BootReport) -> str:
 
 
 def run(context: Context, args: argparse.Namespace) -> Outcome:
-    if args.bundle is not None:
+    values = options.values(args, *TABLES)
+    choices = options.request(VmChoices, args, HOW)
+    if values["bundle"] is not None:
         reports: list[tuple[str, BootReport]] = []
-        with bundle_configs(args.bundle) as (version, configs):
+        with bundle_configs(values["bundle"]) as (version, configs):
             # What ships must match: the agent in every asset answers with the bundle's version.
-            expected = args.expect_agent_version or version or None
+            expected = values["expect_agent_version"] or version or None
             for label, assets in configs:
-                reports.append((label, boot_one(context, args, assets, expected)))
+                reports.append((label, boot_one(context, values, choices, assets, expected)))
         ok = all(report.ok for _, report in reports)
-        data: dict[str, Any] = {"ok": ok, "bundle": str(args.bundle),
+        data: dict[str, Any] = {"ok": ok, "bundle": str(values["bundle"]),
                                 "boots": [{"config": label, **report.to_json()} for label, report in reports]}
         text = "\n".join(_render(label, report) for label, report in reports)
         return Outcome(data, text, exit_code=0 if ok else 1)
-    assets = choose_assets(args.kernel, args.image, args.initrd, args.config)
-    report = boot_one(context, args, assets, args.expect_agent_version)
+    assets = choose_assets(values["kernel"], values["image"], values["initrd"], values["config"])
+    report = boot_one(context, values, choices, assets, values["expect_agent_version"])
     return Outcome(report.to_json(), _render(assets.label, report), exit_code=0 if report.ok else 1)
 
 
 COMMAND = Command("boot", "boot assets under QEMU as the Kata runtime would and check the agent answers", configure,
-                  run, order=60)
+                  run, order=60, options=TABLES)

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from osbuilder import runner
-from osbuilder.agent_build import compiler_version, default_agent
+from osbuilder.agent_build import build_reference_agent, plan_reference_agent
 from osbuilder.cache import sha256_file
 from osbuilder.commands import Command, Outcome
 from osbuilder.context import Context
@@ -24,13 +24,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(context: Context, args: argparse.Namespace) -> Outcome:
     output = check_output_path(args.output)
     started = time.monotonic()
-    built = default_agent(context)
+    plan = plan_reference_agent(context.versions.agent_version, context.cache.root / runner.TOOL_VERSIONS)
+    built = build_reference_agent(plan, context.cache, context.verbose > 0)
     with atomic_output(output) as temporary:
         shutil.copyfile(built, temporary)
         os.chmod(temporary, 0o755)
     data = {"ok": True, "output": str(output), "version": context.versions.agent_version,
-            "sha256": sha256_file(output), "size": output.stat().st_size, "compiler": compiler_version(context.cache.root / runner.TOOL_VERSIONS),
-            "cache_path": str(built), "duration": round(time.monotonic() - started, 3)}
+            "sha256": sha256_file(output), "size": output.stat().st_size,
+            "compiler": plan.inputs["compiler"], "cache_key": plan.cache_key, "cache_path": str(built), "duration": round(time.monotonic() - started, 3)}
     text = (f"{output}: reference agent {data['version']}, {data['size']} bytes, static, sha256 {data['sha256']}")
     return Outcome(data, text)
 

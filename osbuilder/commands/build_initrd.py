@@ -4,50 +4,45 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from pathlib import Path
 
+from osbuilder import options
 from osbuilder.commands import Command, Outcome
 from osbuilder.context import Context
-from osbuilder.initrd.compression import CODECS, DEFAULT
+from osbuilder.initrd.options import INITRD
 from osbuilder.outputs import check_output_path
-from osbuilder.rootfs_source import add_rootfs_options, rootfs_input
+from osbuilder.rootfs.options import ASSET, ROOTFS
+from osbuilder.rootfs.plan import Request
+from osbuilder.rootfs.source import rootfs_input
 from osbuilder.tree import parse_epoch
+
+TABLES = (ASSET, INITRD, ROOTFS)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("rootfs", nargs="?", type=Path, metavar="ROOTFS_DIR",
-                        help="the rootfs directory; without it the rootfs is built first "
-                             "(the options below, default: versions.yaml assets.initrd)")
-    parser.add_argument("-o", "--output", type=Path, default=Path("kata-containers-initrd.img"), metavar="INITRD",
-                        help="the initrd to write (default: kata-containers-initrd.img)")
-    parser.add_argument("--compression", choices=list(CODECS), default=DEFAULT,
-                        help=f"compressor (default {DEFAULT}: smaller than gzip -9, much faster to build and to "
-                             "unpack at boot; the kernel needs the matching CONFIG_RD_*)")
-    parser.add_argument("--level", type=int, metavar="N", help="compression level (default: the codec's)")
-    parser.add_argument("--agent-init", action="store_true",
-                        help="the agent is /sbin/init (AGENT_INIT=yes): /init -> /sbin/init instead of systemd")
-    parser.add_argument("--skip-rootfs-check", action="store_true", help="do not check /sbin/init and the agent")
-    parser.add_argument("--agent-bin", default="kata-agent", metavar="NAME", help="the agent's name (AGENT_BIN)")
-    parser.add_argument("--source-date-epoch", metavar="SECONDS",
-                        help="clamp every mtime to this time (default: $SOURCE_DATE_EPOCH, else the newest mtime)")
+    del parser  # every option is in the tables
 
-    add_rootfs_options(parser)
 
 def run(context: Context, args: argparse.Namespace) -> Outcome:
     from osbuilder.initrd.builder import InitrdOptions, build_initrd, validate
 
-    options = InitrdOptions(
-        output=check_output_path(args.output), compression=args.compression, level=args.level,
-        agent_init=args.agent_init, skip_rootfs_check=args.skip_rootfs_check, agent_bin=args.agent_bin,
-        source_date_epoch=parse_epoch(args.source_date_epoch, "--source-date-epoch")
-        if args.source_date_epoch is not None else None,
+    values = options.values(args, *TABLES)
+    settings = InitrdOptions(
+        output=check_output_path(values["output"]), compression=values["compression"], level=values["level"],
+        agent_init=values["agent_init"], skip_rootfs_check=values["skip_rootfs_check"],
+        agent_bin=values["agent_name"],
+        source_date_epoch=parse_epoch(values["source_date_epoch"], "--source-date-epoch")
+        if values["source_date_epoch"] is not None else None,
     )
-    validate(options)
-    with rootfs_input(context, args, "initrd", options.output) as source:
-        result = build_initrd(source.path, dataclasses.replace(options, agent_init=source.agent_init))
+    validate(settings)
+    request = options.request(Request, args, ROOTFS)
+    with rootfs_input(args.rootfs, request, "initrd", settings.output, versions=context.versions,
+                      recipe_named=context.recipe, cache=context.cache, fetcher=context.fetcher,
+                      verbose=context.verbose > 0, from_make=options.set_by_make(args, ROOTFS)) as source:
+        result = build_initrd(source.path, dataclasses.replace(settings, agent_init=source.agent_init))
     data = result.to_json()
-    if source.built is not None:
+    if source.built is not None and source.cache_key is not None:
         data["rootfs"] = source.built
+        data["content_key"] = dataclasses.replace(settings, agent_init=source.agent_init).content_key(source.cache_key)
     text = (f"{result.path}: {result.size} bytes, {result.compression} level {result.level}, {result.entries} entries "
             f"({result.cpio_bytes} bytes of cpio)\n  /init -> {result.init_target}"
             f"{' (added)' if result.init_added else ''}; built in {result.timings.get('total', 0):.2f} s")
@@ -55,4 +50,4 @@ def run(context: Context, args: argparse.Namespace) -> Outcome:
 
 
 COMMAND = Command("build-initrd", "build a reproducible, compressed cpio initrd from a rootfs directory",
-                  configure, run, order=31)
+                  configure, run, order=31, options=TABLES)

@@ -82,7 +82,7 @@ def run(context: Context, args: argparse.Namespace) -> Outcome:
 
     options = _options(args)
     if args.config_only:
-        check = check_kernel_config(context, options)
+        check = check_kernel_config(options, versions=context.versions, cache=context.cache, fetcher=context.fetcher)
         lines = [f"configuration of {check.name} checked: {check.requested} options from "
                  f"{len(check.fragments)} fragments have their values ({check.duration:.1f} s)"]
         if check.skipped:
@@ -92,7 +92,8 @@ def run(context: Context, args: argparse.Namespace) -> Outcome:
         if check.config:
             lines.append(f"  {check.config} (sha256 {check.config_sha256[:16]}...)")
         return Outcome(check.to_json(), "\n".join(lines))
-    build = build_kernel(context, options)
+    build = build_kernel(options, versions=context.versions, cache=context.cache, fetcher=context.fetcher,
+                         verbose=context.verbose)
     state = "from the cache" if build.cache_hit else "built"
     lines = [f"kernel {build.name} ({build.arch}) {state} in {build.duration:.1f} s"]
     for path in (build.vmlinux, build.vmlinuz, build.config, build.system_map, build.record):

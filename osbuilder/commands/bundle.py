@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import subprocess
 from pathlib import Path
 
 from osbuilder.arch import host_arch, parse_arch
 from osbuilder.commands import Command, Outcome
 from osbuilder.context import Context
 from osbuilder.errors import UsageError
+from osbuilder.metadata import commit_epoch
 from osbuilder.outputs import check_output_path
-from osbuilder.paths import REPO_ROOT
 from osbuilder.tree import environment_epoch, parse_epoch
 
 EPILOG = """\
@@ -54,12 +53,7 @@ def _epoch(value: str | None) -> int:
     env = environment_epoch()
     if env is not None:
         return env
-    try:
-        result = subprocess.run(["git", "-C", str(REPO_ROOT), "log", "-1", "--format=%ct"], capture_output=True,
-                                text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return 0
-    return int(result.stdout.strip()) if result.returncode == 0 and result.stdout.strip().isdigit() else 0
+    return commit_epoch() or 0
 
 
 def run(context: Context, args: argparse.Namespace) -> Outcome:

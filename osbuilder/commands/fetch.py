@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from osbuilder.commands import Command, Outcome
 from osbuilder.context import Context
 from osbuilder.debarchive import ArchiveClient
 from osbuilder.errors import UsageError
+from osbuilder.outputs import atomic_output
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -71,14 +71,10 @@ def _fetch_key(context: Context, key: str, arch: str, debian_arch: str, mirror: 
 
 
 def _copy_atomically(source: Path, destination: Path) -> None:
-    temporary = destination.with_name(f".{destination.name}.tmp{os.getpid()}")
-    try:
+    with atomic_output(destination) as temporary:
         shutil.copyfile(source, temporary)
         if sha256_file(temporary) != source.name:
             raise UsageError(problem="the copy does not match the cached file", where=str(destination))
-        os.replace(temporary, destination)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 COMMAND = Command("fetch", "download one input, verify its sha256 and keep it in the cache", configure, run,

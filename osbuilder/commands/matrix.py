@@ -1,26 +1,33 @@
 """osbuilder matrix: the release variants (architecture x asset x variant) for a CI matrix.
 
-Each variant carries a content key: a digest of everything that determines its output (the pins in
-versions.yaml that it uses, the recipe, the kernel fragments, the agent sources, the osbuilder code
-that builds it, its options). A CI pipeline restores and saves its cache by that key, so an
-unchanged variant is never rebuilt; `make` builds it and the bundle job gathers the outputs.
+Each variant carries the key its local build has: the kernel's and the rootfs's cache keys come
+from the same planners the builds run (osbuilder.kernel.build.plan_kernel, osbuilder.rootfs.plan),
+with the environment make gives them (SOURCE_DATE_EPOCH: the checkout's commit time unless set, the
+kernel excepted); an image's and an initrd's content key from their options and their rootfs's key;
+the bundle's from its parts, its code and the pinned runtime. A CI pipeline restores and saves each
+variant's cache under its key, so an unchanged variant is never rebuilt. Planning asks the host's
+tools for their versions (gcc, the cross compiler, mmdebstrap, musl-gcc, strip): run it where the
+builders' toolchain is (`make deps`), or a missing tool is reported.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
-from osbuilder.agent_build import NOT_SOURCES
+from osbuilder import codegraph
 from osbuilder.arch import ARCHES
-from osbuilder.cache import content_key, sha256_file, sha256_tree
+from osbuilder.cache import content_key
 from osbuilder.commands import Command, Outcome
 from osbuilder.context import Context
-from osbuilder.paths import AGENT_SOURCE_DIR, KERNEL_CONFIGS_DIR, REPO_ROOT
+from osbuilder.options import make_environment
+from osbuilder.paths import REPO_ROOT
+from osbuilder.runner import TOOL_VERSIONS
 
-PACKAGE_DIR = Path(__file__).resolve().parent.parent
+BUNDLE_MODULE = "osbuilder.bundle.builder"
 
 
 @dataclass(frozen=True)
@@ -40,54 +47,53 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="only these architectures (repeatable; default: every one)")
 
 
-def _code(*parts: str) -> str:
-    """Digest of the osbuilder modules a step runs (any change to them changes the key)."""
-    return content_key({part: sha256_tree(PACKAGE_DIR / part) if (PACKAGE_DIR / part).is_dir()
-                        else sha256_file(PACKAGE_DIR / part) for part in parts})
-
-
 def variants(context: Context, arches: list[str]) -> list[Variant]:
+    # The builders are imported by the command that plans with them, not for every command's --help.
+    from osbuilder.image.builder import ImageOptions
+    from osbuilder.initrd.builder import InitrdOptions
+    from osbuilder.kernel.build import KernelOptions, plan_kernel
+    from osbuilder.rootfs.plan import Request, is_agent_init, plan
+
     versions = context.versions
-    kernel_pin = versions.lookup("assets.kernel")
-    common = {"versions_agent": versions.agent_version, "core": _code("cache.py", "fetch.py", "runner.py")}
-    kernel_inputs = {**common, "pin": kernel_pin, "fragments": sha256_tree(KERNEL_CONFIGS_DIR),
-                     "code": _code("kernel")}
-    agent = sha256_tree(AGENT_SOURCE_DIR, NOT_SOURCES)
-    rootfs_code = _code("rootfs.py", "provision.py", "bootstrap.py", "metadata.py", "rootfs_tree.py", "templates")
+    memo = context.cache.root / TOOL_VERSIONS
+    made = make_environment(os.environ)  # what `make image|initrd` gives osbuilder
     result: list[Variant] = []
     for arch in arches:
         kernel_variants = [("default", ""), ("debug", "--debug")]
         if arch == "x86_64":
             kernel_variants.append(("confidential", "--confidential"))
         for name, flag in kernel_variants:
+            options = KernelOptions(arch=arch, debug=name == "debug", confidential=name == "confidential")
             out = f"build/{arch}/kernel" + ("" if name == "default" else f"-{name}")
             result.append(Variant(
-                f"kernel-{arch}-{name}", arch, "kernel", name,
-                content_key({"asset": "kernel", "arch": arch, "variant": name, **kernel_inputs}),
+                f"kernel-{arch}-{name}", arch, "kernel", name, plan_kernel(options, versions, memo).cache_key,
                 f"make kernel ARCH={arch} KERNEL_DIR={out}" + (f' KERNEL_FLAGS="{flag}"' if flag else ""),
                 [out], []))
         for asset in ("image", "initrd"):
-            pin = versions.distro_pin(asset, arch)
-            recipe = context.recipe(pin.distro)
-            inputs = {**common, "asset": asset, "arch": arch, "pin": asdict(pin),
-                      "recipe": sha256_file(recipe.path), "agent": agent, "rootfs_code": rootfs_code,
-                      "builder": _code(asset)}
+            rootfs = plan(Request(arch=arch), versions, context.recipe, context.cache.root, asset, made,
+                          key_only=True)
             image_variants = [("default", "")] + ([("measured", "MEASURED_ROOTFS=yes BUILD_VARIANT=measured")]
                                                   if asset == "image" else [])
             for name, knobs in image_variants:
+                if asset == "image":
+                    key = ImageOptions(measured=name == "measured", seed=rootfs.cache_key).content_key(made)
+                else:
+                    key = InitrdOptions(agent_init=is_agent_init(rootfs)).content_key(rootfs.cache_key, made)
                 suffix = "" if name == "default" else f"-{name}"
                 out = (f"build/{arch}/kata-containers{suffix}.img" if asset == "image"
                        else f"build/{arch}/kata-containers-initrd.img")
                 target = "IMAGE" if asset == "image" else "INITRD"
                 result.append(Variant(
-                    f"{asset}-{arch}-{name}", arch, asset, name, content_key({**inputs, "variant": name}),
+                    f"{asset}-{arch}-{name}", arch, asset, name, key,
                     f"make {asset} ARCH={arch} {target}={out} {knobs}".strip(),
                     [out] + ([f"build/{arch}/root_hash_measured.txt"] if name == "measured" else []), []))
         parts = [variant for variant in result if variant.arch == arch and variant.variant in ("default", "measured")]
+        runtime = versions.assets.runtime
+        download = next((dataclasses.asdict(entry) for entry in runtime.architecture if entry.arch == arch), None)
         result.append(Variant(
             f"bundle-{arch}", arch, "bundle", "default",
-            content_key({"parts": [variant.key for variant in parts], "code": _code("bundle"),
-                         "runtime": versions.lookup("assets.runtime")}),
+            content_key({"parts": [variant.key for variant in parts], "code": codegraph.code_digest(BUNDLE_MODULE),
+                         "runtime": {"version": runtime.version, "download": download}}),
             f"make bundle-only ARCH={arch} BUILD_DIR=build/{arch}", [f"build/{arch}/kata-static-*.tar.zst"],
             [variant.id for variant in parts]))
     return result

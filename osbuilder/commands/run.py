@@ -8,14 +8,15 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
-from osbuilder.boot.options import add_asset_options, add_vm_options
-from osbuilder.boot.plan import Assets, VmChoices, bundle_configs, choose_assets, plan_vm
-from osbuilder.boot.qemu import SHARED_FS_KINDS
+from osbuilder import options
+from osbuilder.boot.options import ASSETS, HOW
+from osbuilder.boot.plan import Assets, VmChoices, bundle_configs, choose_assets, plan_vm, prepare_vm
 from osbuilder.commands import Command, Outcome
 from osbuilder.context import Context
 from osbuilder.errors import UsageError
+from osbuilder.sandbox.options import CONTAINER
 
 if TYPE_CHECKING:
     from osbuilder.sandbox.ocispec import ContainerConfig
@@ -40,56 +41,35 @@ virtiofsd; nothing of it outlives osbuilder.
 """
 
 
+TABLES = (ASSETS, HOW, CONTAINER)
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
-    add_asset_options(parser, bundle_help=f"a release bundle: run on its image with its {BUNDLE_CONFIG}")
-    add_vm_options(parser)
-    container = parser.add_argument_group("the container")
-    root = container.add_mutually_exclusive_group()
-    root.add_argument("--oci-bundle", type=Path, metavar="DIR", help="an OCI runtime bundle (config.json + root)")
-    root.add_argument("--rootfs", type=Path, metavar="DIR", help="a root tree, run with runc's default spec")
-    container.add_argument("--shared-fs", choices=SHARED_FS_KINDS,
-                           help="how the root reaches the guest (default: the configuration's shared_fs, else "
-                                "virtio-fs)")
-    container.add_argument("--virtiofsd", type=Path, metavar="PATH",
-                           help="virtiofsd to use (default: the configuration's virtio_fs_daemon, a Rust virtiofsd, "
-                                "or QEMU's /usr/lib/qemu/virtiofsd)")
-    container.add_argument("--timeout", type=float, metavar="SECONDS",
-                           help="kill the workload after this long (exit status 137)")
-    container.add_argument("--boot-timeout", type=float, default=300.0, metavar="SECONDS",
-                           help="deadline for the agent to answer, from QEMU's start (default 300)")
-    container.add_argument("--stdin", metavar="FILE", help="feed FILE to the workload's stdin (- for osbuilder's)")
-    container.add_argument("-i", "--interactive", action="store_true", help="feed osbuilder's stdin (--stdin -)")
-    container.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]",
-                           help="the command to run instead of the spec's process.args")
+    del parser  # every option is in the tables (osbuilder.boot.options, osbuilder.sandbox.options)
 
 
-def _command(args: argparse.Namespace) -> list[str]:
-    command = list(args.command)
-    return command[1:] if command[:1] == ["--"] else command
-
-
-def _container(args: argparse.Namespace) -> ContainerConfig:
+def _container(values: dict[str, Any]) -> ContainerConfig:
     from osbuilder.sandbox.ocispec import default_config, load_bundle, with_args
 
-    if args.oci_bundle is None and args.rootfs is None:
+    if values["oci_bundle"] is None and values["rootfs"] is None:
         raise UsageError(problem="no container to run", where="--oci-bundle/--rootfs",
                          fix="pass --oci-bundle DIR (config.json and its root) or --rootfs DIR")
-    config = load_bundle(args.oci_bundle) if args.oci_bundle is not None else default_config(args.rootfs)
-    return with_args(config, _command(args))
+    config = load_bundle(values["oci_bundle"]) if values["oci_bundle"] is not None else default_config(values["rootfs"])
+    return with_args(config, list(values["command"]))
 
 
 @contextlib.contextmanager
-def _assets(args: argparse.Namespace) -> Iterator[Assets]:
-    if args.bundle is not None:
-        with bundle_configs(args.bundle, (BUNDLE_CONFIG,)) as (_version, configs):
+def _assets(values: dict[str, Any]) -> Iterator[Assets]:
+    if values["bundle"] is not None:
+        with bundle_configs(values["bundle"], (BUNDLE_CONFIG,)) as (_version, configs):
             yield configs[0][1]
         return
-    yield choose_assets(args.kernel, args.image, args.initrd, args.config)
+    yield choose_assets(values["kernel"], values["image"], values["initrd"], values["config"])
 
 
 @contextlib.contextmanager
-def _stdin(args: argparse.Namespace) -> Iterator[IO[bytes] | None]:
-    source = "-" if args.interactive else args.stdin
+def _stdin(values: dict[str, Any]) -> Iterator[IO[bytes] | None]:
+    source = "-" if values["interactive"] else values["stdin"]
     if source is None:
         yield None
     elif source == "-":
@@ -117,30 +97,34 @@ def run(context: Context, args: argparse.Namespace) -> Outcome:
     from osbuilder.sandbox.virtiofsd import find_virtiofsd, require_virtiofsd
     from osbuilder.sandbox.workload import RunIO, run_workload
 
-    config = _container(args)
-    if args.timeout is not None and args.timeout <= 0:
-        raise UsageError(problem="must be more than 0 seconds", where=f"--timeout {args.timeout:g}",
+    values = options.values(args, *TABLES)
+    choices = options.request(VmChoices, args, HOW)
+    config = _container(values)
+    timeout = values["timeout"]
+    if timeout is not None and timeout <= 0:
+        raise UsageError(problem="must be more than 0 seconds", where=f"--timeout {timeout:g}",
                          fix="give the seconds the workload may run")
-    with _assets(args) as assets, _stdin(args) as stdin:
+    with _assets(values) as assets, _stdin(values) as stdin:
         runtime = assets.config
-        shared_fs = args.shared_fs or (runtime.shared_fs if runtime and runtime.shared_fs != "none" else "virtio-fs")
+        shared_fs = values["shared_fs"] or (runtime.shared_fs if runtime and runtime.shared_fs != "none"
+                                            else "virtio-fs")
         daemon = None
-        if shared_fs == "virtio-fs" and args.virtiofsd is not None:
-            daemon = require_virtiofsd(args.virtiofsd)
+        if shared_fs == "virtio-fs" and values["virtiofsd"] is not None:
+            daemon = require_virtiofsd(values["virtiofsd"])
         elif shared_fs == "virtio-fs":
             daemon = find_virtiofsd(runtime.virtio_fs_daemon if runtime else None)
         require_root()
-        vm, _root = plan_vm(VmChoices.from_args(args), assets, context.cache)
+        vm, _root = plan_vm(choices, assets)
         sandbox_id = new_id()
-        plan = SandboxPlan(vm=vm, shared_fs=shared_fs, virtiofsd=daemon,
+        plan = SandboxPlan(vm=prepare_vm(vm, context.cache), shared_fs=shared_fs, virtiofsd=daemon,
                            virtiofs_cache=runtime.virtio_fs_cache if runtime else "auto",
-                           boot_timeout=args.boot_timeout, console_log=args.console_log, sandbox_id=sandbox_id,
-                           hostname=config.hostname)
+                           boot_timeout=values["boot_timeout"], console_log=values["console_log"],
+                           sandbox_id=sandbox_id, hostname=config.hostname)
         captured: dict[str, bytearray] = {"stdout": bytearray(), "stderr": bytearray()}
         if context.json:
-            io = RunIO(captured["stdout"].extend, captured["stderr"].extend, stdin, args.timeout)
+            io = RunIO(captured["stdout"].extend, captured["stderr"].extend, stdin, timeout)
         else:
-            io = RunIO(_writer(sys.stdout.buffer), _writer(sys.stderr.buffer), stdin, args.timeout)
+            io = RunIO(_writer(sys.stdout.buffer), _writer(sys.stderr.buffer), stdin, timeout)
         # The first container of a sandbox has the sandbox's id, as with `ctr run --runtime kata`.
         report = run_workload(plan, config, sandbox_id, io)
     report.stdout = captured["stdout"].decode(errors="replace")
@@ -155,4 +139,4 @@ def run(context: Context, args: argparse.Namespace) -> Outcome:
 
 
 COMMAND = Command("run", "run a container in a VM from the guest assets, as the Kata runtime does", configure, run,
-                  order=65, epilog=EPILOG)
+                  order=65, epilog=EPILOG, options=TABLES)

@@ -12,27 +12,28 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from osbuilder import runner
+from osbuilder import codegraph, runner, staging
 from osbuilder.cache import content_key
 from osbuilder.errors import UsageError
 from osbuilder.idmap import IdMapping, default_id_mapping
 from osbuilder.image import filesystems, layout, sizing, verity
 from osbuilder.image.ext4times import clamp_times
-from osbuilder.image.layout import DEFAULT_ALIGNMENT_MB, FS_TYPES, MIB, ImageLayout, VerityLine
+from osbuilder.image.layout import DEFAULT_ALIGNMENT_MB, MIB, ImageLayout
 from osbuilder.image.superblock import FsInfo, probe
+from osbuilder.kernelcmdline import FS_TYPES, VerityLine
 from osbuilder.outputs import atomic_output, check_output_path
-from osbuilder.rootfscheck import DEFAULT_AGENT, RootfsFacts, check_rootfs
-from osbuilder.tree import TreeScan, scan_tree, source_date_epoch, unreadable_entries
+from osbuilder.rootfs.check import DEFAULT_AGENT, RootfsFacts, check_rootfs
+from osbuilder.tree import TreeScan, environment_epoch, scan_tree, source_date_epoch, unreadable_entries
 
 log = logging.getLogger(__name__)
 
+BUILDER_MODULE = "osbuilder.image.builder"  # the code part of an image's content key
 MAX_GROW = 3  # times an image is enlarged when mkfs reports no space despite the estimate
 VERITY_BLOCK_SIZE = 4096
 BLOCK_SIZES = {"ext4": (1024, 2048, 4096), "xfs": (512, 1024, 2048, 4096, 8192, 16384, 32768, 65536),
@@ -64,6 +65,14 @@ class ImageOptions:
     source_date_epoch: int | None = None  # default: $SOURCE_DATE_EPOCH, else the newest mtime in the tree
     seed: str | None = None  # what identifiers derive from; default: the tree's metadata digest
     id_mapping: IdMapping | None = None  # default: osbuilder.idmap.default_id_mapping(rootfs)
+
+    def content_key(self, environment: Mapping[str, str] | None = None) -> str:
+        """The key of the image these options make from a keyed rootfs (seed: its cache key): what
+        `osbuilder matrix` reports for CI and build-image --json as content_key."""
+        inputs = {**self.cache_inputs(), "code": codegraph.code_digest(BUILDER_MODULE)}
+        if self.source_date_epoch is None:  # else the newest mtime in the tree, which the seed covers
+            inputs["source_date_epoch"] = environment_epoch(environment)
+        return content_key(inputs)
 
     def cache_inputs(self) -> dict[str, object]:
         """The options that determine the output bytes (for a pipeline's cache key)."""
@@ -214,6 +223,7 @@ def build_image(rootfs_dir: Path, options: ImageOptions | None = None) -> ImageR
     timings: dict[str, float] = {}
     started = time.perf_counter()
     output = check_output_path(options.output)
+    staging.sweep(output.parent)  # what a killed build left next to its output
     root_hash_path = check_output_path(options.root_hash_path(), "--root-hash-file") if options.measured else None
     for tool in required_tools(options.fs_type):
         runner.require_tool(tool, f"build an {options.fs_type} image")
@@ -237,9 +247,7 @@ def build_image(rootfs_dir: Path, options: ImageOptions | None = None) -> ImageR
     log.info("building a %s image of %s (%d entries, epoch %d from %s, ids %s)", options.fs_type, rootfs_dir,
              len(scan.entries), epoch, epoch_source, mapping.name)
 
-    with tempfile.TemporaryDirectory(prefix=".osbuilder-image-", dir=output.parent) as work, \
-            atomic_output(output) as temporary:
-        workdir = Path(work)
+    with staging.temporary_directory(output.parent, "image") as workdir, atomic_output(output) as temporary:
         builder = {"ext4": _build_ext4, "erofs": _build_erofs, "xfs": _build_xfs}[options.fs_type]
         image_layout, sizing_report = builder(scan, options, identifiers, epoch, mapping, machine_id, temporary,
                                               workdir, timings)

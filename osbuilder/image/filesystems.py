@@ -16,12 +16,11 @@ import os
 import re
 import shutil
 import stat
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from osbuilder import runner
+from osbuilder import runner, staging
 from osbuilder.errors import BuildError, CommandError, UsageError
 from osbuilder.idmap import IdMapping
 from osbuilder.tree import BLOCK, CHAR, DIR, FIFO, FILE, SOCKET, SYMLINK, Entry, TreeScan
@@ -275,7 +274,7 @@ def stage_tree(scan: TreeScan, plan: MachineIdPlan, epoch: int, candidates: Sequ
     stage = None
     for parent in candidates:
         try:
-            stage = Path(tempfile.mkdtemp(prefix=".osbuilder-stage-", dir=parent))
+            stage = staging.make_directory(parent, "stage")
             break
         except OSError:
             continue

@@ -16,7 +16,8 @@ MBR #1's boundary, so the two views always agree. Without the DAX header (--no-d
 MBR at 0, p1 at 1 MiB.
 
 `ImageLayout` is what the builder writes and what `read_layout` decodes back; the boot check uses
-it for partition offsets, the filesystem type and the kernel command line (§9.4 of the reference).
+it for partition offsets, the filesystem type and the kernel command line (§9.4 of the reference,
+implemented once in osbuilder.kernelcmdline, which image and boot both use).
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from osbuilder.image import mbr, pfn
+from osbuilder.kernelcmdline import FS_TYPES as FS_TYPES  # defined below image and boot; importable here too
+from osbuilder.kernelcmdline import RootSpec, root_params
+from osbuilder.kernelcmdline import VerityLine as VerityLine
 
 MIB = 1 << 20
 DAX_HEADER_SIZE = 2 * MIB  # MBR #1 + pfn block, before the inner disk
 ROOTFS_START = 1 * MIB  # partition 1's start inside a disk
 HASH_PERCENT = 99  # measured: p1 ends at floor(size * 99 / 100) MiB
-FS_TYPES = ("ext4", "xfs", "erofs")
 DEFAULT_ALIGNMENT_MB = 128  # Kata's IMAGE_SIZE_ALIGNMENT_MB (arm64 memory hotplug needs 128 MiB blocks)
 
 
@@ -118,49 +121,7 @@ class ImageLayout:
             raise LayoutError(["an image without the DAX header cannot be used as an NVDIMM root"])
         if verity is not None and self.hash is None:
             raise LayoutError(["verity parameters given for an image without a hash partition"])
-        from osbuilder.boot.kernelparams import RootSpec, root_params  # the one implementation of §9.4
-
         return root_params(RootSpec("image", self.fs_type or "ext4", nvdimm, verity))
-
-
-@dataclass(frozen=True)
-class VerityLine:
-    """The one-line record Kata writes next to a measured image (root_hash*.txt) and the runtime
-    passes as kernel_verity_params."""
-
-    root_hash: str
-    salt: str
-    data_blocks: int
-    data_block_size: int = 4096
-    hash_block_size: int = 4096
-
-    def format(self) -> str:
-        return (f"root_hash={self.root_hash},salt={self.salt},data_blocks={self.data_blocks},"
-                f"data_block_size={self.data_block_size},hash_block_size={self.hash_block_size}")
-
-    @classmethod
-    def parse(cls, text: str) -> VerityLine:
-        fields: dict[str, str] = {}
-        for part in text.strip().split(","):
-            key, sep, value = part.partition("=")
-            if not sep:
-                raise ValueError(f"expected key=value, got {part!r}")
-            fields[key.strip()] = value.strip()
-        try:
-            line = cls(fields["root_hash"], fields["salt"], int(fields["data_blocks"]),
-                       int(fields["data_block_size"]), int(fields["hash_block_size"]))
-        except KeyError as missing:
-            raise ValueError(f"missing {missing.args[0]}") from None
-        for size in (line.data_block_size, line.hash_block_size):
-            if size <= 0 or size % 512:
-                raise ValueError(f"block size {size} is not a non-zero multiple of 512")
-        bytes.fromhex(line.root_hash)
-        bytes.fromhex(line.salt)
-        return line
-
-    def to_json(self) -> dict[str, object]:
-        return {"root_hash": self.root_hash, "salt": self.salt, "data_blocks": self.data_blocks,
-                "data_block_size": self.data_block_size, "hash_block_size": self.hash_block_size}
 
 
 def hash_boundary_mib(size_mib: int) -> int:

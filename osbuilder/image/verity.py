@@ -13,7 +13,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 
-from osbuilder.image.layout import VerityLine
+from osbuilder.kernelcmdline import VerityLine
 
 DIGEST_SIZE = 32  # sha256
 CHUNK = 4 << 20

@@ -14,25 +14,34 @@ import os
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 from libarchive.exception import ArchiveError
 
-from osbuilder import progress, runner
+from osbuilder import codegraph, progress, runner, staging
+from osbuilder.cache import content_key
 from osbuilder.errors import BuildError, UsageError
 from osbuilder.idmap import IdMapping, default_id_mapping
 from osbuilder.initrd import cpio
 from osbuilder.initrd.compression import CODECS, DEFAULT, Codec
 from osbuilder.outputs import atomic_output, check_output_path
-from osbuilder.rootfscheck import DEFAULT_AGENT, RootfsFacts, check_rootfs, lexists_in_root
-from osbuilder.tree import SYMLINK, Entry, scan_tree, source_date_epoch, unreadable_entries
+from osbuilder.rootfs.check import DEFAULT_AGENT, RootfsFacts, check_rootfs, lexists_in_root
+from osbuilder.tree import (
+    SYMLINK,
+    Entry,
+    environment_epoch,
+    scan_tree,
+    source_date_epoch,
+    unreadable_entries,
+)
 
 log = logging.getLogger(__name__)
 
 INIT_AGENT = "/sbin/init"
+BUILDER_MODULE = "osbuilder.initrd.builder"  # the code part of an initrd's content key
 INIT_SYSTEMD = "/lib/systemd/systemd"  # direct: multi-level links were not followed reliably (Kata)
 
 
@@ -49,6 +58,14 @@ class InitrdOptions:
 
     def codec(self) -> Codec:
         return CODECS[self.compression]
+
+    def content_key(self, rootfs_key: str, environment: Mapping[str, str] | None = None) -> str:
+        """The key of the initrd these options make from a keyed rootfs: what `osbuilder matrix`
+        reports for CI and build-initrd --json as content_key."""
+        epoch = self.source_date_epoch if self.source_date_epoch is not None else environment_epoch(environment)
+        return content_key({"code": codegraph.code_digest(BUILDER_MODULE), "rootfs": rootfs_key,
+                            "compression": self.compression, "level": self.effective_level(),
+                            "agent_init": self.agent_init, "source_date_epoch": epoch})
 
     def effective_level(self) -> int:
         return self.codec().default_level if self.level is None else self.level
@@ -101,6 +118,7 @@ def build_initrd(rootfs_dir: Path, options: InitrdOptions | None = None) -> Init
     validate(options)
     started = time.perf_counter()
     output = check_output_path(options.output)
+    staging.sweep(output.parent)  # what a killed build left next to its output
     rootfs_dir = Path(os.path.abspath(rootfs_dir))
     facts = None if options.skip_rootfs_check else check_rootfs(rootfs_dir, agent_init=options.agent_init,
                                                                 initrd=True, agent_bin=options.agent_bin)

@@ -13,9 +13,10 @@ import yaml
 from osbuilder import runner
 from osbuilder.errors import CommandError
 from osbuilder.image import erofs, layout, mbr, verity
-from osbuilder.image.layout import ImageLayout, VerityLine
+from osbuilder.image.layout import ImageLayout
 from osbuilder.image.superblock import FsInfo, probe
 from osbuilder.inspectors import InspectOptions, Inspector, Report, parse_json
+from osbuilder.kernelcmdline import VerityLine
 from osbuilder.metadata import MANIFEST_JSON as ROOTFS_MANIFEST
 from osbuilder.metadata import OSBUILDER_YAML
 

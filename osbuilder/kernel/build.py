@@ -1,11 +1,12 @@
 """Build the guest kernel: plan (every input and the cache key, no work), configure, check, compile.
 
-    build = build_kernel(context, KernelOptions(output_dir=Path("build/kernel")))
+    build = build_kernel(KernelOptions(output_dir=Path("build/kernel")), versions=..., cache=..., fetcher=...)
     build.vmlinux, build.vmlinuz, build.config, build.record   # paths; build.info is the record
 
 1. plan_kernel: the variant's fragments (parsed, conflict-checked), the source's digest (from
-   versions.yaml, or of the local file/tree), patches, config_version, toolchain versions, and the
-   cache key over all of them. Every bad input is found here (exit 2) before anything runs.
+   versions.yaml, or of the local file/tree), patches, config_version, toolchain versions, the
+   digest of the code that builds a kernel (osbuilder.codegraph), and the cache key over all of
+   them. Every bad input is found here (exit 2) before anything is fetched, unpacked or run.
 2. A cache hit (kernel/<key>) is copied to the output directory: seconds.
 3. Otherwise, in a staging directory that becomes the entry by one rename: the pristine tree
    (unpacked once into the cache), patched into a hard-linked copy if there are patches;
@@ -28,16 +29,16 @@ import re
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from osbuilder import __version__, progress, runner
+from osbuilder import __version__, codegraph, progress, runner, staging
 from osbuilder.arch import Arch, host_arch, parse_arch
 from osbuilder.cache import Cache, content_key, sha256_file
-from osbuilder.context import Context
 from osbuilder.errors import BuildError, UsageError
+from osbuilder.fetch import Fetcher
 from osbuilder.hosttools import find_tool
 from osbuilder.kernel.fragments import (
     Mismatch,
@@ -65,11 +66,13 @@ from osbuilder.kernel.source import (
 from osbuilder.outputs import atomic_output, write_atomically
 from osbuilder.paths import KERNEL_CONFIGS_DIR
 from osbuilder.tree import environment_epoch
+from osbuilder.versions import Versions
 
 log = logging.getLogger(__name__)
 
 KEY_FORMAT = 1
 CACHE_KIND = "kernel"
+BUILDER_MODULE = "osbuilder.kernel.build"  # the code part of the cache key is its import closure
 BUILD_USER = "osbuilder"
 BUILD_HOST = "osbuilder"
 # Lines kbuild prints for each step ("  CC      kernel/fork.o"); counted for the progress bar.
@@ -229,8 +232,10 @@ def toolchain_versions(arch: Arch, cross_compile: str, rust: bool, memo: Path | 
 def cache_key_inputs(*, kernel_version: str, arch: Arch, variant: Variant, config_version: str,
                      source: SourceSpec, patches: tuple[Patch, ...], selection: Selection | None,
                      whitelist: Whitelist, full_config_sha256: str | None, configs_dir: Path,
-                     toolchain: dict[str, str], epoch: int | None, rust: bool) -> dict[str, Any]:
-    """Everything that determines the outputs. Not -j, ccache or the output directory."""
+                     toolchain: dict[str, str], epoch: int | None, rust: bool, code: str | None = None
+                     ) -> dict[str, Any]:
+    """Everything that determines the outputs. Not -j, ccache or the output directory. `code`: the
+    digest of the kernel builder's code (computed here when not given)."""
     config: dict[str, Any]
     if selection is not None:
         config = {"fragments": [[_key_label(fragment.path, fragment.label, configs_dir), fragment.sha256]
@@ -240,6 +245,7 @@ def cache_key_inputs(*, kernel_version: str, arch: Arch, variant: Variant, confi
         config = {"full_config": full_config_sha256}
     return {
         "format": KEY_FORMAT,
+        "code": code or codegraph.code_digest(BUILDER_MODULE),
         "kernel_version": kernel_version,
         "arch": arch.name,
         "variant": variant.to_json(),
@@ -263,8 +269,10 @@ def _key_label(path: Path, label: str, configs_dir: Path) -> str:
     return label
 
 
-def plan_kernel(context: Context, options: KernelOptions) -> KernelPlan:
-    """Every input, checked, and the cache key. Raises UsageError/ConfigError (exit 2) on bad input."""
+def plan_kernel(options: KernelOptions, versions: Versions, tool_memo: Path | None = None,
+                environment: Mapping[str, str] | None = None) -> KernelPlan:
+    """Every input, checked, and the cache key. Raises UsageError/ConfigError (exit 2) on bad input.
+    Reads (fragments, the source's digest, tool versions, memoised in `tool_memo`), writes nothing."""
     arch = parse_arch(options.arch) if options.arch else host_arch()
     configs_dir = Path(os.path.abspath(options.configs_dir))
     if not configs_dir.is_dir():
@@ -295,14 +303,12 @@ def plan_kernel(context: Context, options: KernelOptions) -> KernelPlan:
         rust = rust_request is not None and rust_request.value == "y"
     if options.jobs is not None and options.jobs < 1:
         raise UsageError(problem="-j must be at least 1", where=f"-j {options.jobs}", fix="e.g. -j 2")
-    source = plan_source(context.versions, version=options.version, source_path=options.source_path,
+    source = plan_source(versions, version=options.version, source_path=options.source_path,
                          source_kind=options.source_kind)
     kernel_version = source.version
-    if not kernel_version:  # a local tarball: only the tree can tell
-        kernel_version = prepare_source(context, source, options.mirror).version
     patches = tuple(find_patches(configs_dir, kernel_version, options.build_type))
-    toolchain = toolchain_versions(arch, cross_compile_prefix(arch), rust, context.cache.root / runner.TOOL_VERSIONS)
-    epoch = environment_epoch()
+    toolchain = toolchain_versions(arch, cross_compile_prefix(arch), rust, tool_memo)
+    epoch = environment_epoch(environment)
     if epoch is None and source.kind == "local-tree":
         assert source.path is not None
         epoch = int((source.path / "Makefile").stat().st_mtime)
@@ -310,7 +316,9 @@ def plan_kernel(context: Context, options: KernelOptions) -> KernelPlan:
     inputs = cache_key_inputs(kernel_version=kernel_version, arch=arch, variant=variant,
                               config_version=config_version, source=source, patches=patches, selection=selection,
                               whitelist=whitelist, full_config_sha256=full_sha, configs_dir=configs_dir,
-                              toolchain=toolchain, epoch=epoch, rust=rust)
+                              toolchain=toolchain, epoch=epoch, rust=rust,
+                              code=codegraph.code_digest(BUILDER_MODULE,
+                                                         memo=tool_memo.parent / codegraph.MEMO if tool_memo else None))
     return KernelPlan(arch, variant, configs_dir, config_version, selection, options.full_config, whitelist,
                       patches, source, kernel_version, names, toolchain, epoch, rust, inputs, content_key(inputs))
 
@@ -535,23 +543,23 @@ def work_dir(cache: Cache, plan: KernelPlan, keep: bool) -> Iterator[Path]:
                 shutil.rmtree(path, ignore_errors=True)
 
 
-def _build_into(context: Context, plan: KernelPlan, options: KernelOptions, staging: Path) -> dict[str, Any]:
+def _build_into(plan: KernelPlan, options: KernelOptions, staging: Path, cache: Cache, fetcher: Fetcher,
+                verbose: int) -> dict[str, Any]:
     started = time.monotonic()
-    prepared = prepare_source(context, plan.source, options.mirror)
-    tree = patched_tree(context.cache, prepared, list(plan.patches))
-    epoch = plan.epoch if plan.epoch is not None else prepared.epoch
-    ccache_dir = (options.ccache_dir or context.cache.root / "ccache") if options.ccache else None
-    if ccache_dir is not None:
-        ccache_dir.mkdir(parents=True, exist_ok=True)
-    env = make_env(epoch, ccache_dir)
-    jobs = options.jobs or len(os.sched_getaffinity(0))
-    with work_dir(context.cache, plan, options.keep_build_dir) as work:
-        config_text, whitelisted = configure(plan, tree, work, env)
-        drift = compare_with_previous(context.cache, plan, config_text)
-        steps = compile_kernel(plan, tree, work, env, jobs, options.ccache, _expected_steps(context.cache, plan),
-                               context.verbose)
-        release = kernel_release(work)
-        outputs = _collect(plan, work, staging)
+    with prepare_source(plan.source, cache, fetcher, options.mirror) as prepared, \
+            patched_tree(cache, prepared, list(plan.patches)) as tree:
+        epoch = plan.epoch if plan.epoch is not None else prepared.epoch
+        ccache_dir = (options.ccache_dir or cache.root / "ccache") if options.ccache else None
+        if ccache_dir is not None:
+            ccache_dir.mkdir(parents=True, exist_ok=True)
+        env = make_env(epoch, ccache_dir)
+        jobs = options.jobs or len(os.sched_getaffinity(0))
+        with work_dir(cache, plan, options.keep_build_dir) as work:
+            config_text, whitelisted = configure(plan, tree, work, env)
+            drift = compare_with_previous(cache, plan, config_text)
+            steps = compile_kernel(plan, tree, work, env, jobs, options.ccache, _expected_steps(cache, plan), verbose)
+            release = kernel_release(work)
+            outputs = _collect(plan, work, staging)
     record = _record(plan, prepared, tree, epoch, config_text, whitelisted, release, outputs, drift,
                      time.monotonic() - started, steps)
     (staging / plan.names.record).write_text(json.dumps(record, indent=2) + "\n")
@@ -635,6 +643,7 @@ def _prepare_output_dir(path: Path | None) -> Path | None:
     if not os.access(path, os.W_OK | os.X_OK):
         raise UsageError(problem="the output directory is not writable", where=f"-o {path}",
                          fix="choose a writable directory")
+    staging.sweep(path)  # what a killed build left among the outputs
     return path
 
 
@@ -650,25 +659,34 @@ def install_outputs(entry: Path, names: OutputNames, output_dir: Path) -> None:
             os.symlink(target, temporary)
 
 
-def build_kernel(context: Context, options: KernelOptions) -> KernelBuild:
+def build_kernel(options: KernelOptions, *, versions: Versions, cache: Cache, fetcher: Fetcher,
+                 verbose: int = 0) -> KernelBuild:
     """The kernel for these options: from the cache, or built (and stored) if absent."""
     started = time.monotonic()
     if not options.use_cache and options.output_dir is None:
         raise UsageError(problem="a build that is not stored in the cache needs an output directory",
                          where="--no-cache", fix="pass -o DIR")
-    plan = plan_kernel(context, options)
+    plan = plan_kernel(options, versions, cache.root / runner.TOOL_VERSIONS)
     output_dir = _prepare_output_dir(options.output_dir)
-    cache = context.cache
     log.info("kernel %s for %s (cache key %s)", plan.names.base, plan.arch.name, plan.cache_key[:16])
+    cache.sweep_stale()
+    with contextlib.ExitStack() as in_use:
+        return _deliver(plan, options, output_dir, cache, fetcher, verbose, started, in_use)
+
+
+def _deliver(plan: KernelPlan, options: KernelOptions, output_dir: Path | None, cache: Cache, fetcher: Fetcher,
+             verbose: int, started: float, in_use: contextlib.ExitStack) -> KernelBuild:
+    """The entry (built if absent, protected from pruning while in_use lasts) copied to output_dir."""
     staging: Path | None = None
     try:
         if options.use_cache:
-            hit = cache.get_or_build(CACHE_KIND, plan.cache_key,
-                                     lambda staging_dir: _build_into(context, plan, options, staging_dir))
+            hit = in_use.enter_context(cache.using(
+                CACHE_KIND, plan.cache_key,
+                lambda staging_dir: _build_into(plan, options, staging_dir, cache, fetcher, verbose)))
             entry, cache_hit, kept = hit.path, hit.hit, True
         else:
             staging = cache.staging_dir(f"kernel-nocache-{plan.cache_key[:16]}")
-            _build_into(context, plan, options, staging)
+            _build_into(plan, options, staging, cache, fetcher, verbose)
             entry, cache_hit, kept = staging, False, False
         if cache_hit:
             log.info("cache hit: %s", entry)
@@ -704,16 +722,22 @@ def build_kernel(context: Context, options: KernelOptions) -> KernelBuild:
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def check_kernel_config(context: Context, options: KernelOptions) -> ConfigCheck:
+def check_kernel_config(options: KernelOptions, *, versions: Versions, cache: Cache,
+                        fetcher: Fetcher) -> ConfigCheck:
     """Merge and check the configuration without compiling (a few seconds once the source is
     unpacked); writes config-<name> to the output directory if one is given."""
     started = time.monotonic()
-    plan = plan_kernel(context, options)
+    plan = plan_kernel(options, versions, cache.root / runner.TOOL_VERSIONS)
     output_dir = _prepare_output_dir(options.output_dir)
-    prepared = prepare_source(context, plan.source, options.mirror)
-    tree = patched_tree(context.cache, prepared, list(plan.patches))
+    with prepare_source(plan.source, cache, fetcher, options.mirror) as prepared, \
+            patched_tree(cache, prepared, list(plan.patches)) as tree:
+        return _check_config(plan, prepared, tree, output_dir, cache, started)
+
+
+def _check_config(plan: KernelPlan, prepared: PreparedSource, tree: Path, output_dir: Path | None, cache: Cache,
+                  started: float) -> ConfigCheck:
     epoch = plan.epoch if plan.epoch is not None else prepared.epoch
-    work = context.cache.staging_dir(f"kernel-config-{plan.cache_key[:16]}")
+    work = cache.staging_dir(f"kernel-config-{plan.cache_key[:16]}")
     try:
         config_text, whitelisted = configure(plan, tree, work, make_env(epoch, None))
         release = kernel_release(work) or tree_version(tree)
@@ -723,7 +747,7 @@ def check_kernel_config(context: Context, options: KernelOptions) -> ConfigCheck
             with atomic_output(written) as temporary:
                 shutil.copyfile(work / ".config", temporary)
         warnings = []
-        drift = compare_with_previous(context.cache, plan, config_text)
+        drift = compare_with_previous(cache, plan, config_text)
         if drift:
             warnings.append(drift_warning(plan, drift))
             log.warning("%s", warnings[-1])

@@ -15,10 +15,13 @@ tree is never modified.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import shutil
+import tarfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,14 +29,16 @@ from typing import Any
 from osbuilder import runner
 from osbuilder.arch import host_arch
 from osbuilder.cache import Cache, content_key, sha256_file, sha256_tree
-from osbuilder.context import Context
 from osbuilder.debarchive import ArchiveClient
 from osbuilder.errors import BuildError, CommandError, UsageError
+from osbuilder.fetch import Fetcher
 from osbuilder.kernel.fragments import Patch
-from osbuilder.versions import KERNEL_SOURCE_KINDS, Versions
+from osbuilder.versions import KERNEL_SOURCE_KINDS, ArchivePackage, Versions
 
 log = logging.getLogger(__name__)
 
+SOURCE_KIND = "kernel-source"  # cache kinds: pristine trees, patched trees
+TREE_KIND = "kernel-tree"
 _MAKEFILE_VAR = re.compile(r"^(VERSION|PATCHLEVEL|SUBLEVEL|EXTRAVERSION)\s*=\s*(.*?)\s*$")
 _MAGIC = ((b"\xfd7zXZ\x00", "-J"), (b"\x1f\x8b", "-z"), (b"BZh", "-j"), (b"\x28\xb5\x2f\xfd", "--zstd"))
 
@@ -48,6 +53,7 @@ class SourceSpec:
     details: dict[str, Any] = field(default_factory=dict)  # recorded in the build record
     path: Path | None = None  # local sources
     url: str = ""  # tarball
+    package: ArchivePackage | None = None  # debian: the pinned linux-source package
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "sha256" if self.kind != "local-tree" else "tree_digest": self.digest,
@@ -88,7 +94,7 @@ def plan_source(versions: Versions, *, version: str | None, source_path: Path | 
         pin = versions.kernel_debian_source()
         digest = pin.sha256_for(host_arch().name)
         return SourceSpec("debian", digest, pinned, {"package": pin.package, "package_version": pin.version,
-                                                    "suite": pin.suite, "archive": pin.archive})
+                                                    "suite": pin.suite, "archive": pin.archive}, package=pin)
     if kind == "tarball":
         download = versions.kernel_tarball_source()
         return SourceSpec("tarball", download.sha256, pinned, {"url": download.url}, url=download.url)
@@ -99,7 +105,9 @@ def plan_source(versions: Versions, *, version: str | None, source_path: Path | 
 def _local_spec(path: Path, wanted: str | None) -> SourceSpec:
     path = Path(os.path.abspath(path))
     if path.is_file():
-        return SourceSpec("local-tarball", sha256_file(path), wanted or "", {"path": str(path)}, path=path)
+        # A tarball's version is read from its top Makefile, without unpacking it (planning is pure).
+        return SourceSpec("local-tarball", sha256_file(path), wanted or tarball_version(path), {"path": str(path)},
+                          path=path)
     if not path.is_dir():
         raise UsageError(problem="no such file or directory", where=f"--source {path}",
                          fix="give a kernel source tree or a release tarball")
@@ -126,59 +134,96 @@ def check_tree(tree: Path, where: str) -> None:
 
 def tree_version(tree: Path) -> str:
     """VERSION.PATCHLEVEL.SUBLEVEL plus EXTRAVERSION, from the top Makefile."""
+    makefile = tree / "Makefile"
+    with makefile.open(errors="replace") as handle:
+        return _makefile_version(handle.read(1 << 16).splitlines(), makefile)
+
+
+def tarball_version(path: Path) -> str:
+    """The kernel version in a source tarball's top Makefile, read without unpacking anything."""
+    with path.open("rb") as handle:
+        head = handle.read(8)
+    if head.startswith(b"\x28\xb5\x2f\xfd"):  # zstd, which tarfile cannot read: tar prints the Makefile
+        listing = runner.run([runner.require_tool("tar"), "--zstd", "-xOf", path, "--wildcards",
+                              "--no-wildcards-match-slash", "*/Makefile", "Makefile"], check=False,
+                             what=f"read the Makefile of {path.name}")
+        return _makefile_version(listing.stdout.splitlines(), path)
+    try:
+        with tarfile.open(path, "r|*") as archive:
+            top: str | None = None  # the one top directory, if the tarball has one
+            for index, member in enumerate(archive):
+                parts = [part for part in member.name.split("/") if part not in ("", ".")]
+                if index == 0 and (member.isdir() or len(parts) > 1):
+                    top = parts[0]
+                if member.isfile() and (parts == ["Makefile"] or parts == [top, "Makefile"]):
+                    extracted = archive.extractfile(member)
+                    assert extracted is not None
+                    return _makefile_version(extracted.read().decode(errors="replace").splitlines(), path)
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise UsageError(problem=f"cannot read the tarball: {exc}", where=f"--source {path}",
+                         fix="give a Linux source tarball (tar.xz, tar.gz, tar.bz2 or tar.zst)") from exc
+    raise UsageError(problem="the tarball has no top-level Makefile", where=f"--source {path}",
+                     fix="give a Linux source tarball (one top directory with the Makefile)")
+
+
+def _makefile_version(lines: list[str], where: Path) -> str:
     values: dict[str, str] = {}
-    with (tree / "Makefile").open(errors="replace") as handle:
-        for line in handle:
-            match = _MAKEFILE_VAR.match(line)
-            if match and match.group(1) not in values:
-                values[match.group(1)] = match.group(2)
-            if len(values) == 4:
-                break
+    for line in lines:
+        match = _MAKEFILE_VAR.match(line)
+        if match and match.group(1) not in values:
+            values[match.group(1)] = match.group(2)
+        if len(values) == 4:
+            break
     try:
         return f"{values['VERSION']}.{values['PATCHLEVEL']}.{values['SUBLEVEL']}{values.get('EXTRAVERSION', '')}"
     except KeyError as exc:
-        raise BuildError(problem=f"the top Makefile has no {exc.args[0]} line", where=str(tree / "Makefile"),
+        raise BuildError(problem=f"the top Makefile has no {exc.args[0]} line", where=str(where),
                          fix="give a Linux source tree") from exc
 
 
-def prepare_source(context: Context, spec: SourceSpec, mirror: str | None = None) -> PreparedSource:
-    """The pristine tree for a source: unpacked into the cache once, or the local tree itself."""
-    if spec.kind == "local-tree":
-        assert spec.path is not None
-        tree = spec.path
-    else:
-        key = content_key({"kind": "kernel-source", "format": 1, "sha256": spec.digest})
+@contextlib.contextmanager
+def prepare_source(spec: SourceSpec, cache: Cache, fetcher: Fetcher, mirror: str | None = None
+                   ) -> Iterator[PreparedSource]:
+    """The pristine tree for a source: unpacked into the cache once, or the local tree itself. The
+    cached tree is in use (never pruned) until the block ends."""
+    with contextlib.ExitStack() as stack:
+        if spec.kind == "local-tree":
+            assert spec.path is not None
+            tree = spec.path
+        else:
+            key = content_key({"kind": "kernel-source", "format": 1, "sha256": spec.digest})
 
-        def unpack(staging: Path) -> dict[str, Any]:
-            archive = _fetch(context, spec, mirror, staging)
-            tree = _unpack_tarball(archive, staging)
-            version = tree_version(tree)
-            return {"version": version, "source": spec.to_json()}
+            def unpack(staging: Path) -> dict[str, Any]:
+                archive = _fetch(spec, fetcher, mirror, staging)
+                tree = _unpack_tarball(archive, staging)
+                version = tree_version(tree)
+                return {"version": version, "source": spec.to_json()}
 
-        hit = context.cache.get_or_build("kernel-source", key, unpack)
-        if not hit.hit:
-            log.info("unpacked the kernel source into %s", hit.path)
-        tree = hit.path / "tree"
-    version = tree_version(tree)
-    if spec.version and version != spec.version:
-        raise BuildError(problem=f"the source tree is Linux {version}, but {spec.version} was expected",
-                         where=spec.details.get("path") or spec.url or spec.details.get("package", spec.kind),
-                         fix="the source does not match its pin; check versions.yaml")
-    return PreparedSource(spec, tree, version, int((tree / "Makefile").stat().st_mtime))
+            hit = stack.enter_context(cache.using(SOURCE_KIND, key, unpack))
+            if not hit.hit:
+                log.info("unpacked the kernel source into %s", hit.path)
+            tree = hit.path / "tree"
+        version = tree_version(tree)
+        if spec.version and version != spec.version:
+            raise BuildError(problem=f"the source tree is Linux {version}, but {spec.version} was expected",
+                             where=spec.details.get("path") or spec.url or spec.details.get("package", spec.kind),
+                             fix="the source does not match its pin; check versions.yaml")
+        yield PreparedSource(spec, tree, version, int((tree / "Makefile").stat().st_mtime))
 
 
-def _fetch(context: Context, spec: SourceSpec, mirror: str | None, staging: Path) -> Path:
+def _fetch(spec: SourceSpec, fetcher: Fetcher, mirror: str | None, staging: Path) -> Path:
     """The tarball to unpack (for a .deb: its usr/src/linux-source-*.tar.*, unpacked into staging)."""
     if spec.kind == "local-tarball":
         assert spec.path is not None
         return spec.path
     if spec.kind == "tarball":
-        return context.fetcher.fetch(spec.url, spec.digest, what=f"linux-{spec.version} tarball")
+        return fetcher.fetch(spec.url, spec.digest, what=f"linux-{spec.version} tarball")
     if spec.kind != "debian":
         raise AssertionError(spec.kind)
-    pin = context.versions.kernel_debian_source()
+    pin = spec.package
+    assert pin is not None
     host = host_arch()
-    deb = ArchiveClient(context.fetcher, mirror=mirror).resolve(pin, host.name, host.debian).path
+    deb = ArchiveClient(fetcher, mirror=mirror).resolve(pin, host.name, host.debian).path
     unpacked = staging / "deb"
     dpkg_deb = runner.require_tool("dpkg-deb", "unpack Debian's linux-source package")
     runner.run([dpkg_deb, "-x", deb, unpacked], what=f"dpkg-deb -x {pin.package}")
@@ -217,10 +262,13 @@ def _unpack_tarball(archive: Path, staging: Path) -> Path:
 # --- patches --------------------------------------------------------------------------------------
 
 
-def patched_tree(cache: Cache, prepared: PreparedSource, patches: list[Patch]) -> Path:
-    """The tree to build: the pristine tree itself without patches, else a cached patched copy."""
+@contextlib.contextmanager
+def patched_tree(cache: Cache, prepared: PreparedSource, patches: list[Patch]) -> Iterator[Path]:
+    """The tree to build: the pristine tree itself without patches, else a cached patched copy (in use,
+    never pruned, until the block ends)."""
     if not patches:
-        return prepared.tree
+        yield prepared.tree
+        return
     key = content_key({"kind": "kernel-tree", "format": 1, "source": prepared.spec.digest,
                        "patches": [[patch.label, patch.sha256] for patch in patches]})
 
@@ -241,7 +289,8 @@ def patched_tree(cache: Cache, prepared: PreparedSource, patches: list[Patch]) -
             log.info("applied %s", patch.label)
         return {"patches": [patch.label for patch in patches], "source": prepared.spec.digest}
 
-    return cache.get_or_build("kernel-tree", key, build).path / "tree"
+    with cache.using(TREE_KIND, key, build) as hit:
+        yield hit.path / "tree"
 
 
 def touched_files(patch_text: str) -> list[str]:

@@ -17,7 +17,7 @@ import pytest
 
 from osbuilder.image.builder import ImageOptions, build_image
 from osbuilder.initrd.builder import InitrdOptions, build_initrd
-from osbuilder.kernel.build import KernelOptions, build_kernel
+from osbuilder.kernel.build import KernelOptions
 
 NO_TRANSPORT_CONFIGS = Path(__file__).resolve().parent.parent / "fixtures" / "kernel-no-transport"
 
@@ -43,7 +43,7 @@ class BootAssets:
 @pytest.fixture(scope="session")
 def assets(tmp_path_factory: pytest.TempPathFactory, default_kernel: Any, noble_rootfs: Any,
            bookworm_agent_rootfs: Any) -> BootAssets:
-    from tests.helpers.kernel import user_context
+    from tests.helpers.kernel import build_with, user_context
 
     out = tmp_path_factory.mktemp("boot-assets")
     systemd = build_image(noble_rootfs.path, ImageOptions(output=out / "systemd.img"))
@@ -53,7 +53,7 @@ def assets(tmp_path_factory: pytest.TempPathFactory, default_kernel: Any, noble_
                                                            root_hash_file=out / "root_hash_measured.txt"))
     plain = build_image(bookworm_agent_rootfs.path, ImageOptions(output=out / "no-dax-header.img", agent_init=True,
                                                                  dax_header=False))
-    tiny = build_kernel(user_context(), KernelOptions(configs_dir=NO_TRANSPORT_CONFIGS, measured=False,
+    tiny = build_with(user_context(), KernelOptions(configs_dir=NO_TRANSPORT_CONFIGS, measured=False,
                                                       output_dir=out / "no-transport-kernel"))
     assert measured.root_hash_file is not None
     return BootAssets(

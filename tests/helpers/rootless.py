@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.conftest import REPO
+from tests.helpers.machine_state import ROOTLESS_TEST_USER
 
-USER = "osbuilder-rootless"
+USER = ROOTLESS_TEST_USER
 SUBID_COUNT = 65536
 DEPENDENCIES = ("yaml", "jinja2", "markupsafe", "requests", "urllib3", "idna", "charset_normalizer", "certifi",
                 "libarchive", "tqdm", "docker")
@@ -97,7 +98,7 @@ def prepare(workdir: Path) -> Rootless:
     candidates = [sys.executable, shutil.which("python3") or "", f"/usr/bin/python{wanted}"]
     for python in dict.fromkeys(candidate for candidate in candidates if candidate):
         user = Rootless(USER, entry.pw_uid, entry.pw_gid, python, f"{checkout}:{site}", home)
-        probe = user.run([python, "-c", "import sys, osbuilder.cli, osbuilder.rootfs, docker; "
+        probe = user.run([python, "-c", "import sys, osbuilder.cli, osbuilder.rootfs.build, docker; "
                           "print('%d.%d' % sys.version_info[:2])"])
         if probe.returncode == 0 and probe.stdout.strip() == wanted:
             return user

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -20,10 +21,10 @@ from pathlib import Path
 import pytest
 
 from osbuilder.arch import host_arch
-from osbuilder.boot.kernelparams import RootSpec, kernel_params
 from osbuilder.boot.qemu import VmSpec, start_vm
 from osbuilder.image.layout import read_layout
 from osbuilder.image.superblock import probe
+from osbuilder.kernelcmdline import RootSpec, kernel_params
 from osbuilder.tree import resolve_in_root
 from osbuilder.ttrpc.client import TtrpcClient, TtrpcError, encode_frame
 from tests.conftest import REPO, BuiltRootfs, run_cli
@@ -256,36 +257,38 @@ def _connect_serving(socket_path: Path, deadline: float) -> TtrpcClient:
     raise AssertionError(f"the agent did not come back: {last}")
 
 
-def _qemu_processes() -> list[int]:
-    result = subprocess.run(["pgrep", "-f", "qemu-system.*osbuilder-boot"], capture_output=True, text=True)
+def _qemu_processes(asset: Path) -> list[int]:
+    """QEMU processes booting this session's asset: boots elsewhere on the machine (other sessions,
+    other checkouts) are not this test's to count."""
+    result = subprocess.run(["pgrep", "-f", f"qemu-system.*{re.escape(str(asset))}"], capture_output=True, text=True)
     return [int(pid) for pid in result.stdout.split()]
 
 
 def test_twenty_runs_with_forced_timeouts_leave_no_qemu(assets: BootAssets) -> None:
-    before = set(_qemu_processes())
+    before = set(_qemu_processes(assets.agent_initrd))
     outcomes = []
     for run in range(20):
         forced = run % 2 == 0
         code, report = _boot(assets.kernel, "--initrd", assets.agent_initrd, timeout=0.7 if forced else 120)
         outcomes.append((forced, code, report["ok"]))
-        assert set(_qemu_processes()) <= before, f"QEMU left behind after run {run}"
+        assert set(_qemu_processes(assets.agent_initrd)) <= before, f"QEMU left behind after run {run}"
     assert all(code == 1 and not ok for forced, code, ok in outcomes if forced)
     assert all(code == 0 and ok for forced, code, ok in outcomes if not forced)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
 def test_no_qemu_after_the_caller_is_interrupted_or_killed(assets: BootAssets, sig: signal.Signals) -> None:
-    before = set(_qemu_processes())
+    before = set(_qemu_processes(assets.systemd_image))
     process = subprocess.Popen([sys.executable, "-m", "osbuilder", "boot", "--kernel", str(assets.kernel), "--image",
                                 str(assets.systemd_image), "--accel", "tcg", "--transport", "serial", "--timeout",
                                 "300"], cwd=REPO,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(100):
-            if set(_qemu_processes()) - before:
+            if set(_qemu_processes(assets.systemd_image)) - before:
                 break
             time.sleep(0.1)
-        assert set(_qemu_processes()) - before, "QEMU did not start"
+        assert set(_qemu_processes(assets.systemd_image)) - before, "QEMU did not start"
         time.sleep(1)
         process.send_signal(sig)
         process.wait(timeout=30)
@@ -293,7 +296,7 @@ def test_no_qemu_after_the_caller_is_interrupted_or_killed(assets: BootAssets, s
         if process.poll() is None:
             process.kill()
     for _ in range(100):
-        if not set(_qemu_processes()) - before:
+        if not set(_qemu_processes(assets.systemd_image)) - before:
             break
         time.sleep(0.1)
-    assert not set(_qemu_processes()) - before, f"QEMU outlived osbuilder after {sig.name}"
+    assert not set(_qemu_processes(assets.systemd_image)) - before, f"QEMU outlived osbuilder after {sig.name}"

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from osbuilder.boot.kernelparams import RootSpec, root_params
 from osbuilder.boot.runtimeconfig import read_runtime_config
+from osbuilder.kernelcmdline import RootSpec, root_params
 from tests.conftest import REPO, run_cli
 from tests.helpers.assets import BootAssets
 from tests.helpers.httpserver import FixtureServer

@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 
 from osbuilder.errors import ConfigError, UsageError
-from osbuilder.kernel.build import KernelBuild, KernelOptions, build_kernel, check_kernel_config
+from osbuilder.kernel.build import KernelBuild, KernelOptions
 from osbuilder.kernel.fragments import KconfigMismatchError
 from osbuilder.kernel.inspect import inspect_kernel
 from osbuilder.paths import DEFAULT_VERSIONS, KERNEL_CONFIGS_DIR
 from osbuilder.versions import load_versions
 from tests.conftest import run_cli
-from tests.helpers.kernel import user_context
+from tests.helpers.kernel import build_with, check_with, user_context
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +54,7 @@ def check(tmp_path: Path, *fragments: str, configs_dir: Path = KERNEL_CONFIGS_DI
         path = tmp_path / f"extra{index}.conf"
         path.write_text(text)
         paths.append(path)
-    return check_kernel_config(user_context(), KernelOptions(extra_fragments=tuple(paths), configs_dir=configs_dir,
+    return check_with(user_context(), KernelOptions(extra_fragments=tuple(paths), configs_dir=configs_dir,
                                                              output_dir=tmp_path / "out", **options))  # type: ignore[arg-type]
 
 
@@ -246,7 +246,7 @@ def test_default_kernel_boots_under_qemu(default_kernel: KernelBuild, probe_init
 @pytest.mark.slow
 @pytest.mark.cross
 def test_arm64_cross_build_produces_image(tmp_path: Path) -> None:
-    build = build_kernel(user_context(), KernelOptions(arch="aarch64", output_dir=tmp_path))
+    build = build_with(user_context(), KernelOptions(arch="aarch64", output_dir=tmp_path))
     assert build.vmlinux.name == f"vmlinux-{NAME}"
     assert "Linux kernel ARM64 boot executable Image, little-endian, 4K pages" in file_says(build.vmlinux)
     assert "gzip compressed data" in file_says(build.vmlinuz)

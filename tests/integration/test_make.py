@@ -26,3 +26,23 @@ def test_make_builds_the_default_assets_and_boots_them(tmp_path: Path, default_k
     initrd = json.loads(run_cli("inspect", build / "kata-containers-initrd.img", "--json").stdout)
     assert initrd["ok"] and initrd["init"]["mode"] == "agent"
     assert initrd["osbuilder"]["content"]["base-distro"]["name"] == "ubuntu"
+
+
+def test_matrix_keys_are_the_keys_of_the_builds_make_runs(tmp_path: Path, default_kernel: object) -> None:
+    """What CI restores and saves its caches by (osbuilder matrix) is what the builds themselves key by."""
+    listed = run_cli("matrix", "--arch", "x86_64", "--json")
+    assert listed.returncode == 0, listed.stderr
+    matrix = {variant["id"]: variant for variant in json.loads(listed.stdout)["include"]}
+    reported = {}
+    for variant, target, output in (("kernel-x86_64-default", "kernel", f"KERNEL_DIR={tmp_path / 'kernel'}"),
+                                    ("image-x86_64-default", "image", f"IMAGE={tmp_path / 'image.img'}"),
+                                    ("initrd-x86_64-default", "initrd", f"INITRD={tmp_path / 'initrd.img'}")):
+        # The variant's own make command, as the CI job runs it, with its report on stdout.
+        words = matrix[variant]["make"].split()
+        assert words[:2] == ["make", target], words
+        result = make(*[word for word in words[1:] if not word.startswith(("IMAGE=", "INITRD=", "KERNEL_DIR="))],
+                      output, "OSB_FLAGS=--json", timeout=3600)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        report = json.loads(result.stdout)
+        reported[variant] = report["cache_key"] if target == "kernel" else report["content_key"]
+    assert reported == {variant: matrix[variant]["key"] for variant in reported}

@@ -174,3 +174,34 @@ def test_make_rootfs(rootfs_cache: Path, test_agent: Path, tmp_path: Path) -> No
                            capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
     assert '"cache_hit": true' in again.stdout  # the same rootfs, replaced in place
+
+
+def test_container_root(rootfs_cache: Path, tmp_path: Path) -> None:
+    """A plain container root (the workload root of `osbuilder run`): the distribution's minimal base,
+    no agent, no init, no osbuilder.yaml, but a manifest; cached like the others."""
+    output = tmp_path / "noble"
+    result = build_rootfs(rootfs_cache, output, "--distro", "ubuntu", "--os-version", "noble", "--container")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert (report["container"], report["init"], report["agent_sha256"]) == (True, None, None)
+    sh = output / "bin/sh"
+    assert sh.exists() and os.access(sh, os.X_OK)
+    os_release = dict(line.split("=", 1) for line in (output / "etc/os-release").read_text().splitlines() if "=" in line)
+    assert os_release["VERSION_CODENAME"] == "noble" and os_release["ID"] == "ubuntu"
+    assert not list(output.glob("usr/bin/kata-agent*")) and not (output / "usr/lib/systemd/system/kata-agent.service").exists()
+    assert not (output / "var/lib/osbuilder/osbuilder.yaml").exists()
+    assert (output / "etc/resolv.conf").read_bytes() == b""  # not the build host's
+    # The manifest lists what dpkg says is installed: the minimal base, nothing of a guest's.
+    manifest = json.loads((output / "var/lib/osbuilder/manifest.json").read_text())
+    assert manifest["container"] is True and manifest["init"] is None and manifest["agent"] is None
+    assert manifest["cache_key"] == report["cache_key"]
+    installed = dpkg_packages(output)
+    assert {package["name"] for package in manifest["packages"]} == set(installed)
+    assert "coreutils" in installed and "systemd" not in installed and "chrony" not in installed
+    # The same request again is a cache hit with the same tree; a guest rootfs is another entry.
+    again = build_rootfs(rootfs_cache, tmp_path / "again", "--distro", "ubuntu", "--os-version", "noble", "--container")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["cache_hit"] is True
+    assert tree_listing(tmp_path / "again") == tree_listing(output)
+    refused = build_rootfs(rootfs_cache, tmp_path / "refused", "--distro", "ubuntu", "--container", "--agent-init")
+    assert refused.returncode == 2 and "--agent-init" in refused.stderr and "container" in refused.stderr

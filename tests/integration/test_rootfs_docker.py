@@ -15,16 +15,18 @@ from pathlib import Path
 import pytest
 
 from osbuilder.arch import host_arch
-from osbuilder.bootstrap import resolve_keyring
 from osbuilder.context import Context
 from osbuilder.paths import DEFAULT_DISTROS_DIR, DEFAULT_VERSIONS
+from osbuilder.rootfs.bootstrappers.keyring import keyring_for_apt, resolve_keyring
 from tests.conftest import REPO, ROOTFS_SDE, BuiltRootfs, build_rootfs
+from tests.helpers.machine_state import TEST_BASE_REPOSITORY
 from tests.helpers.rootfsinspect import dpkg_packages
 
 pytestmark = pytest.mark.integration
 
-BASE_IMAGE = "osbuilder-test-base:ubuntu-noble"
+BASE_IMAGE = f"{TEST_BASE_REPOSITORY}:ubuntu-noble"
 LABEL = "org.osbuilder.role=rootfs-build"
+COMPLETE_LABEL = "org.osbuilder.test-base-complete"
 
 
 @pytest.fixture(scope="module")
@@ -39,24 +41,34 @@ def engine() -> Iterator[object]:
 
 
 @pytest.fixture(scope="module")
-def base_image(engine: object, rootfs_cache: Path) -> str:
-    """No registry is reachable: an Ubuntu noble image with mmdebstrap, made with mmdebstrap."""
+def base_image(engine: object, rootfs_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """No registry is reachable: an Ubuntu noble image with mmdebstrap, made with mmdebstrap. It is
+    labelled complete only when the bootstrap succeeded: an earlier run that failed halfway (a
+    keyring apt could not read) imported an empty image under this name, which must not be reused."""
     import docker.errors
 
     try:
-        engine.images.get(BASE_IMAGE)  # type: ignore[attr-defined]
-        return BASE_IMAGE
+        found = engine.images.get(BASE_IMAGE)  # type: ignore[attr-defined]
+        if (found.labels or {}).get(COMPLETE_LABEL) == "yes":
+            return BASE_IMAGE
     except docker.errors.ImageNotFound:
         pass
     context = Context(versions_path=DEFAULT_VERSIONS, distros_dir=DEFAULT_DISTROS_DIR, cache_dir=rootfs_cache)
-    keyring = resolve_keyring(context, context.recipe("ubuntu"), host_arch())
+    keyring = resolve_keyring(context.recipe("ubuntu"), host_arch(), context.versions, context.cache,
+                              context.fetcher)
     assert keyring is not None
-    bootstrap = subprocess.Popen(
-        ["mmdebstrap", "--variant=apt", "--components=main,universe", "--include=mmdebstrap,mount,distro-info-data",
-         f"--keyring={keyring}", "noble", "-"], stdout=subprocess.PIPE, env={**os.environ, "SOURCE_DATE_EPOCH": ROOTFS_SDE})
-    imported = subprocess.run(["docker", "import", "-", BASE_IMAGE], stdin=bootstrap.stdout, capture_output=True,
-                              text=True)
-    assert bootstrap.wait() == 0 and imported.returncode == 0, imported.stderr
+    tarball = tmp_path_factory.mktemp("base-image") / "noble.tar"
+    # As the product does: apt verifies as _apt, which cannot read a keyring in a private cache.
+    with keyring_for_apt(keyring) as readable:
+        bootstrap = subprocess.run(
+            ["mmdebstrap", "--variant=apt", "--components=main,universe",
+             "--include=mmdebstrap,mount,distro-info-data", f"--keyring={readable}", "noble", str(tarball)],
+            capture_output=True, text=True, env={**os.environ, "SOURCE_DATE_EPOCH": ROOTFS_SDE})
+    assert bootstrap.returncode == 0, bootstrap.stderr[-3000:]
+    imported = subprocess.run(["docker", "import", "--change", f"LABEL {COMPLETE_LABEL}=yes", str(tarball),
+                               BASE_IMAGE], capture_output=True, text=True)
+    assert imported.returncode == 0, imported.stderr
+    tarball.unlink()
     return BASE_IMAGE
 
 

@@ -21,11 +21,12 @@ import pytest
 
 from osbuilder.image.builder import ImageOptions, build_image
 from osbuilder.initrd.builder import InitrdOptions, build_initrd
+from tests.helpers.machine_state import SYSTEM_TEST_USER
 from tests.helpers.trees import EPOCH, make_rootfs
 
 pytestmark = pytest.mark.integration
 
-USER = "osbuilder-test"
+USER = SYSTEM_TEST_USER
 REPO = Path(__file__).resolve().parents[2]
 
 

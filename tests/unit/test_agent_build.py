@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from osbuilder.agent_build import default_agent
+from osbuilder.agent_build import reference_agent
 from osbuilder.context import Context
 from osbuilder.errors import UsageError
 from osbuilder.paths import DEFAULT_DISTROS_DIR, DEFAULT_VERSIONS
@@ -23,6 +23,10 @@ $(O)/kata-agent: agent.c
 @pytest.fixture
 def context(tmp_path: Path) -> Context:
     return Context(versions_path=DEFAULT_VERSIONS, distros_dir=DEFAULT_DISTROS_DIR, cache_dir=tmp_path / "cache")
+
+
+def default_agent(context: Context, sources: Path) -> Path:
+    return reference_agent(context.versions.agent_version, context.cache, sources)
 
 
 def _sources(tmp_path: Path, agent: Path) -> Path:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from osbuilder.agent_input import from_file, from_tarball
 from osbuilder.errors import UsageError
+from osbuilder.rootfs.agent import from_file, from_tarball
 
 ELF = b"\x7fELF agent"
 

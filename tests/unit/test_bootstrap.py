@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from osbuilder import bootstrap
-from osbuilder.bootstrap import BootstrapSpec, PackageCache, Paths
 from osbuilder.cache import Cache
-from osbuilder.rootfs_tree import RootfsTree
+from osbuilder.rootfs.bootstrappers import mmdebstrap as bootstrap
+from osbuilder.rootfs.bootstrappers.apt_cache import PackageCache, take_packages
+from osbuilder.rootfs.bootstrappers.keyring import keyring_for_apt
+from osbuilder.rootfs.bootstrappers.mmdebstrap import BootstrapSpec, Paths
+from osbuilder.rootfs.tree import RootfsTree
 from tests.helpers.faketree import debian_like
 
 SPEC = BootstrapSpec(suite="noble", variant="required", components=("main", "universe"), debian_arch="amd64",
@@ -92,16 +94,16 @@ def test_keyring_in_a_private_directory_is_handed_to_apt_as_a_readable_copy(tmp_
     private.mkdir(mode=0o700)
     keyring = private / "archive.gpg"
     keyring.write_bytes(b"keys")
-    with bootstrap.keyring_for_apt(keyring) as readable:
+    with keyring_for_apt(keyring) as readable:
         assert readable is not None and readable != keyring and readable.read_bytes() == b"keys"
         assert readable.stat().st_mode & 0o004
         assert all(parent.stat().st_mode & 0o001 for parent in readable.parents)
     assert not readable.exists() and not readable.parent.exists()
     public = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
     if public.is_file():
-        with bootstrap.keyring_for_apt(public) as same:
+        with keyring_for_apt(public) as same:
             assert same == public
-    with bootstrap.keyring_for_apt(None) as nothing:
+    with keyring_for_apt(None) as nothing:
         assert nothing is None
 
 
@@ -117,4 +119,4 @@ def test_direct_runs_link_packages_in_and_keep_them(tmp_path: Path) -> None:
     subprocess.run(["sh", "-c", hook.split("=", 1)[1], "exec", str(chroot)], check=True)
     linked = chroot / "var/cache/apt/archives/libc6_2.39_amd64.deb"
     assert linked.stat().st_ino == (tmp_path / "cached/libc6_2.39_amd64.deb").stat().st_ino
-    assert bootstrap.take_packages(chroot) == chroot / "var/cache/apt/archives"
+    assert take_packages(chroot) == chroot / "var/cache/apt/archives"

@@ -219,7 +219,7 @@ def test_bad_input_exits_2_and_leaves_nothing(tmp_path: Path, test_agent: Path, 
 
 def test_a_damaged_tarball_installs_nothing(tmp_path: Path) -> None:
     from osbuilder.errors import BuildError, CommandError
-    from osbuilder.rootfs import install
+    from osbuilder.rootfs.install import install
 
     damaged = tmp_path / "rootfs.tar"
     damaged.write_bytes(b"not a tar archive" * 100)
@@ -248,7 +248,7 @@ def test_foreign_architecture_without_emulation(tmp_path: Path, test_agent: Path
 
 def test_an_output_filled_during_the_build_is_kept(tmp_path: Path, test_agent: Path) -> None:
     from osbuilder.errors import BuildError
-    from osbuilder.rootfs import Installer
+    from osbuilder.rootfs.install import Installer
 
     report = _json(_build(tmp_path / "cache", tmp_path / "first", test_agent))
     tarball = tmp_path / "cache" / "rootfs" / report["cache_key"] / "rootfs.tar"
@@ -267,7 +267,7 @@ def test_an_output_filled_during_the_build_is_kept(tmp_path: Path, test_agent: P
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting needs root")
 def test_no_in_place_bootstrap_where_a_chroot_cannot_run(tmp_path: Path) -> None:
-    from osbuilder.rootfs import _chroot_possible
+    from osbuilder.rootfs.bootstrappers.mmdebstrap import chroot_possible as _chroot_possible
 
     assert _chroot_possible(tmp_path)
     mountpoint = tmp_path / "noexec"
@@ -281,8 +281,8 @@ def test_no_in_place_bootstrap_where_a_chroot_cannot_run(tmp_path: Path) -> None
 
 
 def test_a_split_unpack_gives_the_same_tree(tmp_path: Path) -> None:
-    from osbuilder.rootfs import Installer, Split
-    from osbuilder.rootfs_tree import RootfsTree
+    from osbuilder.rootfs.install import Installer, Split
+    from osbuilder.rootfs.tree import RootfsTree
     from tests.helpers.rootfsinspect import disk_state
 
     tree = RootfsTree(None, mtime=1700000000)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 
 from osbuilder.errors import ConfigError
+from osbuilder.modes import InitMode
 from osbuilder.recipes import load_all, load_recipe
 from osbuilder.versions import load_versions
 from tests.conftest import REPO, run_cli
@@ -184,3 +186,38 @@ def test_distros_command_lists_releases() -> None:
     assert [r["codename"] for r in distros["ubuntu"]["releases"]] == ["noble", "resolute"]
     assert distros["ubuntu"]["init_modes"] == ["systemd", "agent"]
     assert "x86_64" in distros["debian"]["architectures"]
+
+
+def test_versions_table_has_one_row_per_pinned_input() -> None:
+    text = run_cli("versions").stdout.splitlines()
+    assert text[0].split() == ["KEY", "VERSION", "SOURCE", "PIN"]
+    by_key = {line.split()[0]: line for line in text[1:]}
+    assert {"assets.kernel.sources.debian", "assets.kernel.sources.tarball", "assets.image.x86_64",
+            "assets.initrd.aarch64", "assets.agent", "assets.runtime.x86_64", "externals.ubuntu-keyring",
+            "externals.busybox.x86_64", "externals.busybox.aarch64", "tools.mmdebstrap"} <= set(by_key)
+    assert "linux-source-6.12" in by_key["assets.kernel.sources.debian"]
+    assert "(agent init)" in by_key["assets.initrd.x86_64"] and "minimum 1.3.0" in by_key["tools.mmdebstrap"]
+    # The pins are the file's: every sha256 of versions.yaml appears in --json's entries, and only those.
+    entries = json.loads(run_cli("versions", "--json").stdout)["entries"]
+    file_digests = set(re.findall(r'sha256: "([0-9a-f]{64})"', (REPO / "versions.yaml").read_text()))
+    assert {entry["pin"].removeprefix("sha256:") for entry in entries if entry["pin"].startswith("sha256:")} == \
+        file_digests
+    selected = json.loads(run_cli("versions", "externals.busybox", "--json").stdout)["entries"]
+    assert [entry["key"] for entry in selected] == ["externals.busybox.x86_64", "externals.busybox.aarch64"]
+
+
+def test_the_schema_is_derived_from_the_dataclasses(versions_copy: Path, distros_copy: Path) -> None:
+    # A value outside an enum is reported with its file:line and the allowed values, as before.
+    versions_copy.write_text(versions_copy.read_text().replace('init: "agent"', 'init: "runit"', 1))
+    line = _line_of(versions_copy, 'init: "runit"')
+    with pytest.raises(ConfigError) as caught:
+        load_versions(versions_copy)
+    assert f"{versions_copy}:{line}" in str(caught.value) and '"systemd", "agent"' in str(caught.value)
+    # Every YAML key of a loaded tree is a field of its dataclass, typed (enums, tuples), not a dict.
+    versions = load_versions(REPO / "versions.yaml")
+    assert versions.distro_pin("initrd", "x86_64").init is InitMode.AGENT
+    assert versions.external("busybox").sha256_for("aarch64") == versions.lookup(
+        "externals.busybox.architecture.aarch64.sha256")
+    recipe = load_recipe(distros_copy / "ubuntu" / "recipe.yaml")
+    assert recipe.default_init is InitMode.SYSTEMD and recipe.release("noble").suite == "noble"
+    assert isinstance(recipe.init("agent").packages, tuple)

@@ -8,7 +8,8 @@ import struct
 import pytest
 
 from osbuilder.image import layout, mbr, pfn
-from osbuilder.image.layout import MIB, ImageLayout, LayoutError, VerityLine
+from osbuilder.image.layout import MIB, ImageLayout, LayoutError
+from osbuilder.kernelcmdline import VerityLine
 
 
 def test_pfn_block_reproduces_nsdax_golden_checksum() -> None:

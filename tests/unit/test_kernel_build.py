@@ -21,12 +21,9 @@ from osbuilder.errors import EXIT_BAD_INPUT, EXIT_FAILED, BuildError, ConfigErro
 from osbuilder.kernel import build as kbuild
 from osbuilder.kernel.build import (
     KernelOptions,
-    build_kernel,
     build_timestamp,
     cache_key_inputs,
-    check_kernel_config,
     make_env,
-    plan_kernel,
 )
 from osbuilder.kernel.fragments import KconfigMismatchError
 from osbuilder.kernel.source import touched_files
@@ -36,6 +33,7 @@ from tests.conftest import run_cli
 from tests.helpers.fakearchive import make_key, publish
 from tests.helpers.fakekernel import make_configs, make_tree, tarball
 from tests.helpers.httpserver import FixtureServer
+from tests.helpers.kernel import build_with, check_with, plan_with
 
 NAME = "6.12.107-7"
 EPOCH = 1_700_000_000
@@ -89,7 +87,7 @@ def sha256(path: Path) -> str:
 
 
 def test_build_writes_kata_names_links_and_a_record(fake: Fake) -> None:
-    build = build_kernel(fake.context, fake.options())
+    build = build_with(fake.context, fake.options())
     assert build.name == NAME and not build.cache_hit
     names = sorted(path.name for path in fake.out.iterdir())
     assert names == sorted([f"vmlinux-{NAME}", f"vmlinuz-{NAME}", f"config-{NAME}", f"System.map-{NAME}",
@@ -140,16 +138,16 @@ def test_the_outer_makes_flags_do_not_reach_the_kernel_make(fake: Fake, monkeypa
     # `make kernel ARCH=aarch64` exports ARCH through MAKEFLAGS to everything below it
     monkeypatch.setenv("MAKEFLAGS", " -- ARCH=aarch64")
     monkeypatch.setenv("MAKELEVEL", "1")
-    build_kernel(fake.context, fake.options())
+    build_with(fake.context, fake.options())
     assert fake.logged("vmlinux")["ARCH"] == "x86_64"
     assert "aarch64" not in fake.logged("vmlinux")["MAKEFLAGS"]
 
 
 def test_second_build_is_a_cache_hit_that_runs_nothing(fake: Fake) -> None:
-    first = build_kernel(fake.context, fake.options())
+    first = build_with(fake.context, fake.options())
     goals = fake.goals()
     fake.log.unlink()
-    second = build_kernel(fake.context, fake.options(output_dir=fake.tmp / "again", jobs=1))
+    second = build_with(fake.context, fake.options(output_dir=fake.tmp / "again", jobs=1))
     assert second.cache_hit and second.cache_key == first.cache_key
     assert not fake.log.exists()
     assert len(goals) == 3
@@ -160,10 +158,10 @@ def test_second_build_is_a_cache_hit_that_runs_nothing(fake: Fake) -> None:
 
 
 def test_cache_key_covers_every_input_and_nothing_else(fake: Fake) -> None:
-    base = plan_kernel(fake.context, fake.options()).cache_key
+    base = plan_with(fake.context, fake.options()).cache_key
 
     def key(**changes: object) -> str:
-        return plan_kernel(fake.context, fake.options(**changes)).cache_key
+        return plan_with(fake.context, fake.options(**changes)).cache_key
 
     assert key(jobs=1, ccache=True, output_dir=fake.tmp / "elsewhere", keep_build_dir=True) == base
     assert key(debug=True) != base
@@ -185,26 +183,27 @@ def test_cache_key_covers_every_input_and_nothing_else(fake: Fake) -> None:
     assert key() != changed_whitelist
     (fake.tree / "init" / "main.c").write_text("changed\n")
     assert key() != changed_whitelist  # the tree digest
-    plan = plan_kernel(fake.context, fake.options())
+    plan = plan_with(fake.context, fake.options())
     inputs = dict(plan.key_inputs)
     arguments = dict(kernel_version=plan.kernel_version, arch=plan.arch, variant=plan.variant,
                      config_version=plan.config_version, source=plan.source, patches=plan.patches,
                      selection=plan.selection, whitelist=plan.whitelist, full_config_sha256=None,
                      configs_dir=plan.configs_dir, toolchain=plan.toolchain, epoch=plan.epoch, rust=False)
     assert cache_key_inputs(**{**arguments, "toolchain": {"gcc": "gcc 99"}}) != inputs  # type: ignore[arg-type]
-    assert set(inputs) == {"format", "kernel_version", "arch", "variant", "config_version", "source", "patches",
-                           "config", "toolchain", "targets", "build_env"}
+    # "code": the digest of the modules that build a kernel (osbuilder.codegraph), not a hand-bumped format.
+    assert set(inputs) == {"format", "code", "kernel_version", "arch", "variant", "config_version", "source",
+                           "patches", "config", "toolchain", "targets", "build_env"}
 
 
 def test_source_date_epoch_overrides_the_source_date(fake: Fake, monkeypatch: pytest.MonkeyPatch) -> None:
-    base = plan_kernel(fake.context, fake.options()).cache_key
+    base = plan_with(fake.context, fake.options()).cache_key
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "86400")
-    assert plan_kernel(fake.context, fake.options()).cache_key != base
-    build_kernel(fake.context, fake.options())
+    assert plan_with(fake.context, fake.options()).cache_key != base
+    build_with(fake.context, fake.options())
     assert fake.logged("vmlinux")["KBUILD_BUILD_TIMESTAMP"] == "Fri Jan  2 00:00:00 UTC 1970"
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
     with pytest.raises(UsageError, match="SOURCE_DATE_EPOCH"):
-        plan_kernel(fake.context, fake.options())
+        plan_with(fake.context, fake.options())
 
 
 def test_make_environment() -> None:
@@ -227,7 +226,7 @@ def extra(fake: Fake, text: str, name: str = "extra.conf") -> Path:
 def test_misspelt_and_unsatisfiable_options_fail_with_file_line(fake: Fake) -> None:
     fragment = extra(fake, "# test\nCONFIG_VIRTIO_BLKK=y\nCONFIG_SND_HDA_INTEL=y\n")
     with pytest.raises(KconfigMismatchError) as caught:
-        build_kernel(fake.context, fake.options(extra_fragments=(fragment,)))
+        build_with(fake.context, fake.options(extra_fragments=(fragment,)))
     error = caught.value
     assert error.exit_code == EXIT_FAILED
     text = error.message()
@@ -243,13 +242,13 @@ def test_out_of_range_value_reports_both_values(fake: Fake) -> None:
     configs = make_configs(fake.tmp / "configs2", {"common/a.conf": "CONFIG_NR_CPUS=100000\n"})
     with pytest.raises(KconfigMismatchError, match=r"a.conf:1: CONFIG_NR_CPUS: requested 100000, got 64 "
                                                    r"\(defined at Kconfig:\d+; range 2 512\)"):
-        check_kernel_config(fake.context, fake.options(configs_dir=configs))
+        check_with(fake.context, fake.options(configs_dir=configs))
 
 
 def test_disagreeing_fragments_are_bad_input_found_before_make(fake: Fake) -> None:
     fragment = extra(fake, "\nCONFIG_NR_CPUS=8\n")
     with pytest.raises(ConfigError) as caught:
-        build_kernel(fake.context, fake.options(extra_fragments=(fragment,)))
+        build_with(fake.context, fake.options(extra_fragments=(fragment,)))
     assert caught.value.exit_code == EXIT_BAD_INPUT
     assert f"CONFIG_NR_CPUS is set to different values: 256 at x86_64/base.conf:2 and 8 at {fragment}:2" in \
         caught.value.message()
@@ -259,7 +258,7 @@ def test_disagreeing_fragments_are_bad_input_found_before_make(fake: Fake) -> No
 def test_whitelisted_option_passes_and_is_recorded(fake: Fake) -> None:
     (fake.configs / "whitelist.conf").write_text("# renamed upstream\nCONFIG_VIRTIO_BLKK\n")
     fragment = extra(fake, "CONFIG_VIRTIO_BLKK=y\n")
-    build = build_kernel(fake.context, fake.options(extra_fragments=(fragment,)))
+    build = build_with(fake.context, fake.options(extra_fragments=(fragment,)))
     used = build.info["config"]["whitelist"]["used"]
     assert [(u["symbol"], u["actual"]) for u in used] == [("CONFIG_VIRTIO_BLKK", "absent from .config")]
     assert any("CONFIG_VIRTIO_BLKK" in warning for warning in build.warnings)
@@ -268,7 +267,7 @@ def test_whitelisted_option_passes_and_is_recorded(fake: Fake) -> None:
 def test_a_failing_compile_leaves_no_cache_entry_and_no_outputs(fake: Fake) -> None:
     fragment = extra(fake, "CONFIG_FAIL_BUILD=y\n")
     with pytest.raises(BuildError) as caught:
-        build_kernel(fake.context, fake.options(extra_fragments=(fragment,)))
+        build_with(fake.context, fake.options(extra_fragments=(fragment,)))
     assert caught.value.exit_code == EXIT_FAILED
     assert "CONFIG_FAIL_BUILD asked for a failure" in caught.value.message()
     cache = fake.context.cache.root
@@ -280,31 +279,31 @@ def test_a_failing_compile_leaves_no_cache_entry_and_no_outputs(fake: Fake) -> N
 
 def test_confidential_arm64_is_a_clear_error(fake: Fake) -> None:
     with pytest.raises(UsageError, match="no confidential guest support for arm64"):
-        build_kernel(fake.context, fake.options(arch="aarch64", confidential=True))
+        build_with(fake.context, fake.options(arch="aarch64", confidential=True))
     assert not fake.out.exists()  # bad input: nothing was created
     with pytest.raises(UsageError, match="always has a measured rootfs"):
-        build_kernel(fake.context, fake.options(confidential=True, measured=False))
+        build_with(fake.context, fake.options(confidential=True, measured=False))
 
 
 def test_an_unpinned_version_needs_a_local_source(fake: Fake) -> None:
     with pytest.raises(UsageError, match="6.13.1 is not pinned"):
-        plan_kernel(fake.context, KernelOptions(version="v6.13.1", configs_dir=fake.configs))
+        plan_with(fake.context, KernelOptions(version="v6.13.1", configs_dir=fake.configs))
     with pytest.raises(UsageError, match="the tree is Linux 6.12.107, not 6.13.1"):
-        plan_kernel(fake.context, fake.options(version="6.13.1"))
-    assert plan_kernel(fake.context, fake.options(version="v6.12.107")).kernel_version == "6.12.107"
+        plan_with(fake.context, fake.options(version="6.13.1"))
+    assert plan_with(fake.context, fake.options(version="v6.12.107")).kernel_version == "6.12.107"
 
 
 def test_a_configured_tree_is_refused(fake: Fake) -> None:
     (fake.tree / ".config").write_text("CONFIG_X=y\n")
     with pytest.raises(UsageError, match="configured in place"):
-        plan_kernel(fake.context, fake.options())
+        plan_with(fake.context, fake.options())
 
 
 # --- variants ------------------------------------------------------------------------------------
 
 
 def test_arm64_cross_build_names_image_and_image_gz(fake: Fake) -> None:
-    build = build_kernel(fake.context, fake.options(arch="aarch64", debug=True))
+    build = build_with(fake.context, fake.options(arch="aarch64", debug=True))
     assert build.name == f"{NAME}-debug" and build.arch == "aarch64"
     assert build.vmlinux.name == f"vmlinux-{NAME}-debug"
     assert build.vmlinux.read_bytes()[0x38:0x3C] == b"ARM\x64"  # Kata ships arch/arm64/boot/Image as vmlinux
@@ -318,49 +317,49 @@ def test_arm64_cross_build_names_image_and_image_gz(fake: Fake) -> None:
 
 
 def test_ccache_compiles_through_ccache_in_the_cache_dir(fake: Fake) -> None:
-    build_kernel(fake.context, fake.options(ccache=True))
+    build_with(fake.context, fake.options(ccache=True))
     env = fake.logged("vmlinux")
     assert env["CC"].endswith("ccache gcc")
     assert env["CCACHE_DIR"] == str(fake.context.cache.root / "ccache") and env["CCACHE_DISABLE"] == ""
 
 
 def test_no_cache_rebuilds_and_stores_nothing(fake: Fake) -> None:
-    build_kernel(fake.context, fake.options())
+    build_with(fake.context, fake.options())
     fake.log.unlink()
-    build = build_kernel(fake.context, fake.options(use_cache=False, output_dir=fake.tmp / "fresh"))
+    build = build_with(fake.context, fake.options(use_cache=False, output_dir=fake.tmp / "fresh"))
     assert not build.cache_hit and build.cache_entry is None and "vmlinux" in fake.goals()
     assert build.vmlinux.is_file()
     assert len(list((fake.context.cache.root / "kernel").iterdir())) == 1
     with pytest.raises(UsageError, match="needs an output directory"):
-        build_kernel(fake.context, fake.options(use_cache=False, output_dir=None))
+        build_with(fake.context, fake.options(use_cache=False, output_dir=None))
 
 
 def test_full_config_uses_olddefconfig_without_the_fragment_check(fake: Fake) -> None:
     config = extra(fake, "CONFIG_PCI=y\nCONFIG_VIRTIO_PCI=y\nCONFIG_NOT_A_SYMBOL=y\n", "my.config")
-    build = build_kernel(fake.context, fake.options(full_config=config))
+    build = build_with(fake.context, fake.options(full_config=config))
     assert fake.goals()[0] == "olddefconfig"
     assert build.info["config"]["mode"] == "file"
     assert "CONFIG_VIRTIO_PCI=y" in build.config.read_text()
     with pytest.raises(UsageError, match="fragments do not apply"):
-        plan_kernel(fake.context, fake.options(full_config=config, extra_fragments=(config,)))
+        plan_with(fake.context, fake.options(full_config=config, extra_fragments=(config,)))
 
 
 def test_keep_build_dir_keeps_the_o_directory(fake: Fake) -> None:
-    build_kernel(fake.context, fake.options(keep_build_dir=True))
+    build_with(fake.context, fake.options(keep_build_dir=True))
     kept = list((fake.context.cache.root / "kernel-work").iterdir())
     assert len(kept) == 1 and (kept[0] / "vmlinux").is_file() and (kept[0] / ".osbuilder-reusable").is_file()
 
 
 def test_changed_config_without_a_version_bump_is_reported(fake: Fake) -> None:
-    build_kernel(fake.context, fake.options())
+    build_with(fake.context, fake.options())
     (fake.configs / "common" / "virtio.conf").write_text("CONFIG_VIRTIO_PCI=y\nCONFIG_VIRTIO_BLK=y\n")
-    second = build_kernel(fake.context, fake.options())
+    second = build_with(fake.context, fake.options())
     drift = second.info["config_changed_without_version_bump"]
     assert drift["changed"] == [{"symbol": "CONFIG_VIRTIO_CONSOLE", "before": "y", "now": "is not set"}]
     assert any("config_version is still 7" in warning and "CONFIG_VIRTIO_CONSOLE" in warning
                for warning in second.warnings)
     (fake.configs / "config_version").write_text("8\n")
-    third = build_kernel(fake.context, fake.options())
+    third = build_with(fake.context, fake.options())
     assert third.name == "6.12.107-8" and third.warnings == ()
 
 
@@ -389,10 +388,10 @@ def test_tarball_source_from_a_server_is_verified_unpacked_once_and_recorded(
     context = Context(versions_path=pinned_versions(fake.tmp, tarball_url=url, tarball_sha=digest),
                       distros_dir=DEFAULT_DISTROS_DIR, cache_dir=fake.tmp / "cache")
     options = fake.options(source_path=None, source_kind="tarball")
-    build = build_kernel(context, options)
+    build = build_with(context, options)
     assert build.info["source"] == {"kind": "tarball", "sha256": digest, "version": "6.12.107", "url": url,
                                     "tree_version": "6.12.107"}
-    build_kernel(context, KernelOptions(source_kind="tarball", configs_dir=fake.configs, debug=True,
+    build_with(context, KernelOptions(source_kind="tarball", configs_dir=fake.configs, debug=True,
                                         output_dir=fake.out))
     assert http_server.files["pub/linux-6.12.107.tar.xz"].served_full == 1
     unpacked = list((context.cache.root / "kernel-source").iterdir())
@@ -402,13 +401,13 @@ def test_tarball_source_from_a_server_is_verified_unpacked_once_and_recorded(
     bad = Context(versions_path=pinned_versions(fake.tmp / "bad", tarball_url=url, tarball_sha="0" * 64),
                   distros_dir=DEFAULT_DISTROS_DIR, cache_dir=fake.tmp / "cache2")
     with pytest.raises(BuildError, match="sha256 mismatch"):
-        build_kernel(bad, options)
+        build_with(bad, options)
 
 
 def test_local_tarball_source(fake: Fake) -> None:
     path = fake.tmp / "linux.tar.xz"
     path.write_bytes(tarball(fake.tree, "linux-6.12.107"))
-    build = build_kernel(fake.context, fake.options(source_path=path))
+    build = build_with(fake.context, fake.options(source_path=path))
     assert build.info["source"]["kind"] == "local-tarball"
     assert build.info["source"]["sha256"] == sha256(path)
     assert build.name == NAME
@@ -424,7 +423,7 @@ def test_debian_source_through_signed_metadata(fake: Fake, http_server: FixtureS
     monkeypatch.setattr(debarchive, "DEBIAN_KEYRING", keyring)
     context = Context(versions_path=pinned_versions(fake.tmp, deb_sha=archive.deb_sha256),
                       distros_dir=DEFAULT_DISTROS_DIR, cache_dir=fake.tmp / "cache")
-    build = build_kernel(context, KernelOptions(configs_dir=fake.configs, output_dir=fake.out,
+    build = build_with(context, KernelOptions(configs_dir=fake.configs, output_dir=fake.out,
                                                 mirror=archive.mirror))
     source = build.info["source"]
     assert source["kind"] == "debian" and source["sha256"] == archive.deb_sha256
@@ -450,11 +449,11 @@ From: osbuilder test
 
 def test_patches_apply_to_a_copy_and_never_touch_the_pristine_tree(fake: Fake) -> None:
     before = sha256_tree(fake.tree)
-    plain = plan_kernel(fake.context, fake.options()).cache_key
+    plain = plan_with(fake.context, fake.options()).cache_key
     patch_dir = fake.configs / "patches" / "6.12.x"
     patch_dir.mkdir(parents=True)
     (patch_dir / "0001-return-one.patch").write_text(PATCH)
-    build = build_kernel(fake.context, fake.options())
+    build = build_with(fake.context, fake.options())
     assert build.cache_key != plain
     assert build.info["patches"] == [{"path": "patches/6.12.x/0001-return-one.patch",
                                       "sha256": sha256(patch_dir / "0001-return-one.patch")}]
@@ -472,7 +471,7 @@ def test_a_patch_that_does_not_apply_names_itself(fake: Fake) -> None:
     patch_dir.mkdir(parents=True)
     (patch_dir / "0003-stale.patch").write_text(PATCH.replace("return 0", "return 5"))
     with pytest.raises(BuildError, match="0003-stale.patch does not apply to Linux 6.12.107") as caught:
-        build_kernel(fake.context, fake.options())
+        build_with(fake.context, fake.options())
     assert caught.value.exit_code == EXIT_FAILED
     assert not (fake.context.cache.root / "kernel-tree").exists() or \
         list((fake.context.cache.root / "kernel-tree").iterdir()) == []

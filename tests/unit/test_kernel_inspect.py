@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 
 from osbuilder.context import Context
-from osbuilder.kernel.build import KernelOptions, build_kernel
+from osbuilder.kernel.build import KernelOptions
 from osbuilder.kernel.inspect import detect_kernel, features_of, inspect_kernel, render_kernel
 from osbuilder.kernel.naming import base_of, kernel_suffix, output_names
 from osbuilder.paths import DEFAULT_DISTROS_DIR, DEFAULT_VERSIONS
 from tests.conftest import run_cli
 from tests.helpers.fakekernel import make_configs, make_tree
+from tests.helpers.kernel import build_with
 
 # --- naming --------------------------------------------------------------------------------------
 
@@ -53,8 +54,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("inspect")
     context = Context(versions_path=DEFAULT_VERSIONS, distros_dir=DEFAULT_DISTROS_DIR, cache_dir=tmp / "cache")
     tree, configs = make_tree(tmp / "linux"), make_configs(tmp / "configs")
-    x86 = build_kernel(context, KernelOptions(source_path=tree, configs_dir=configs, output_dir=tmp / "x86"))
-    arm = build_kernel(context, KernelOptions(source_path=tree, configs_dir=configs, output_dir=tmp / "arm",
+    x86 = build_with(context, KernelOptions(source_path=tree, configs_dir=configs, output_dir=tmp / "x86"))
+    arm = build_with(context, KernelOptions(source_path=tree, configs_dir=configs, output_dir=tmp / "arm",
                                               arch="aarch64"))
     return {"x86": x86.output_dir or tmp, "arm": arm.output_dir or tmp}
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from osbuilder.boot.kernelparams import RootSpec, kernel_params, parse_verity, root_params, split_params
 from osbuilder.boot.runtimeconfig import read_runtime_config
 from osbuilder.errors import ConfigError, UsageError
+from osbuilder.kernelcmdline import RootSpec, kernel_params, parse_verity, root_params, split_params
 
 VERITY = ("root_hash=" + "ab" * 32 + ",salt=" + "cd" * 32 +
           ",data_blocks=31744,data_block_size=4096,hash_block_size=4096")

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from osbuilder import provision
-from osbuilder.agent_input import TarballMember
 from osbuilder.errors import BuildError
-from osbuilder.provision import AgentInstall, Provisioning
-from osbuilder.rootfs_tree import REG, SYM, RootfsTree
+from osbuilder.rootfs import provision
+from osbuilder.rootfs.agent import TarballMember
+from osbuilder.rootfs.provision import AgentInstall, Provisioning
+from osbuilder.rootfs.tree import REG, SYM, RootfsTree
 from tests.helpers.faketree import CHRONY_CONF, CHRONY_SERVICE, debian_like
 
 TRIMS = ("usr/share/doc", "usr/share/man")

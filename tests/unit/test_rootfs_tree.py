@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from osbuilder.errors import BuildError
-from osbuilder.rootfs_tree import LNK, REG, SYM, RootfsTree, normalise
+from osbuilder.rootfs.tree import LNK, REG, SYM, RootfsTree, normalise
 from tests.helpers.faketree import debian_like
 from tests.helpers.rootfsinspect import disk_state
 

@@ -10,7 +10,7 @@ import pytest
 
 from osbuilder.errors import UsageError
 from osbuilder.idmap import OVERFLOW_ID
-from osbuilder.rootfscheck import check_rootfs
+from osbuilder.rootfs.check import check_rootfs
 from osbuilder.tree import resolve_in_root, scan_tree, source_date_epoch
 from osbuilder.userns import IDENTITY, caller_as_root
 from tests.helpers.trees import NEW, make_rootfs

@@ -1,6 +1,10 @@
 """The agent to install: a local binary (--agent), a release tarball (--agent-tarball), or the
 reference agent built from agent/ (osbuilder.agent_build).
 
+A file or a tarball is read and checked while planning; the reference agent is only planned then
+(its build's cache key stands for it in the rootfs key) and compiled by `prepare`, so a rootfs that
+is in the cache never needs the compiler.
+
 A tarball is checked member by member before any work starts: no absolute paths, no `..`, no
 symlink or hard link that leads out of the rootfs, only files, directories and links, and the
 agent binary itself at usr/bin/<name>. Any violation is bad input (exit 2).
@@ -15,8 +19,10 @@ import hashlib
 import posixpath
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from osbuilder.cache import sha256_file
+from osbuilder.agent_build import AgentPlan, build_reference_agent
+from osbuilder.cache import Cache, sha256_file
 from osbuilder.errors import UsageError
 
 ELF_MAGIC = b"\x7fELF"
@@ -136,3 +142,35 @@ def from_tarball(path: Path, agent_name: str) -> AgentSource:
                          fix=f"the agent must be at usr/bin/{agent_name} (or pass --agent-name)")
     _check_elf(binary, where, path)
     return AgentSource("tarball", path, sha256_file(path), binary, version, tuple(members))
+
+
+@dataclass(frozen=True)
+class AgentChoice:
+    """The agent of a plan: a checked file or tarball, or the reference agent's planned build."""
+
+    name: str  # the file name under /usr/bin (--agent-name)
+    given: AgentSource | None  # --agent or --agent-tarball, read and checked
+    reference: AgentPlan | None  # neither: the reference agent, built by prepare()
+
+    @property
+    def kind(self) -> str:
+        return self.given.kind if self.given is not None else "default"
+
+    @property
+    def version(self) -> str | None:
+        """The tarball's VERSION, if it has one."""
+        return self.given.version if self.given is not None else None
+
+    def key_inputs(self) -> dict[str, Any]:
+        if self.given is not None:
+            return {"source": self.given.kind, "sha256": self.given.sha256, "name": self.name}
+        assert self.reference is not None
+        return {"source": "default", "build": self.reference.cache_key, "name": self.name}
+
+    def source(self, cache: Cache, verbose: bool = False) -> AgentSource:
+        """The agent's bytes: the given file, or the reference agent (built now if not cached)."""
+        if self.given is not None:
+            return self.given
+        assert self.reference is not None
+        built = build_reference_agent(self.reference, cache, verbose)
+        return from_file(built, kind="default", where="the reference agent")

@@ -13,12 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from osbuilder import templating
-from osbuilder.agent_input import TarballMember
 from osbuilder.errors import BuildError
-from osbuilder.rootfs_tree import LNK, REG, SYM, Entry, RootfsTree
-from osbuilder.rootfscheck import SYSTEMD_PATHS
+from osbuilder.rootfs.agent import TarballMember
+from osbuilder.rootfs.check import SYSTEMD_PATHS
+from osbuilder.rootfs.tree import LNK, REG, SYM, Entry, RootfsTree
 
 log = logging.getLogger(__name__)
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+DATA_FILES = ("rootfs/templates/kata-agent.service.j2", "rootfs/templates/kata-containers.target.j2",
+              "rootfs/templates/tmp.mount.j2")
 
 SYSTEMD_UNIT_DIR = "usr/lib/systemd/system"
 ETC_UNIT_DIR = "etc/systemd/system"
@@ -84,7 +88,7 @@ def provision(tree: RootfsTree, spec: Provisioning) -> None:
         _agent_as_init(tree, spec.agent)
     else:
         _systemd_wiring(tree, spec.agent)
-    _etc_files(tree, spec.hostname)
+    reset_host_files(tree, spec.hostname)
     if spec.delete_unneeded:
         removed = delete_unneeded(tree)
         log.info("--delete-unneeded removed %d files", len(removed))
@@ -125,7 +129,7 @@ def _tmp_mount(tree: RootfsTree) -> None:
     if shipped is not None and shipped.type in (REG, LNK):
         tree.put_file(f"{ETC_UNIT_DIR}/tmp.mount", tree.read("usr/share/systemd/tmp.mount"))
     else:
-        tree.put_file(f"{ETC_UNIT_DIR}/tmp.mount", templating.render("rootfs/tmp.mount.j2").encode())
+        tree.put_file(f"{ETC_UNIT_DIR}/tmp.mount", templating.render(TEMPLATES, "tmp.mount.j2").encode())
 
 
 def add_host_tree(tree: RootfsTree, source: Path, destination: str) -> int:
@@ -205,10 +209,10 @@ def _agent_as_init(tree: RootfsTree, agent: AgentInstall) -> None:
 def _systemd_wiring(tree: RootfsTree, agent: AgentInstall) -> None:
     if not tree.exists(f"{SYSTEMD_UNIT_DIR}/{AGENT_UNIT}"):
         tree.put_file(f"{SYSTEMD_UNIT_DIR}/{AGENT_UNIT}",
-                      templating.render("rootfs/kata-agent.service.j2", agent_path=f"/usr/bin/{agent.name}").encode())
+                      templating.render(TEMPLATES, "kata-agent.service.j2", agent_path=f"/usr/bin/{agent.name}").encode())
     if not tree.exists(f"{SYSTEMD_UNIT_DIR}/{TARGET_UNIT}"):
         tree.put_file(f"{SYSTEMD_UNIT_DIR}/{TARGET_UNIT}",
-                      templating.render("rootfs/kata-containers.target.j2", agent_unit=AGENT_UNIT).encode())
+                      templating.render(TEMPLATES, "kata-containers.target.j2", agent_unit=AGENT_UNIT).encode())
     tree.put_symlink(f"{ETC_UNIT_DIR}/basic.target.wants/{TARGET_UNIT}", f"/{SYSTEMD_UNIT_DIR}/{TARGET_UNIT}")
     tree.put_symlink(f"{ETC_UNIT_DIR}/{TARGET_UNIT}.wants/dbus.socket", f"/{SYSTEMD_UNIT_DIR}/dbus.socket")
     tree.chmod("", tree.entries[""].mode | 0o051)  # chmod g+rx,o+x: services of other users can reach /
@@ -222,7 +226,8 @@ def _replace_file(tree: RootfsTree, path: str, content: bytes) -> None:
     tree.put_file(path, content, mode=mode)
 
 
-def _etc_files(tree: RootfsTree, hostname: str) -> None:
+def reset_host_files(tree: RootfsTree, hostname: str = "localhost") -> None:
+    """The files a bootstrap copies from the build host, made neutral (guest and container roots)."""
     # The agent bind-mounts the sandbox's resolv.conf over this file, so it must be a regular file;
     # bootstrapping copied the build host's, which belongs in no image.
     _replace_file(tree, "etc/resolv.conf", b"")
