@@ -6,32 +6,29 @@ onto `<run>/shared/sandboxes/<sid>/shared`, which virtiofsd (or QEMU's 9p server
 container's root bound at `mounts/<cid>/rootfs` then appears under `shared` as well, and in the
 guest under /run/kata-containers/shared/containers/<cid>/rootfs.
 
-osbuilder does the same, but every mount lives in a mount namespace of its own, on a tmpfs over
-`<run>`: a child (`unshare --mount ... sleep infinity`, tied to osbuilder's life) holds the
-namespace, mounts are made in it with nsenter, and QEMU and virtiofsd run in it. The host never
-sees a mount or a socket of the sandbox, and when osbuilder dies, even by SIGKILL, the
-namespace and everything in it go away with the last of its processes. osbuilder itself reaches
-files inside through /proc/<holder>/root.
+osbuilder does the same, but every mount lives in a private mount namespace of its own
+(osbuilder.runner.MountNamespace: a holder tied to osbuilder's life), on a tmpfs over `<run>`;
+mounts are made in it, and QEMU and virtiofsd run in it. The host never sees a mount or a socket of
+the sandbox, and when osbuilder dies, even by SIGKILL, the namespace and everything in it go away
+with the last of its processes. osbuilder itself reaches files inside through /proc/<holder>/root.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from osbuilder import runner
-from osbuilder.errors import BuildError, UsageError
+from osbuilder.errors import UsageError
 
 log = logging.getLogger(__name__)
 
 RUN_DIR_VARIABLE = "OSBUILDER_RUN_DIR"  # where the sandboxes live (default /run/osbuilder)
 GUEST_SHARED_DIR = "/run/kata-containers/shared/containers"  # where the agent mounts the share
-HOLDER_START_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -88,62 +85,35 @@ def require_root() -> None:
                          where="osbuilder run", fix="run it as root (sudo osbuilder run ...)")
 
 
-class MountNamespace:
-    """A private mount namespace with a tmpfs over the run directory; use as a context manager."""
+class SandboxNamespace:
+    """The sandboxes' run directory (a tmpfs) in a private mount namespace; use as a context manager."""
 
     def __init__(self, run: Path) -> None:
         self.run = run
-        self._holder: subprocess.Popen[bytes] | None = None
-
-    @property
-    def pid(self) -> int:
-        if self._holder is None:
-            raise RuntimeError("the mount namespace is not started")
-        return self._holder.pid
+        self.namespace = runner.MountNamespace("run a container")
 
     @property
     def enter(self) -> tuple[str, ...]:
         """The argv prefix that runs a command in the namespace."""
-        return (runner.require_tool("nsenter", "run a container"), f"--mount=/proc/{self.pid}/ns/mnt", "--")
+        return self.namespace.enter
 
     def host_path(self, path: Path) -> Path:
         """The path by which osbuilder, outside the namespace, reaches `path` inside it."""
-        return Path(f"/proc/{self.pid}/root") / path.relative_to("/")
+        return self.namespace.host_path(path)
 
-    def start(self) -> MountNamespace:
+    def start(self) -> SandboxNamespace:
         require_root()
         self.run.mkdir(mode=0o700, parents=True, exist_ok=True)
-        sleep = runner.require_tool("sleep")
-        unshare = runner.require_tool("unshare", "run a container")
-        # No --fork: unshare execs sleep in the new namespace, so the holder is the process osbuilder
-        # started, and PR_SET_PDEATHSIG (runner.spawn) kills it with osbuilder.
-        self._holder = runner.spawn([unshare, "--mount", "--propagation", "private", "--", sleep, "infinity"],
-                                    stderr=subprocess.PIPE, die_with_parent=True)
-        self._wait_for_exec(os.path.realpath(sleep))
+        self.namespace.start()
         self.command(["mount", "-t", "tmpfs", "-o", "mode=0700,nosuid,nodev", "osbuilder-run", str(self.run)],
                      "mount the sandbox tmpfs")
         return self
 
-    def _wait_for_exec(self, sleep: str) -> None:
-        """Until unshare has set the namespace up and exec'd sleep: entering it earlier could mount
-        before its propagation is private."""
-        assert self._holder is not None
-        deadline = time.monotonic() + HOLDER_START_SECONDS
-        while time.monotonic() < deadline:
-            if self._holder.poll() is not None:
-                error = self._holder.stderr.read().decode(errors="replace") if self._holder.stderr else ""
-                raise BuildError(problem=f"could not create a private mount namespace: {error.strip()}",
-                                 where="unshare --mount", fix="osbuilder run needs root and a kernel with mount "
-                                                              "namespaces")
-            with contextlib.suppress(OSError):
-                if os.readlink(f"/proc/{self._holder.pid}/exe") == sleep:
-                    return
-            time.sleep(0.005)
-        raise BuildError(problem="the mount namespace holder did not start", where="unshare --mount",
-                         fix="see whether the host is overloaded")
-
     def command(self, argv: list[str], what: str) -> None:
-        runner.run([*self.enter, *argv], what=what)
+        self.namespace.run(argv, what=what)
+
+    def spawn(self, argv: list[str], **options: Any) -> subprocess.Popen[bytes]:
+        return self.namespace.spawn(argv, **options)
 
     def makedirs(self, path: Path) -> None:
         self.host_path(path).mkdir(parents=True, exist_ok=True)
@@ -175,13 +145,10 @@ class MountNamespace:
         self.command(["umount", "--lazy", str(target)], f"unmount {target}")
 
     def close(self) -> None:
-        """End the holder; the namespace goes with the last process in it (QEMU, virtiofsd stop first)."""
-        if self._holder is not None:
-            runner.terminate(self._holder, grace=2)
-            if self._holder.stderr is not None:
-                self._holder.stderr.close()
+        """End the namespace: it goes with the last process in it (QEMU, virtiofsd stop first)."""
+        self.namespace.close()
 
-    def __enter__(self) -> MountNamespace:
+    def __enter__(self) -> SandboxNamespace:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

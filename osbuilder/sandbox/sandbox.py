@@ -29,7 +29,7 @@ from osbuilder.boot.guest import RootMount
 from osbuilder.boot.qemu import RunningVm, SharedFs, VmSpec, start_vm
 from osbuilder.errors import EXIT_BAD_INPUT, BuildError
 from osbuilder.sandbox.mountns import (
-    MountNamespace,
+    SandboxNamespace,
     SandboxPaths,
     default_run_dir,
     guest_rootfs,
@@ -119,7 +119,7 @@ class Sandbox:
             raise ValueError("virtio-fs needs a virtiofsd")
         self.plan = plan
         self.paths = SandboxPaths(plan.run_dir, plan.sandbox_id)
-        self.namespace = MountNamespace(plan.run_dir)
+        self.namespace = SandboxNamespace(plan.run_dir)
         self.timings: dict[str, float | None] = {}
         self.agent_version = ""
         self.root: RootMount | None = None
@@ -197,9 +197,9 @@ class Sandbox:
             listener.listen(1)
             # Kept open for the daemon's life: its output goes into an error report.
             self._virtiofsd_log = tempfile.TemporaryFile(prefix="osb-virtiofsd-")  # noqa: SIM115
-            argv = [*self.namespace.enter, *daemon.argv(self.paths.shared, cache=self.plan.virtiofs_cache)]
-            self._virtiofsd = runner.spawn(argv, stdin=listener.fileno(), stdout=self._virtiofsd_log,
-                                           stderr=self._virtiofsd_log, die_with_parent=True)
+            argv = daemon.argv(self.paths.shared, cache=self.plan.virtiofs_cache)
+            self._virtiofsd = self.namespace.spawn(argv, stdin=listener.fileno(), stdout=self._virtiofsd_log,
+                                                   stderr=self._virtiofsd_log, die_with_parent=True)
         finally:
             listener.close()  # virtiofsd holds it now
 

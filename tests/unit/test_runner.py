@@ -119,3 +119,44 @@ def test_tool_version_is_memoised_per_binary(tmp_path: Path, monkeypatch: pytest
     os.utime(tool, ns=(1, 1))
     assert runner.tool_version("slowtool", memo) == "slowtool 2.0"
     assert calls.read_text() == "run\nrun\n"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a private mount namespace needs root")
+def test_a_mount_namespace_is_private_and_dies_with_osbuilder(tmp_path: Path) -> None:
+    target = tmp_path / "inside"
+    target.mkdir()
+    pid_file = tmp_path / "holder.pid"
+    parent = textwrap.dedent(f"""
+        import time
+        from pathlib import Path
+        from osbuilder import runner
+        namespace = runner.MountNamespace("test").start()
+        namespace.run(["mount", "-t", "tmpfs", "osbuilder-test", {str(target)!r}], what="mount")
+        namespace.host_path(Path({str(target)!r}) / "file").write_text("in the namespace")
+        child = namespace.spawn(["sleep", "300"])
+        open({str(pid_file)!r}, "w").write(f"{{namespace.pid}} {{child.pid}}")
+        time.sleep(300)
+    """)
+    process = subprocess.Popen([sys.executable, "-c", parent])
+    try:
+        for _ in range(200):
+            if pid_file.exists() and pid_file.read_text():
+                break
+            time.sleep(0.05)
+        holder, child = (int(word) for word in pid_file.read_text().split())
+        assert os.readlink(f"/proc/{child}/ns/mnt") == os.readlink(f"/proc/{holder}/ns/mnt")
+        assert os.readlink(f"/proc/{holder}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
+        # The host sees neither the mount nor what was written into it.
+        assert not (target / "file").exists()
+        assert str(target) not in Path("/proc/self/mountinfo").read_text()
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    for pid in (holder, child):
+        for _ in range(100):
+            if not _running(pid):
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(pid, signal.SIGKILL)
+            pytest.fail(f"process {pid} of the namespace outlived its SIGKILLed parent")
