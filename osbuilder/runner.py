@@ -23,6 +23,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import ctypes
+import fcntl
 import json
 import logging
 import os
@@ -234,6 +235,38 @@ def terminate(process: subprocess.Popen[bytes], grace: float = 5.0) -> None:
             continue
 
 
+FIRST_PASSED_FD = 3  # the first descriptor a spawned child gets from pass_fds (after stdin, stdout, stderr)
+
+
+def _hand_over(fds: Sequence[int]) -> None:
+    """In the child, before exec: `fds` become 3, 4, ... in order (inheritable), and every other
+    inheritable descriptor above them is closed (close-on-exec ones close at exec; subprocess's
+    error pipe is one of those and must stay open until then). The sources are first moved above
+    every target, so that a source that is itself a target is not overwritten early."""
+    end = FIRST_PASSED_FD + len(fds)
+    moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, end) for fd in fds]
+    for number, fd in enumerate(moved, FIRST_PASSED_FD):
+        os.dup2(fd, number)
+        os.close(fd)
+    for name in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # listdir's own descriptor is gone by now
+            if int(name) >= end and not fcntl.fcntl(int(name), fcntl.F_GETFD) & fcntl.FD_CLOEXEC:
+                os.close(int(name))
+
+
+def _child_setup(die_with_parent: bool, pass_fds: Sequence[int]) -> Callable[[], None] | None:
+    if not die_with_parent and not pass_fds:
+        return None
+
+    def setup() -> None:
+        if pass_fds:
+            _hand_over(pass_fds)
+        if die_with_parent:
+            _die_with_parent()
+
+    return setup
+
+
 def spawn(
     argv: Sequence[str | os.PathLike[str]],
     *,
@@ -243,13 +276,18 @@ def spawn(
     stderr: int | IO[bytes] | None = subprocess.DEVNULL,
     stdin: int | IO[bytes] | None = subprocess.DEVNULL,
     die_with_parent: bool = True,
+    pass_fds: Sequence[int] = (),
 ) -> subprocess.Popen[bytes]:
-    """Start a long-running child (QEMU, dockerd). The caller must `terminate()` it in a finally."""
+    """Start a long-running child (QEMU, dockerd). The caller must `terminate()` it in a finally.
+
+    pass_fds: open descriptors the child gets as 3, 4, ... in this order (as the Kata runtime hands
+    virtiofsd its listening socket as fd 3: Go's ExtraFiles); the child inherits no other."""
     args = tuple(os.fspath(arg) for arg in argv)
     full_env = dict(os.environ)
     if env:
         full_env.update(env)
-    log.debug("spawn: %s", format_argv(args, env))
+    passed = "".join(f" {number}<&{fd}" for number, fd in enumerate(pass_fds, FIRST_PASSED_FD))
+    log.debug("spawn: %s%s", format_argv(args, env), passed)
     try:
         return subprocess.Popen(
             args,
@@ -259,7 +297,10 @@ def spawn(
             stdout=stdout,
             stderr=stderr,
             start_new_session=True,
-            preexec_fn=_die_with_parent if die_with_parent else None,
+            preexec_fn=_child_setup(die_with_parent, tuple(pass_fds)),
+            # Popen's own pass_fds keeps descriptors at their numbers, and its close_fds runs after
+            # preexec_fn: it would close ours. _hand_over closes the others itself.
+            close_fds=not pass_fds,
         )
     except FileNotFoundError:
         require_tool(args[0])

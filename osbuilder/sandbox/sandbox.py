@@ -198,7 +198,7 @@ class Sandbox:
             # Kept open for the daemon's life: its output goes into an error report.
             self._virtiofsd_log = tempfile.TemporaryFile(prefix="osb-virtiofsd-")  # noqa: SIM115
             argv = daemon.argv(self.paths.shared, cache=self.plan.virtiofs_cache)
-            self._virtiofsd = self.namespace.spawn(argv, stdin=listener.fileno(), stdout=self._virtiofsd_log,
+            self._virtiofsd = self.namespace.spawn(argv, pass_fds=(listener.fileno(),), stdout=self._virtiofsd_log,
                                                    stderr=self._virtiofsd_log, die_with_parent=True)
         finally:
             listener.close()  # virtiofsd holds it now

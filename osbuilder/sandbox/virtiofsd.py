@@ -4,8 +4,8 @@ Two implementations with different options: QEMU's C virtiofsd (Debian 12 ships 
 qemu-system-common as /usr/lib/qemu/virtiofsd; `-o source=DIR -o cache=auto`) and the newer Rust
 one (`--shared-dir DIR --cache auto`, Kata's default). A Rust one is preferred when one is found; the
 kind is told from `--help`. As the Kata runtime does, osbuilder creates the listening socket itself
-and hands it over as a file descriptor (`--fd`): here as the daemon's standard input, so that the
-socket exists before QEMU connects and nothing else needs inheriting.
+and hands it over as file descriptor 3 (`--fd=3`; runner.spawn's pass_fds), so that the socket
+exists before QEMU connects.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from osbuilder.hosttools import find_tool
 # and QEMU's C one (Debian 12's qemu-system-common).
 SEARCH_PATHS = ("/usr/libexec/virtiofsd", "/opt/kata/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd")
 RUST, QEMU_C = "rust", "qemu-c"
-SOCKET_FD = 0  # the listening socket is the daemon's stdin
+SOCKET_FD = runner.FIRST_PASSED_FD  # the listening socket: the first descriptor after stdio, as Kata passes it
 
 
 @dataclass(frozen=True)

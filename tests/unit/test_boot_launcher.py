@@ -212,7 +212,7 @@ def _fake_daemon(path: Path, help_text: str, version: str) -> Path:
 def test_virtiofsd_kind_decides_its_options(tmp_path: Path) -> None:
     rust = virtiofsd.identify(str(_fake_daemon(tmp_path / "rust", RUST_HELP, "virtiofsd 1.13.0")))
     assert rust is not None and rust.kind == virtiofsd.RUST and rust.version == "virtiofsd 1.13.0"
-    assert rust.argv(Path("/sh"), cache="none") == [str(tmp_path / "rust"), "--fd=0", "--shared-dir=/sh",
+    assert rust.argv(Path("/sh"), cache="none") == [str(tmp_path / "rust"), "--fd=3", "--shared-dir=/sh",
                                                     "--cache=never", "--thread-pool-size=1", "--announce-submounts"]
     assert virtiofsd.identify(str(_fake_daemon(tmp_path / "other", "usage: nothing\n", "x"))) is None
     with pytest.raises(UsageError, match="not a virtiofsd"):
@@ -226,7 +226,7 @@ def test_virtiofsd_kind_decides_its_options(tmp_path: Path) -> None:
 def test_qemus_c_virtiofsd_is_recognised() -> None:
     daemon = virtiofsd.identify("/usr/lib/qemu/virtiofsd")
     assert daemon is not None and daemon.kind == virtiofsd.QEMU_C
-    assert daemon.argv(Path("/sh")) == ["/usr/lib/qemu/virtiofsd", "--fd=0", "-o", "source=/sh", "-o", "cache=auto",
+    assert daemon.argv(Path("/sh")) == ["/usr/lib/qemu/virtiofsd", "--fd=3", "-o", "source=/sh", "-o", "cache=auto",
                                         "--thread-pool-size=1", "-o", "announce_submounts"]
     assert shutil.which("nsenter") and shutil.which("unshare")
 

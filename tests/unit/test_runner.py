@@ -121,6 +121,31 @@ def test_tool_version_is_memoised_per_binary(tmp_path: Path, monkeypatch: pytest
     assert calls.read_text() == "run\nrun\n"
 
 
+def test_spawned_child_gets_pass_fds_as_3_and_up(tmp_path: Path) -> None:
+    """As Kata hands virtiofsd its socket: the descriptors are the child's 3, 4, ... in order, and the
+    child inherits no other descriptor of ours."""
+    first_read, first_write = os.pipe()
+    second_read, second_write = os.pipe()
+    os.write(first_write, b"first")
+    os.write(second_write, b"second")
+    os.close(first_write)
+    os.close(second_write)
+    script = ("import os; print(os.read(3, 16).decode(), os.read(4, 16).decode(), "
+              "sorted(int(fd) for fd in os.listdir('/proc/self/fd')))")
+    out = tmp_path / "out"
+    try:
+        with out.open("wb") as sink:
+            # Passed in the reverse order of their numbers: each must land at its position.
+            child = runner.spawn([sys.executable, "-c", script], stdout=sink, pass_fds=(second_read, first_read))
+            assert child.wait(timeout=30) == 0
+    finally:
+        os.close(first_read)
+        os.close(second_read)
+    words = out.read_text().split(" ", 2)
+    assert words[:2] == ["second", "first"]
+    assert words[2].strip() == "[0, 1, 2, 3, 4, 5]"  # stdio, the two passed, and listdir's own
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="a private mount namespace needs root")
 def test_a_mount_namespace_is_private_and_dies_with_osbuilder(tmp_path: Path) -> None:
     target = tmp_path / "inside"
