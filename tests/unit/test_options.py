@@ -122,7 +122,8 @@ def test_the_makefile_passes_the_table_variables_through() -> None:
     commands = _commands()
     step_variables = {option.make for name in ("build-rootfs", "build-image", "build-initrd")
                       for table in commands[name].options for option in table if option.make}
-    boot_variables = {option.make for table in commands["boot"].options for option in table if option.make}
+    boot_variables = {option.make for name in ("boot", "run") for table in commands[name].options for option in table
+                      if option.make}
     # The Makefile documents exactly the variables of the tables...
     header = makefile.split("ARCH ?=", 1)[0]
     named = set(re.findall(r"\b[A-Z][A-Z0-9_]{2,}\b", header.split("The build steps' own knobs", 1)[1]))
@@ -130,7 +131,7 @@ def test_the_makefile_passes_the_table_variables_through() -> None:
     # ...and interprets none of them: no recipe of these targets reads one, no default is assigned
     # (ARCH is the kernel's and the bundle's argument too).
     for target, command in (("rootfs", "build-rootfs"), ("image", "build-image"), ("initrd", "build-initrd"),
-                            ("boot", "boot")):
+                            ("boot", "boot"), ("run", "run")):
         recipe = _recipe(makefile, target)
         assert f"{command} $(MAKE_VARIABLES)" in recipe, target
         assert not {variable for variable in step_variables | boot_variables if f"$({variable})" in recipe}, target
