@@ -83,7 +83,8 @@ def main() -> int:
     if os.geteuid() != 0 or shutil.which("runc") is None:
         raise SystemExit("run as root, with runc installed (make deps)")
     context = Context(versions_path=DEFAULT_VERSIONS, distros_dir=DEFAULT_DISTROS_DIR, cache_dir=default_cache_dir())
-    kernel = build_kernel(context, KernelOptions()).vmlinux
+    kernel = build_kernel(KernelOptions(), versions=context.versions, cache=context.cache,
+                          fetcher=context.fetcher).vmlinux
     with tempfile.TemporaryDirectory(prefix="osbuilder-bench-run-", dir=os.environ.get("TMPDIR", "/var/tmp")) as tmp:
         work = Path(tmp)
         noble = rootfs(work, "noble", "--distro", "ubuntu", "--os-version", "noble")

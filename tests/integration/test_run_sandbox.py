@@ -30,8 +30,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def sandbox(assets: BootAssets, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     run_dir = Path("/run") / f"osbuilder-test-{tmp_path_factory.mktemp('sbx').name}"
-    vm, _root = plan_vm(VmChoices(accel="tcg", transport="serial"), Assets(assets.kernel, assets.agent_image, None),
-                        None)
+    vm, _root = plan_vm(VmChoices(accel="tcg", transport="serial"), Assets(assets.kernel, assets.agent_image, None))
     plan = SandboxPlan(vm=vm, shared_fs="virtio-fs", virtiofsd=find_virtiofsd(), boot_timeout=240, run_dir=run_dir)
     with Sandbox(plan) as started:
         yield started
