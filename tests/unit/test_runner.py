@@ -70,6 +70,25 @@ def _running(pid: int) -> bool:
     return state != "Z"
 
 
+def _start_parent(script: str, pid_file: Path) -> tuple[subprocess.Popen[bytes], list[int]]:
+    """A Python parent running `script`, which writes the pids to watch into pid_file."""
+    process = subprocess.Popen([sys.executable, "-c", script])
+    for _ in range(200):
+        if pid_file.exists() and pid_file.read_text():
+            break
+        time.sleep(0.05)
+    return process, [int(word) for word in pid_file.read_text().split()]
+
+
+def _assert_gone(pid: int, what: str) -> None:
+    for _ in range(100):
+        if not _running(pid):
+            return
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    pytest.fail(f"{what} {pid} outlived its SIGKILLed parent")
+
+
 def test_streaming_calls_on_line() -> None:
     seen: list[str] = []
     runner.run(["sh", "-c", "echo a; echo b >&2; echo c"], stream=True, on_line=seen.append)
@@ -85,22 +104,11 @@ def test_spawned_child_dies_with_its_parent(tmp_path: Path) -> None:
         open({str(pid_file)!r}, "w").write(str(child.pid))
         time.sleep(300)
     """)
-    process = subprocess.Popen([sys.executable, "-c", parent])
-    for _ in range(100):
-        if pid_file.exists() and pid_file.read_text():
-            break
-        time.sleep(0.05)
-    child = int(pid_file.read_text())
+    process, (child,) = _start_parent(parent, pid_file)
     os.kill(child, 0)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    for _ in range(100):
-        if not _running(child):
-            break
-        time.sleep(0.05)
-    else:
-        os.kill(child, signal.SIGKILL)
-        pytest.fail("the spawned child outlived its SIGKILLed parent")
+    _assert_gone(child, "the spawned child")
 
 
 def test_tool_version_is_memoised_per_binary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -162,13 +170,8 @@ def test_a_mount_namespace_is_private_and_dies_with_osbuilder(tmp_path: Path) ->
         open({str(pid_file)!r}, "w").write(f"{{namespace.pid}} {{child.pid}}")
         time.sleep(300)
     """)
-    process = subprocess.Popen([sys.executable, "-c", parent])
+    process, (holder, child) = _start_parent(parent, pid_file)
     try:
-        for _ in range(200):
-            if pid_file.exists() and pid_file.read_text():
-                break
-            time.sleep(0.05)
-        holder, child = (int(word) for word in pid_file.read_text().split())
         assert os.readlink(f"/proc/{child}/ns/mnt") == os.readlink(f"/proc/{holder}/ns/mnt")
         assert os.readlink(f"/proc/{holder}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
         # The host sees neither the mount nor what was written into it.
@@ -177,11 +180,5 @@ def test_a_mount_namespace_is_private_and_dies_with_osbuilder(tmp_path: Path) ->
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait()
-    for pid in (holder, child):
-        for _ in range(100):
-            if not _running(pid):
-                break
-            time.sleep(0.05)
-        else:
-            os.kill(pid, signal.SIGKILL)
-            pytest.fail(f"process {pid} of the namespace outlived its SIGKILLed parent")
+    _assert_gone(holder, "the namespace's holder")
+    _assert_gone(child, "the process in the namespace")
