@@ -6,7 +6,8 @@ median of N runs each (TCG, virtio-serial, virtio-fs).
     python benchmarks/run.py [--runs 5]          # as root (mounts, virtiofsd, runc)
 
 Assets come from the pipeline with the user's cache, as in benchmarks/boot.py; the container root is
-the minimal recipe with its busybox (the one the tests use).
+the architecture's example, Ubuntu noble from `osbuilder build-rootfs --container` (the one the tests
+use).
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ def main() -> int:
         work = Path(tmp)
         noble = rootfs(work, "noble", "--distro", "ubuntu", "--os-version", "noble")
         bookworm = rootfs(work, "bookworm", "--distro", "debian", "--os-version", "bookworm", "--agent-init")
-        container = rootfs(work, "container", "--distro", "minimal", "--busybox")
+        container = rootfs(work, "container", "--distro", "ubuntu", "--os-version", "noble", "--container")
         epoch = SOURCE_DATE_EPOCH
         systemd = build_image(noble, ImageOptions(output=work / "systemd.img", source_date_epoch=epoch))
         agent = build_image(bookworm, ImageOptions(output=work / "agent.img", agent_init=True, source_date_epoch=epoch))

@@ -2,9 +2,9 @@
 `runc spec`, the same bundle run by the host's `runc run` (the reference environment), and the check
 that a sandbox left nothing behind.
 
-The container root comes from `osbuilder build-rootfs` (cached). Until `--container` lands it is
-the minimal recipe with its static busybox; the switch to the architecture's example, an Ubuntu
-noble container root, is the one line CONTAINER_ROOTFS below.
+The container root is the architecture's example, an Ubuntu noble container root made by
+`osbuilder build-rootfs --container` (cached like every rootfs): the distribution's minimal base, no
+agent, no init.
 """
 
 from __future__ import annotations
@@ -22,14 +22,13 @@ import pytest
 
 from tests.conftest import build_rootfs
 
-CONTAINER_ROOTFS: tuple[str, ...] = ("--distro", "minimal", "--busybox")
-# CONTAINER_ROOTFS = ("--distro", "ubuntu", "--os-version", "noble", "--container")
+CONTAINER_ROOTFS: tuple[str, ...] = ("--distro", "ubuntu", "--os-version", "noble", "--container")
 
 EXAMPLE = ("sh", "-c", "echo hello from the container; cat /etc/os-release")
 
 
-@pytest.fixture(scope="session", name="container_rootfs")
-def container_rootfs_fixture(tmp_path_factory: pytest.TempPathFactory, rootfs_cache: Path) -> Path:
+@pytest.fixture(scope="session")
+def container_rootfs(tmp_path_factory: pytest.TempPathFactory, rootfs_cache: Path) -> Path:
     output = tmp_path_factory.mktemp("container") / "rootfs"
     result = build_rootfs(rootfs_cache, output, *CONTAINER_ROOTFS)
     assert result.returncode == 0, result.stderr

@@ -22,7 +22,7 @@ from osbuilder.sandbox.sandbox import AgentCallError, Sandbox, SandboxPlan
 from osbuilder.sandbox.virtiofsd import find_virtiofsd
 from osbuilder.sandbox.workload import ProcessStreams
 from tests.helpers.assets import BootAssets
-from tests.helpers.containers import container_rootfs_fixture, leftovers  # noqa: F401  (fixture)
+from tests.helpers.containers import leftovers
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
