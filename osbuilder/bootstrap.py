@@ -93,7 +93,9 @@ def mmdebstrap_argv(spec: BootstrapSpec, mode: str, paths: Paths, output_format:
         argv.append(f"--include={','.join(spec.packages)}")
     if paths.keyring:
         argv.append(f"--keyring={paths.keyring}")
-    argv += ["--skip=output/dev", "--skip=download/empty", "--skip=essential/unlink"]
+    # cleanup/apt/lists: apt's signed package lists stay until provisioning has read the packages'
+    # origins from them (osbuilder.evidence.packagefacts) and removed /var/lib/apt.
+    argv += ["--skip=output/dev", "--skip=download/empty", "--skip=essential/unlink", "--skip=cleanup/apt/lists"]
     config = f'"$1"/{DPKG_CONFIG}'
     argv += [
         f'--setup-hook=mkdir -p "$1"/{DPKG_CONFIG.rsplit("/", 1)[0]} && echo {DPKG_SPEEDUP} > {config}',
@@ -120,7 +122,11 @@ def mmdebstrap_argv(spec: BootstrapSpec, mode: str, paths: Paths, output_format:
 
 
 def trim_lines(trims: Sequence[str]) -> list[str]:
-    return [f"path-exclude=/{trim.strip('/')}/*" for trim in trims]
+    lines = [f"path-exclude=/{trim.strip('/')}/*" for trim in trims]
+    if "usr/share/doc" in (trim.strip("/") for trim in trims):
+        # The copyright files are read for the SBOM's licenses before provisioning trims the rest.
+        lines.append("path-include=/usr/share/doc/*/copyright")
+    return lines
 
 
 def finish_tree(tree: RootfsTree) -> None:

@@ -38,6 +38,7 @@ from osbuilder.cache import content_key, sha256_file, sha256_tree
 from osbuilder.context import Context
 from osbuilder.debarchive import ArchiveClient, extract_member
 from osbuilder.errors import BuildError, CommandError, UsageError
+from osbuilder.evidence import packagefacts
 from osbuilder.paths import TEMPLATES_DIR
 from osbuilder.recipes import InitMode, Recipe, Release
 from osbuilder.rootfs_tree import RootfsTree
@@ -53,7 +54,7 @@ PACKAGE_NAME = re.compile(r"[a-z0-9][a-z0-9+.-]+")
 AGENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 # The modules whose code decides what a rootfs contains: their digest is part of the cache key.
 BUILDER_MODULES = ("rootfs.py", "rootfs_tree.py", "provision.py", "bootstrap.py", "docker_backend.py",
-                   "metadata.py", "agent_input.py")
+                   "metadata.py", "agent_input.py", "evidence/packagefacts.py")
 BUSYBOX_MEMBER = "bin/busybox"
 
 
@@ -408,8 +409,11 @@ def _provision_tree(context: Context, plan: Plan, key: str, tree: RootfsTree, ag
                     staging: Path) -> tuple[list[metadata.Package], str]:
     """Provision, describe and check the tree; return the installed packages and the manifest."""
     packages: list[metadata.Package] = []
+    facts = None
     if plan.bootstraps:
         bootstrap.finish_tree(tree)
+        # Evidence hook (SBOM): licenses and package origins, before provisioning trims them away.
+        facts = packagefacts.collect(tree, plan.recipe.bootstrap.archive or "debian")
     else:
         provision.dirs_for_kernel_and_agent(tree)
         if plan.busybox:
@@ -423,6 +427,8 @@ def _provision_tree(context: Context, plan: Plan, key: str, tree: RootfsTree, ag
     tree.put_file(metadata.OSBUILDER_YAML, _osbuilder_yaml(plan).encode())
     manifest = _manifest(plan, key, agent, packages)
     tree.put_file(metadata.MANIFEST_JSON, manifest.encode())
+    if facts is not None:
+        tree.put_file(packagefacts.PACKAGES_JSON, packagefacts.render(facts))
     provision.require_ok(provision.check(tree, spec), "rootfs")
     return packages, manifest
 

@@ -75,6 +75,7 @@ def options_from_args(args: argparse.Namespace) -> ImageOptions:
 
 
 def run(context: Context, args: argparse.Namespace) -> Outcome:
+    from osbuilder.evidence.sbom import for_built_asset
     from osbuilder.image.builder import build_image, validate
 
     options = validate(options_from_args(args))
@@ -82,6 +83,7 @@ def run(context: Context, args: argparse.Namespace) -> Outcome:
         # A built rootfs is identified by its cache key: the image's identifiers derive from it.
         result = build_image(source.path, dataclasses.replace(options, agent_init=source.agent_init,
                                                               seed=options.seed or source.cache_key))
+        sbom = for_built_asset(source.path, result.path, "image", result.epoch)  # evidence hook (SBOM)
     layout = result.layout
     lines = [
         f"{result.path}: {layout.size // MIB} MiB {result.filesystem.fs_type} image"
@@ -92,7 +94,10 @@ def run(context: Context, args: argparse.Namespace) -> Outcome:
         lines.append(f"  root hash: {result.verity.root_hash} (written to {result.root_hash_file})")
     lines.append(f"  built in {result.timings.get('total', 0):.2f} s; timestamps clamped to {result.epoch} "
                  f"({result.epoch_source})")
+    if sbom is not None:
+        lines.append(f"  SBOM: {sbom}")
     data = result.to_json()
+    data["sbom"] = str(sbom) if sbom else None
     if source.built is not None:
         data["rootfs"] = source.built
     return Outcome(data, "\n".join(lines))

@@ -34,6 +34,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_rootfs_options(parser)
 
 def run(context: Context, args: argparse.Namespace) -> Outcome:
+    from osbuilder.evidence.sbom import for_built_asset
     from osbuilder.initrd.builder import InitrdOptions, build_initrd, validate
 
     options = InitrdOptions(
@@ -45,12 +46,15 @@ def run(context: Context, args: argparse.Namespace) -> Outcome:
     validate(options)
     with rootfs_input(context, args, "initrd", options.output) as source:
         result = build_initrd(source.path, dataclasses.replace(options, agent_init=source.agent_init))
+        sbom = for_built_asset(source.path, result.path, "initrd", result.epoch)  # evidence hook (SBOM)
     data = result.to_json()
+    data["sbom"] = str(sbom) if sbom else None
     if source.built is not None:
         data["rootfs"] = source.built
     text = (f"{result.path}: {result.size} bytes, {result.compression} level {result.level}, {result.entries} entries "
             f"({result.cpio_bytes} bytes of cpio)\n  /init -> {result.init_target}"
-            f"{' (added)' if result.init_added else ''}; built in {result.timings.get('total', 0):.2f} s")
+            f"{' (added)' if result.init_added else ''}; built in {result.timings.get('total', 0):.2f} s"
+            + (f"\n  SBOM: {sbom}" if sbom else ""))
     return Outcome(data, text)
 
 
