@@ -44,6 +44,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="the runtime's version when it cannot be run here to ask it")
     parser.add_argument("--arch", help="architecture (default: the host's)")
     parser.add_argument("--source-date-epoch", metavar="SECONDS", help="clamp every timestamp to this time")
+    parser.add_argument("--sign-key", type=Path, metavar="PEM",
+                        help="sign the provenance (a DSSE envelope, <bundle>.intoto.jsonl) with this private key; "
+                             "verify with osbuilder verify BUNDLE --public-key KEY.pub")
     parser.add_argument("-o", "--output", type=Path, default=Path("."), metavar="PATH",
                         help="the tarball, or a directory for kata-static-<version>-<arch>.tar.zst (default: .)")
 
@@ -71,6 +74,10 @@ def run(context: Context, args: argparse.Namespace) -> Outcome:
         raise UsageError(problem="--measured-image and --measured-root-hash go together",
                          where="--measured-image", fix="give both, or neither")
     epoch = _epoch(args.source_date_epoch)
+    if args.sign_key is not None:
+        from osbuilder.evidence.provenance import check_sign_key
+
+        check_sign_key(args.sign_key)
     # Imported here (jinja2, libarchive): every osbuilder command starts faster.
     from osbuilder.bundle.builder import BundleInputs, build_bundle
     from osbuilder.bundle.runtime import acquire_runtime
@@ -82,11 +89,12 @@ def run(context: Context, args: argparse.Namespace) -> Outcome:
     output = check_output_path(output)
     inputs = BundleInputs(arch=arch, kernel_dir=args.kernel_dir, image=args.image, initrd=args.initrd,
                           measured_image=args.measured_image, measured_root_hash=args.measured_root_hash,
-                          runtime=runtime, source_date_epoch=epoch, versions_file=context.versions_path)
+                          runtime=runtime, source_date_epoch=epoch, versions_file=context.versions_path,
+                          sign_key=args.sign_key)
     result = build_bundle(inputs, output)
     text = (f"{result.path}: Kata {result.version} for {arch.name}, {len(result.files)} files, "
             f"sha256 {result.sha256}\n  runtime {runtime.version} from {runtime.source}; built in "
-            f"{result.duration:.1f} s")
+            f"{result.duration:.1f} s\n  provenance: {result.provenance}")
     return Outcome(result.to_json(), text)
 
 

@@ -22,7 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cyclonedx.model import ExternalReference, ExternalReferenceType, HashAlgorithm, HashType, Property, XsUri
+from cyclonedx.model import (
+    ExternalReference,
+    ExternalReferenceType,
+    HashAlgorithm,
+    HashType,
+    Property,
+    XsUri,
+)
 from cyclonedx.model.bom import Bom, BomMetaData
 from cyclonedx.model.component import Component, ComponentType
 from cyclonedx.model.license import DisjunctiveLicense, LicenseAcknowledgement
@@ -163,6 +170,68 @@ def asset_bom(facts: AssetFacts, *, file_name: str, sha256: str, kind: str, epoc
     agent = facts.manifest.get("agent")
     if isinstance(agent, dict):
         components.append(agent_component(agent))
+    for component in components:
+        bom.components.add(component)
+    bom.register_dependency(subject, components)
+    return bom
+
+
+@dataclass(frozen=True)
+class BundledAsset:
+    file: str  # path below opt/kata
+    kind: str
+    sha256: str
+    sbom_file: str  # its SBOM, below opt/kata
+    sbom_sha256: str
+    sbom_link: str  # urn:cdx:<serial>/<version>
+    agent: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class BundledFile:
+    file: str  # path below opt/kata
+    sha256: str
+
+
+def bundle_bom(*, name: str, version: str, arch: str, epoch: int, kernel: dict[str, Any],
+               kernel_files: list[BundledFile], assets: list[BundledAsset], runtime: list[BundledFile],
+               runtime_version: str) -> Bom:
+    """The bundle's SBOM: the kernel (version, source and its digest, configuration digest), each
+    guest asset related to its own SBOM by a BOM-Link with that SBOM's sha256, the agents and the
+    runtime."""
+    subject = Component(type=ComponentType.PLATFORM, name=name, version=version, bom_ref=f"bundle:{name}",
+                        properties=_properties({"architecture": arch}))
+    bom = Bom(serial_number=_serial("bundle", name, *(f.sha256 for f in kernel_files), *(a.sha256 for a in assets)),
+              metadata=_metadata(subject, epoch))
+    source = kernel.get("source") or {}
+    components: list[Component] = [Component(
+        type=ComponentType.OPERATING_SYSTEM, name="linux", version=str(kernel.get("kernel_version", "")),
+        bom_ref=f"kernel:{kernel.get('name', '')}",
+        hashes=[_sha256(kernel_files[0].sha256)] if kernel_files else None,
+        licenses=[DisjunctiveLicense(id="GPL-2.0-only", acknowledgement=LicenseAcknowledgement.DECLARED)],
+        properties=_properties({
+            "kernel-name": kernel.get("name"), "config-version": kernel.get("config_version"),
+            "config-sha256": (kernel.get("config") or {}).get("sha256"), "source-kind": source.get("kind"),
+            "source-version": source.get("version"), "source-package": source.get("package"),
+            "source-sha256": source.get("sha256") or source.get("tree_digest"),
+            "files": " ".join(f.file for f in kernel_files), "sha256-is-of": kernel_files[0].file if kernel_files else "",
+        }))]
+    components += [Component(type=ComponentType.FILE, name=f.file, bom_ref=f"file:{f.file}", hashes=[_sha256(f.sha256)])
+                   for f in kernel_files[1:]]
+    agents: dict[str, Component] = {}
+    for asset in assets:
+        components.append(Component(
+            type=ComponentType.FILE, name=asset.file, bom_ref=f"asset:{asset.file}", hashes=[_sha256(asset.sha256)],
+            properties=_properties({"asset-kind": asset.kind, "sbom-file": asset.sbom_file}),
+            external_references=[ExternalReference(type=ExternalReferenceType.BOM, url=XsUri(asset.sbom_link),
+                                                   comment=f"the SBOM of this asset: {asset.sbom_file}",
+                                                   hashes=[_sha256(asset.sbom_sha256)])]))
+        if asset.agent.get("sha256"):
+            agents.setdefault(str(asset.agent["sha256"]), agent_component(asset.agent))
+    components += list(agents.values())
+    components += [Component(type=ComponentType.APPLICATION, name=f.file.rsplit("/", 1)[-1], version=runtime_version,
+                             bom_ref=f"runtime:{f.file}", hashes=[_sha256(f.sha256)],
+                             properties=_properties({"file": f.file})) for f in runtime]
     for component in components:
         bom.components.add(component)
     bom.register_dependency(subject, components)
