@@ -62,6 +62,7 @@ class Provisioning:
     delete_unneeded: bool = False
     kernel_modules: Path | None = None
     hostname: str = "localhost"
+    masked_units: tuple[str, ...] = ()  # the recipe's: linked to /dev/null in /etc/systemd/system
 
     @property
     def agent_init(self) -> bool:
@@ -84,6 +85,7 @@ def provision(tree: RootfsTree, spec: Provisioning) -> None:
         _agent_as_init(tree, spec.agent)
     else:
         _systemd_wiring(tree, spec.agent)
+        mask_units(tree, spec.masked_units)
     _etc_files(tree, spec.hostname)
     if spec.delete_unneeded:
         removed = delete_unneeded(tree)
@@ -212,6 +214,14 @@ def _systemd_wiring(tree: RootfsTree, agent: AgentInstall) -> None:
     tree.put_symlink(f"{ETC_UNIT_DIR}/basic.target.wants/{TARGET_UNIT}", f"/{SYSTEMD_UNIT_DIR}/{TARGET_UNIT}")
     tree.put_symlink(f"{ETC_UNIT_DIR}/{TARGET_UNIT}.wants/dbus.socket", f"/{SYSTEMD_UNIT_DIR}/dbus.socket")
     tree.chmod("", tree.entries[""].mode | 0o051)  # chmod g+rx,o+x: services of other users can reach /
+
+
+def mask_units(tree: RootfsTree, units: Sequence[str]) -> None:
+    """`systemctl mask`: a link to /dev/null in /etc/systemd/system wins over the unit file (a
+    template name such as modprobe@.service masks every instance)."""
+    for unit in units:
+        tree.remove(f"{ETC_UNIT_DIR}/{unit}")
+        tree.put_symlink(f"{ETC_UNIT_DIR}/{unit}", "/dev/null")
 
 
 def _replace_file(tree: RootfsTree, path: str, content: bytes) -> None:

@@ -69,6 +69,11 @@ INIT = Obj(
         "description": _f(Text()),
         "packages": _f(ListOf(Name(), unique=True), True),
         "busybox": _f(Bool(), default=False),
+        # systemd units masked in the image (linked to /dev/null): what neither the agent nor its
+        # target needs, so that nothing competes with the agent for the guest's CPU at boot.
+        "masked-units": _f(ListOf(Str(pattern=r"[A-Za-z0-9:_.@-]+\.(service|socket|timer|mount|automount|path|target)",
+                                      hint="a systemd unit name such as \"modprobe@.service\""), unique=True),
+                           default=[]),
     },
     name="init mode",
 )
@@ -122,6 +127,7 @@ class InitMode:
     name: str
     packages: tuple[str, ...]
     busybox: bool
+    masked_units: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -221,7 +227,8 @@ def load_recipe(path: Path) -> Recipe:
         ),
         default_init=value["default-init"],
         init_modes=tuple(
-            InitMode(mode, tuple(spec["packages"]), bool(spec["busybox"])) for mode, spec in value["init"].items()
+            InitMode(mode, tuple(spec["packages"]), bool(spec["busybox"]), tuple(spec["masked-units"]))
+            for mode, spec in value["init"].items()
         ),
         trim=tuple(value["trim"]),
         document=document,

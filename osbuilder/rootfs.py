@@ -268,6 +268,7 @@ def cache_inputs(plan: Plan, bootstrap_tool: str, memo: Path | None = None) -> d
         "arch": plan.arch.name,
         "init": plan.init.name,
         "packages": sorted(plan.init.packages),
+        "masked_units": sorted(plan.init.masked_units),
         "extra_packages": sorted(plan.extra_packages),
         "agent": {"source": plan.agent.kind, "sha256": plan.agent.sha256, "name": request.agent_name},
         "options": {
@@ -420,7 +421,8 @@ def _provision_tree(context: Context, plan: Plan, key: str, tree: RootfsTree, ag
             packages.append(_add_busybox(context, plan, tree, staging))
     spec = provision.Provisioning(
         init=plan.init.name, agent=agent, trims=plan.recipe.trim,
-        delete_unneeded=plan.request.delete_unneeded, kernel_modules=plan.request.kernel_modules)
+        delete_unneeded=plan.request.delete_unneeded, kernel_modules=plan.request.kernel_modules,
+        masked_units=plan.init.masked_units)
     provision.provision(tree, spec)
     if plan.bootstraps:
         packages = _installed_packages(tree, staging)
