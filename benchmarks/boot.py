@@ -111,7 +111,9 @@ def main() -> int:
                                                  ("kernel_started", "root_mounted", "agent_ready", "powered_off")))
         ready = {name: value["agent_ready"] for name, value in timings.items()}
         names = [entry.name for entry in entries]
-        print(f"\ninitrd (zstd) / image (agent-as-init, DAX), agent ready: {ready[names[4]] / ready[names[1]]:.2f}x")
+        print(f"\nimage systemd / image agent-as-init (DAX), agent ready: {ready[names[0]] / ready[names[1]]:.2f}x "
+              "(target: at most 2.5x)")
+        print(f"initrd (zstd) / image (agent-as-init, DAX), agent ready: {ready[names[4]] / ready[names[1]]:.2f}x")
         print(f"zstd / gzip initrd, agent ready: {ready[names[4]] / ready[names[5]]:.2f}x; "
               f"size {zstd.size / gzip.size:.2f}x")
         results.update(timings=timings, sizes={"systemd_image": systemd.path.stat().st_size,

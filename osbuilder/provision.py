@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 SYSTEMD_UNIT_DIR = "usr/lib/systemd/system"
 ETC_UNIT_DIR = "etc/systemd/system"
+GENERATOR_DIR = "etc/systemd/system-generators"
 AGENT_UNIT = "kata-agent.service"
 TARGET_UNIT = "kata-containers.target"
 
@@ -63,6 +64,7 @@ class Provisioning:
     kernel_modules: Path | None = None
     hostname: str = "localhost"
     masked_units: tuple[str, ...] = ()  # the recipe's: linked to /dev/null in /etc/systemd/system
+    masked_generators: tuple[str, ...] = ()  # the recipe's: linked to /dev/null in /etc/systemd/system-generators
 
     @property
     def agent_init(self) -> bool:
@@ -86,6 +88,7 @@ def provision(tree: RootfsTree, spec: Provisioning) -> None:
     else:
         _systemd_wiring(tree, spec.agent)
         mask_units(tree, spec.masked_units)
+        mask_units(tree, spec.masked_generators, GENERATOR_DIR)
     _etc_files(tree, spec.hostname)
     if spec.delete_unneeded:
         removed = delete_unneeded(tree)
@@ -216,12 +219,13 @@ def _systemd_wiring(tree: RootfsTree, agent: AgentInstall) -> None:
     tree.chmod("", tree.entries[""].mode | 0o051)  # chmod g+rx,o+x: services of other users can reach /
 
 
-def mask_units(tree: RootfsTree, units: Sequence[str]) -> None:
+def mask_units(tree: RootfsTree, names: Sequence[str], directory: str = ETC_UNIT_DIR) -> None:
     """`systemctl mask`: a link to /dev/null in /etc/systemd/system wins over the unit file (a
-    template name such as modprobe@.service masks every instance)."""
-    for unit in units:
-        tree.remove(f"{ETC_UNIT_DIR}/{unit}")
-        tree.put_symlink(f"{ETC_UNIT_DIR}/{unit}", "/dev/null")
+    template name such as modprobe@.service masks every instance); in /etc/systemd/system-generators
+    it disables the generator of that name."""
+    for name in names:
+        tree.remove(f"{directory}/{name}")
+        tree.put_symlink(f"{directory}/{name}", "/dev/null")
 
 
 def _replace_file(tree: RootfsTree, path: str, content: bytes) -> None:

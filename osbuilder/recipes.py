@@ -74,6 +74,9 @@ INIT = Obj(
         "masked-units": _f(ListOf(Str(pattern=r"[A-Za-z0-9:_.@-]+\.(service|socket|timer|mount|automount|path|target)",
                                       hint="a systemd unit name such as \"modprobe@.service\""), unique=True),
                            default=[]),
+        # systemd generators disabled in the image (a link to /dev/null in /etc/systemd/system-generators).
+        "masked-generators": _f(ListOf(Str(pattern=r"[A-Za-z0-9_.-]+-generator", hint="a generator's file name"),
+                                       unique=True), default=[]),
     },
     name="init mode",
 )
@@ -128,6 +131,7 @@ class InitMode:
     packages: tuple[str, ...]
     busybox: bool
     masked_units: tuple[str, ...] = ()
+    masked_generators: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -227,7 +231,8 @@ def load_recipe(path: Path) -> Recipe:
         ),
         default_init=value["default-init"],
         init_modes=tuple(
-            InitMode(mode, tuple(spec["packages"]), bool(spec["busybox"]), tuple(spec["masked-units"]))
+            InitMode(mode, tuple(spec["packages"]), bool(spec["busybox"]), tuple(spec["masked-units"]),
+                     tuple(spec["masked-generators"]))
             for mode, spec in value["init"].items()
         ),
         trim=tuple(value["trim"]),

@@ -269,6 +269,7 @@ def cache_inputs(plan: Plan, bootstrap_tool: str, memo: Path | None = None) -> d
         "init": plan.init.name,
         "packages": sorted(plan.init.packages),
         "masked_units": sorted(plan.init.masked_units),
+        "masked_generators": sorted(plan.init.masked_generators),
         "extra_packages": sorted(plan.extra_packages),
         "agent": {"source": plan.agent.kind, "sha256": plan.agent.sha256, "name": request.agent_name},
         "options": {
@@ -422,7 +423,7 @@ def _provision_tree(context: Context, plan: Plan, key: str, tree: RootfsTree, ag
     spec = provision.Provisioning(
         init=plan.init.name, agent=agent, trims=plan.recipe.trim,
         delete_unneeded=plan.request.delete_unneeded, kernel_modules=plan.request.kernel_modules,
-        masked_units=plan.init.masked_units)
+        masked_units=plan.init.masked_units, masked_generators=plan.init.masked_generators)
     provision.provision(tree, spec)
     if plan.bootstraps:
         packages = _installed_packages(tree, staging)
