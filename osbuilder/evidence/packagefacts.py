@@ -46,11 +46,13 @@ class Index:
     codename: str
     origin: str  # the archive's own name for itself (InRelease Origin), e.g. "Ubuntu"
     inrelease_sha256: str
+    archive_suite: str = ""  # the InRelease Suite field (stable, oldstable, noble-updates, ...)
     packages: dict[str, str] = field(default_factory=dict)  # index path -> sha256 (checked against InRelease)
     stanzas: dict[tuple[str, str, str], tuple[str, str, str]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"suite": self.suite, "codename": self.codename, "origin": self.origin,
+        return {"suite": self.suite, "archive_suite": self.archive_suite, "codename": self.codename,
+                "origin": self.origin,
                 "inrelease_sha256": self.inrelease_sha256, "packages_indexes": dict(sorted(self.packages.items()))}
 
 
@@ -73,8 +75,11 @@ def _indexes(tree: RootfsTree) -> list[Index]:
         body = signed_body(raw.decode(errors="replace"))
         stanza = next(parse_stanzas(body), {})
         listed = release_sha256(body)
-        index = Index(stanza.get("Suite", ""), stanza.get("Codename", ""), stanza.get("Origin", ""),
-                      hashlib.sha256(raw).hexdigest())
+        # The distribution as apt asked for it (dists/<suite>/, e.g. bookworm-security), which stays
+        # put, unlike the archive's moving Suite name (oldstable-security); both are kept.
+        requested = name.rsplit("_dists_", 1)[-1].removesuffix("_InRelease").replace("_", "/")
+        index = Index(requested, stanza.get("Codename", ""), stanza.get("Origin", ""),
+                      hashlib.sha256(raw).hexdigest(), stanza.get("Suite", ""))
         stem = name.removesuffix("InRelease")
         for candidate in names:
             match = re.fullmatch(re.escape(stem) + r"(?P<path>.+_Packages)(?P<ext>\.gz|\.xz)?", candidate)

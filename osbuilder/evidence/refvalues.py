@@ -20,10 +20,10 @@ from typing import Any
 from osbuilder.boot.kernelparams import RootSpec, kernel_params, parse_verity, serial_console
 from osbuilder.boot.runtimeconfig import RuntimeBoot, read_runtime_config
 from osbuilder.cache import sha256_file
-from osbuilder.errors import BuildError
+from osbuilder.errors import BuildError, OsbuilderError
 from osbuilder.evidence.assetfacts import from_asset
 from osbuilder.image import verity
-from osbuilder.image.layout import VerityLine, read_layout
+from osbuilder.image.layout import LayoutError, VerityLine, read_layout
 
 KATA = "opt/kata"
 REFERENCE_VALUES = "reference-values.json"  # in opt/kata
@@ -60,8 +60,11 @@ def _measured(kata: Path, asset: Asset, line: VerityLine) -> dict[str, Any]:
     """The dm-verity values of a measured image, recomputed from its data partition with the
     recorded salt and size; whether its hash partition holds exactly that tree."""
     path = kata / asset.file
-    image = read_layout(path)
-    if image.hash is None:
+    try:
+        image = read_layout(path)
+    except (LayoutError, OSError):
+        image = None
+    if image is None or image.hash is None:
         return {"root_hash": None, "hash_partition_matches": False, "kernel_verity_params": None}
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -96,8 +99,11 @@ def derive(kata: Path, arch: str, assets: list[Asset], verity_lines: dict[str, V
     kernel_files.update(_relative(kata, path) for path in (kata / ASSET_DIR).glob("vmlinu[xz]-*"))
     agent_versions = {}
     for asset in assets:
-        facts = from_asset(kata / asset.file, asset.kind)
-        agent_versions[asset.file] = str((facts.osbuilder.get("agent") or {}).get("version", ""))
+        try:
+            facts = from_asset(kata / asset.file, asset.kind)
+            agent_versions[asset.file] = str((facts.osbuilder.get("agent") or {}).get("version", ""))
+        except (OsbuilderError, LayoutError, OSError) as error:  # a damaged asset is a mismatch, not a crash
+            agent_versions[asset.file] = f"unreadable: {error}"
     version_file = kata / "VERSION"
     return {
         "format": FORMAT,

@@ -53,9 +53,30 @@ def runtime_tarball(tmp_path_factory: pytest.TempPathFactory, assets: BootAssets
 
 
 @pytest.fixture(scope="session")
-def built(tmp_path_factory: pytest.TempPathFactory, assets: BootAssets, runtime_tarball: Path) -> Built:
+def signing_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """An ed25519 key pair (PEM) for the provenance: ed25519 signatures are deterministic, so a
+    signed provenance is as reproducible as the bundle."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import (
+        Encoding,
+        NoEncryption,
+        PrivateFormat,
+        PublicFormat,
+    )
+
+    directory = tmp_path_factory.mktemp("keys")
+    key = Ed25519PrivateKey.generate()
+    private, public = directory / "release.pem", directory / "release.pub"
+    private.write_bytes(key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    public.write_bytes(key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
+    return private, public
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory: pytest.TempPathFactory, assets: BootAssets, runtime_tarball: Path,
+          signing_key: tuple[Path, Path]) -> Built:
     out = tmp_path_factory.mktemp("bundle")
-    code, stdout, stderr = _bundle(assets, out, runtime_tarball)
+    code, stdout, stderr = _bundle(assets, out, runtime_tarball, "--sign-key", signing_key[0])
     assert code == 0, stderr
     report = json.loads(stdout)
     extracted = out / "extracted"
@@ -109,11 +130,13 @@ def test_manifest_records_files_and_inputs(built: Built, assets: BootAssets, run
 
 
 def test_rebuild_gives_the_same_bytes(built: Built, assets: BootAssets, runtime_tarball: Path,
-                                      tmp_path: Path) -> None:
-    code, stdout, stderr = _bundle(assets, tmp_path, runtime_tarball)
+                                      signing_key: tuple[Path, Path], tmp_path: Path) -> None:
+    code, stdout, stderr = _bundle(assets, tmp_path, runtime_tarball, "--sign-key", signing_key[0])
     assert code == 0, stderr
-    again = Path(json.loads(stdout)["bundle"])
-    assert hashlib.sha256(again.read_bytes()).hexdigest() == hashlib.sha256(built.tarball.read_bytes()).hexdigest()
+    again = json.loads(stdout)
+    assert hashlib.sha256(Path(again["bundle"]).read_bytes()).hexdigest() == \
+        hashlib.sha256(built.tarball.read_bytes()).hexdigest()  # SBOMs and reference values included
+    assert Path(again["provenance"]).read_bytes() == Path(str(built.report["provenance"])).read_bytes()
 
 
 def test_configurations_parse_and_point_at_the_assets(built: Built) -> None:
@@ -191,3 +214,124 @@ def test_a_runtime_download_with_a_wrong_sha256_is_refused(assets: BootAssets, t
 def _bundle_args(assets: BootAssets, out: Path) -> list[str | Path]:
     return ["bundle", "--kernel-dir", assets.kernel.parent, "--image", assets.systemd_image, "--initrd",
             assets.agent_initrd, "--source-date-epoch", EPOCH, "-o", out]
+
+
+# --- evidence: SBOMs, provenance, reference values, verify, report --------------------------------
+
+
+def _statement(built: Built, public: Path) -> dict[str, object]:
+    from osbuilder.evidence.provenance import open_statement
+
+    provenance = Path(str(built.report["provenance"]))
+    assert provenance.name == built.tarball.name + ".intoto.jsonl"  # signed: a DSSE envelope
+    return open_statement(provenance, public)
+
+
+def test_provenance_subjects_match_sha256sums(built: Built, signing_key: tuple[Path, Path]) -> None:
+    statement = _statement(built, signing_key[1])
+    subjects = {subject["name"]: subject["digest"]["sha256"] for subject in statement["subject"]}  # type: ignore[union-attr, index]
+    sums = dict(reversed(line.split("  ", 1)) for line in
+                (built.extracted / "opt/kata/SHA256SUMS").read_text().splitlines())
+    listed = {name: digest for name, digest in subjects.items()
+              if name not in (built.tarball.name, "opt/kata/SHA256SUMS")}
+    assert listed == {f"opt/kata/{name}": digest for name, digest in sums.items()}
+    assert subjects[built.tarball.name] == hashlib.sha256(built.tarball.read_bytes()).hexdigest()
+    dependencies = {entry["name"]: entry for entry in
+                    statement["predicate"]["buildDefinition"]["resolvedDependencies"]}  # type: ignore[index]
+    assert dependencies["kernel-source"]["digest"]["sha256"] == \
+        "775b9ef84d7fa7927ccebfec33fbbe9aeb2482ebf9a92c771aafd33fb6e2ee27"  # versions.yaml's pin
+    assert any(name.endswith("noble InRelease") for name in dependencies)  # the signed indexes, by digest
+    assert any(name.endswith("bookworm InRelease") for name in dependencies)
+    parameters = statement["predicate"]["buildDefinition"]["externalParameters"]  # type: ignore[index]
+    assert parameters["source_date_epoch"] == int(EPOCH)
+
+
+def test_bundle_sboms_validate_and_relate_the_assets(built: Built) -> None:
+    from osbuilder.evidence.sbom import validate
+
+    sbom_dir = built.extracted / "opt/kata/sbom"
+    texts = {path.name: path.read_text() for path in sbom_dir.glob("*.cdx.json")}
+    assert set(texts) == {"kata-static.cdx.json", "kata-ubuntu-noble.image.cdx.json",
+                          "kata-debian-bookworm.initrd.cdx.json", "kata-ubuntu-noble-measured.image.cdx.json"}
+    for name, text in texts.items():
+        assert validate(text) == [], name
+    bundle = json.loads(texts["kata-static.cdx.json"])
+    components = {component["bom-ref"]: component for component in bundle["components"]}
+    for name, text in texts.items():
+        if name == "kata-static.cdx.json":
+            continue
+        asset = components[f"asset:share/kata-containers/{name.removesuffix('.cdx.json')}"]
+        reference = asset["externalReferences"][0]
+        serial = json.loads(text)["serialNumber"]
+        assert reference["url"] == serial.replace("urn:uuid:", "urn:cdx:") + "/1"
+        assert reference["hashes"][0]["content"] == hashlib.sha256(text.encode()).hexdigest()
+    kernel = next(component for component in bundle["components"] if component["bom-ref"].startswith("kernel:"))
+    properties = {item["name"]: item["value"] for item in kernel["properties"]}
+    record = json.loads(next((built.extracted / SHARE).parent.parent.glob("osbuilder-manifest.json")).read_text())
+    assert properties["osbuilder:config-sha256"] == record["inputs"]["kernel"]["config"]["sha256"]
+    assert properties["osbuilder:source-sha256"] == record["inputs"]["kernel"]["source"]["sha256"]
+    assert kernel["version"] == "6.12.107"
+
+
+def _copy(built: Built, tmp_path: Path) -> Path:
+    """A copy of the extracted bundle whose files can be changed (hard links, broken on write)."""
+    root = tmp_path / "bundle"
+    subprocess.run(["cp", "-al", built.extracted, root], check=True)
+    return root
+
+
+def _flip(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.unlink()  # not the hard-linked original
+    path.write_bytes(bytes(data))
+
+
+def _verify(target: Path, *extra: str | Path) -> tuple[int, dict[str, object], str]:
+    result = run_cli("verify", target, "--json", *extra, timeout=600)
+    return result.returncode, json.loads(result.stdout) if result.stdout.strip() else {}, result.stderr
+
+
+def test_verify_passes_on_the_fresh_bundle_with_its_signed_provenance(built: Built,
+                                                                        signing_key: tuple[Path, Path]) -> None:
+    code, report, stderr = _verify(built.tarball, "--public-key", signing_key[1])
+    assert code == 0, (report, stderr)
+    assert report["signed"] is True and report["mismatches"] == []
+    checked = report["checked"]
+    assert checked["measured"] == ["share/kata-containers/kata-ubuntu-noble-measured.image"]  # type: ignore[index]
+    assert len(checked["configurations"]) == 5  # type: ignore[index, arg-type]
+
+
+def test_verify_refuses_another_key(built: Built, tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    other = tmp_path / "other.pub"
+    other.write_bytes(Ed25519PrivateKey.generate().public_key().public_bytes(Encoding.PEM,
+                                                                          PublicFormat.SubjectPublicKeyInfo))
+    result = run_cli("verify", built.tarball, "--public-key", other, timeout=600)
+    assert result.returncode == 1 and "does not verify" in result.stderr
+
+
+@pytest.mark.parametrize("where", ["data partition", "hash partition", "kernel", "reference-values.json"])
+def test_verify_names_the_first_mismatch_after_one_flipped_byte(built: Built, tmp_path: Path, where: str) -> None:
+    from osbuilder.image.layout import read_layout
+
+    root = _copy(built, tmp_path)
+    measured = root / SHARE / "kata-ubuntu-noble-measured.image"
+    layout = read_layout(measured)
+    assert layout.hash is not None
+    kernel = next((root / SHARE).glob("vmlinux-*"))
+    target, offset, expected = {
+        # a byte in the middle of the ext4 data (the superblock region stays intact)
+        "data partition": (measured, layout.root.offset + layout.root.size // 2, "dm-verity root hash"),
+        "hash partition": (measured, layout.hash.offset + 100, "hash partition does not hold"),
+        "kernel": (kernel, 4096, kernel.name),
+        "reference-values.json": (root / "opt/kata/reference-values.json", 40, "reference-values.json"),
+    }[where]
+    _flip(target, offset)
+    code, report, stderr = _verify(root)
+    assert code == 1, (report, stderr)
+    first = report["mismatches"][0]  # type: ignore[index]
+    assert expected in first, first
+    assert target.name in first, first
