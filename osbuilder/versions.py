@@ -11,6 +11,7 @@ import yaml
 
 from osbuilder.arch import ARCHES
 from osbuilder.errors import ConfigError, UsageError
+from osbuilder.evidence.budgets_schema import SCHEMA as BUDGETS
 from osbuilder.yamlconfig import (
     Context,
     Document,
@@ -148,6 +149,7 @@ SCHEMA = Obj(
             True,
         ),
         "tools": _d(MapOf(TOOL), True),
+        "budgets": _d(BUDGETS),  # size and boot-time budgets: osbuilder.evidence.budgets
     },
     name="versions file",
 )

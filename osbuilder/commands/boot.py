@@ -58,6 +58,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     checks.add_argument("--expect-agent-version", metavar="VERSION",
                         help="fail unless the agent's Health/Version reports this version")
     checks.add_argument("--console-log", type=Path, metavar="FILE", help="write the guest console here")
+    checks.add_argument("--no-budgets", action="store_true",
+                        help="do not fail when the agent answers later than versions.yaml's agent-ready budget")
 
 
 def _require_file(path: Path | None, option: str) -> None:
@@ -127,7 +129,16 @@ def boot_one(context: Context, args: argparse.Namespace, from_config: RuntimeBoo
 
     options = CheckOptions(timeout=args.timeout, expect_agent_version=args.expect_agent_version,
                            console_log=args.console_log, expect_dax=spec.dax(arch.name))
-    return boot_check(vm, options)
+    report = boot_check(vm, options)
+    if report.ok and not args.no_budgets:  # evidence hook (budgets): the agent-ready time budget
+        from osbuilder.evidence.budgets import check_boot
+
+        over = check_boot(context.versions, arch.name, report.kind, report.accel, report.timings.get("agent_ready"))
+        if over is not None:
+            report.ok = False
+            report.error = over
+            report.checks.append({"check": "budget", "ok": False, "detail": over})
+    return report
 
 
 def _render(label: str, report: BootReport) -> str:

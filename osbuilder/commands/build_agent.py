@@ -19,6 +19,7 @@ from osbuilder.outputs import atomic_output, check_output_path
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", type=Path, default=Path("kata-agent"), metavar="PATH",
                         help="where to put the agent binary (default: ./kata-agent)")
+    parser.add_argument("--no-budgets", action="store_true", help="do not check the agent against its size budget")
 
 
 def run(context: Context, args: argparse.Namespace) -> Outcome:
@@ -31,6 +32,11 @@ def run(context: Context, args: argparse.Namespace) -> Outcome:
     data = {"ok": True, "output": str(output), "version": context.versions.agent_version,
             "sha256": sha256_file(output), "size": output.stat().st_size, "compiler": compiler_version(context.cache.root / runner.TOOL_VERSIONS),
             "cache_path": str(built), "duration": round(time.monotonic() - started, 3)}
+    if not args.no_budgets:  # evidence hook (budgets)
+        from osbuilder.arch import host_arch
+        from osbuilder.evidence.budgets import check_file
+
+        check_file(context.versions, host_arch().name, "agent", output)
     text = (f"{output}: reference agent {data['version']}, {data['size']} bytes, static, sha256 {data['sha256']}")
     return Outcome(data, text)
 

@@ -54,6 +54,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                      help="clamp every timestamp to this time (default: $SOURCE_DATE_EPOCH, else the newest "
                           "mtime in the rootfs)")
 
+    parser.add_argument("--no-budgets", action="store_true", help="do not check the image against its size budgets")
     add_rootfs_options(parser)
 
 def options_from_args(args: argparse.Namespace) -> ImageOptions:
@@ -75,6 +76,8 @@ def options_from_args(args: argparse.Namespace) -> ImageOptions:
 
 
 def run(context: Context, args: argparse.Namespace) -> Outcome:
+    from osbuilder.arch import host_arch
+    from osbuilder.evidence.budgets import check_rootfs_asset
     from osbuilder.evidence.sbom import for_built_asset
     from osbuilder.image.builder import build_image, validate
 
@@ -84,6 +87,10 @@ def run(context: Context, args: argparse.Namespace) -> Outcome:
         result = build_image(source.path, dataclasses.replace(options, agent_init=source.agent_init,
                                                               seed=options.seed or source.cache_key))
         sbom = for_built_asset(source.path, result.path, "image", result.epoch)  # evidence hook (SBOM)
+        if not args.no_budgets:  # evidence hook (budgets): exit 1 over the pinned image's budgets
+            free = result.filesystem.details.get("free_blocks")
+            check_rootfs_asset(context.versions, args.arch or host_arch().name, "image", source.path, result.path,
+                               free * result.filesystem.block_size if isinstance(free, int) else None)
     layout = result.layout
     lines = [
         f"{result.path}: {layout.size // MIB} MiB {result.filesystem.fs_type} image"

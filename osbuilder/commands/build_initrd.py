@@ -31,9 +31,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source-date-epoch", metavar="SECONDS",
                         help="clamp every mtime to this time (default: $SOURCE_DATE_EPOCH, else the newest mtime)")
 
+    parser.add_argument("--no-budgets", action="store_true", help="do not check the initrd against its size budget")
     add_rootfs_options(parser)
 
 def run(context: Context, args: argparse.Namespace) -> Outcome:
+    from osbuilder.arch import host_arch
+    from osbuilder.evidence.budgets import check_rootfs_asset
     from osbuilder.evidence.sbom import for_built_asset
     from osbuilder.initrd.builder import InitrdOptions, build_initrd, validate
 
@@ -47,6 +50,8 @@ def run(context: Context, args: argparse.Namespace) -> Outcome:
     with rootfs_input(context, args, "initrd", options.output) as source:
         result = build_initrd(source.path, dataclasses.replace(options, agent_init=source.agent_init))
         sbom = for_built_asset(source.path, result.path, "initrd", result.epoch)  # evidence hook (SBOM)
+        if not args.no_budgets:  # evidence hook (budgets)
+            check_rootfs_asset(context.versions, args.arch or host_arch().name, "initrd", source.path, result.path)
     data = result.to_json()
     data["sbom"] = str(sbom) if sbom else None
     if source.built is not None:

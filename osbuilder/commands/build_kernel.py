@@ -62,6 +62,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                        help="rebuild even if this kernel is cached, and do not store it (the source stays cached)")
     build.add_argument("--keep-build-dir", action="store_true",
                        help="keep the O= directory in the cache for incremental rebuilds")
+    parser.add_argument("--no-budgets", action="store_true", help="do not check the kernel against its size budget")
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="DIR", help="output directory")
 
 
@@ -102,6 +103,10 @@ def run(context: Context, args: argparse.Namespace) -> Outcome:
             lines.append(f"  {link} -> {link.readlink()}")
     lines.append(f"  config sha256 {build.config_sha256}")
     lines.extend(f"  warning: {warning}" for warning in build.warnings)
+    if not args.no_budgets:  # evidence hook (budgets)
+        from osbuilder.evidence.budgets import check_file
+
+        check_file(context.versions, build.arch, "kernel", build.vmlinux)
     return Outcome(build.to_json(), "\n".join(lines))
 
 

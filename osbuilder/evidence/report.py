@@ -53,7 +53,7 @@ class ReportData:
     notes: list[str] = field(default_factory=list)
 
 
-def _installed_sizes(status: str | None) -> list[Bar]:
+def installed_sizes(status: str | None) -> list[Bar]:
     bars = []
     for stanza in parse_stanzas(status or ""):
         if stanza.get("Status", "").endswith(" installed"):
@@ -222,7 +222,7 @@ def gather(bundle: Path, workdir: Path, *, boots: list[dict[str, Any]], budgets:
     if image is not None:
         data.image_name = Path(image.file).name
         facts = from_asset(kata / image.file, "image")
-        data.packages_by_size = _installed_sizes(facts.dpkg_status)[:TOP]
+        data.packages_by_size = installed_sizes(facts.dpkg_status)[:TOP]
         data.directories_by_size = directory_sizes(_image_tree(kata / image.file, workdir))[:TOP]
     else:
         data.notes.append("the bundle has no image: no size breakdown")

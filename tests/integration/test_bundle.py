@@ -335,3 +335,58 @@ def test_verify_names_the_first_mismatch_after_one_flipped_byte(built: Built, tm
     first = report["mismatches"][0]  # type: ignore[index]
     assert expected in first, first
     assert target.name in first, first
+
+
+SECTIONS = ("sizes", "boot", "inputs", "packages")
+
+
+def test_report_renders_in_headless_chromium_with_its_four_sections(built: Built) -> None:
+    """The page, with the boot checks run for its timeline, opened by Debian's Chromium (network
+    closed, fresh profile): no console errors, the four sections shown, a screenshot at 1366x768
+    kept in build/test-report/ for people to look at."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    out = REPO / "build" / "test-report"
+    out.mkdir(parents=True, exist_ok=True)
+    page = out / "report.html"
+    result = run_cli("report", built.tarball, "-o", page, "--boot", "--json", timeout=1800)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert len(summary["boots"]) == 3 and all(boot["ok"] for boot in summary["boots"])
+    html = page.read_text()
+    assert "http://" not in html.replace("http://www.w3.org", "") and "https://" not in html  # nothing to fetch
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for argument in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                     "--disable-component-update", "--disable-sync", "--no-first-run",
+                     f"--user-data-dir={out / 'profile'}", "--window-size=1366,768"):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
+    try:
+        driver.set_window_size(1366, 768)
+        driver.get(page.as_uri())
+        for section in SECTIONS:
+            element = driver.find_element(By.ID, section)
+            assert element.is_displayed() and element.size["height"] > 50, section
+        assert driver.find_elements(By.CSS_SELECTOR, "#boot svg rect")  # the timeline was drawn
+        rows = driver.find_elements(By.CSS_SELECTOR, "#package-table tbody tr")
+        assert len(rows) > 100
+        search = driver.find_element(By.ID, "package-search")
+        search.send_keys("libc6")
+        shown = [row for row in rows if row.is_displayed()]
+        assert 0 < len(shown) < len(rows) and all("libc6" in row.text for row in shown)
+        search.send_keys(Keys.CONTROL, "a")
+        search.send_keys(Keys.DELETE)
+        assert all(row.is_displayed() for row in rows[:20])
+        driver.save_screenshot(str(out / "report-1366x768.png"))
+        height = driver.execute_script("return document.documentElement.scrollHeight")
+        driver.set_window_size(1366, int(height) + 120)
+        driver.save_screenshot(str(out / "report-full.png"))
+        errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+    finally:
+        driver.quit()
+    assert errors == []

@@ -73,3 +73,41 @@ def test_sbom_lists_exactly_the_installed_packages_validates_and_reproduces(
     assert agent["hashes"][0]["content"] == noble_rootfs.report["agent_sha256"] or asset == "initrd"
     built = Path(first.get("image") or first["initrd"])
     assert sbom["metadata"]["component"]["hashes"][0]["content"] == hashlib.sha256(built.read_bytes()).hexdigest()
+
+
+def _tight_versions(tmp_path: Path, old: str, new: str) -> Path:
+    from tests.conftest import REPO
+
+    text = (REPO / "versions.yaml").read_text()
+    assert old in text
+    versions = tmp_path / "versions.yaml"
+    versions.write_text(text.replace(old, new, 1))
+    return versions
+
+
+def test_an_image_one_byte_over_its_budget_fails_with_its_largest_contributors(noble_rootfs: Any,
+                                                                                tmp_path: Path) -> None:
+    fits = _build("build-image", noble_rootfs.path, tmp_path / "fits.img")  # the default budgets pass
+    size = Path(fits["image"]).stat().st_size
+    versions = _tight_versions(tmp_path, 'size: "160 MiB"', f'size: "{size - 1}"')
+    result = run_cli("--versions", versions, "build-image", noble_rootfs.path, "-o", tmp_path / "over.img",
+                     env={"SOURCE_DATE_EPOCH": EPOCH}, timeout=900)
+    assert result.returncode == 1, result.stderr
+    assert "over its budget of" in result.stderr and f"({size - 1} bytes)" in result.stderr
+    assert "budgets.architecture.x86_64.image.size" in result.stderr
+    assert "largest packages: libc6" in result.stderr or "largest packages: systemd" in result.stderr
+    assert "largest directories: /usr/lib" in result.stderr
+    unchecked = run_cli("--versions", versions, "build-image", noble_rootfs.path, "-o", tmp_path / "over.img",
+                        "--no-budgets", env={"SOURCE_DATE_EPOCH": EPOCH}, timeout=900)
+    assert unchecked.returncode == 0, unchecked.stderr
+
+
+def test_a_boot_slower_than_its_budget_fails(assets: Any, tmp_path: Path) -> None:
+    versions = _tight_versions(tmp_path, 'tcg: "20"', 'tcg: "0.5"')
+    result = run_cli("--versions", versions, "boot", "--kernel", assets.kernel, "--image", assets.systemd_image,
+                     "--accel", "tcg", "--json", timeout=900)
+    assert result.returncode == 1, result.stderr
+    report = json.loads(result.stdout)
+    assert report["timings"]["agent_ready"] > 0.5
+    assert "over the image budget of 0.5 s under TCG" in report["error"]
+    assert [check["check"] for check in report["checks"]][-1] == "budget"

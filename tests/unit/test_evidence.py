@@ -240,3 +240,32 @@ def test_compare_names_verity_first_then_digests_then_command_lines() -> None:
     derived["measured"]["m.img"]["root_hash"] = "b"
     first = refvalues.compare(reference, derived)[0]
     assert (first.file, first.what) == ("m.img", "root_hash")
+
+
+def test_budget_sizes_and_limits_come_from_versions_yaml(tmp_path: Path) -> None:
+    from osbuilder.evidence import budgets
+    from osbuilder.paths import DEFAULT_VERSIONS
+    from osbuilder.versions import load_versions
+
+    assert budgets.parse_size("160 MiB") == 160 << 20 and budgets.parse_size("1234") == 1234
+    assert budgets.parse_size("1.5 KiB") == 1536
+    versions = load_versions(DEFAULT_VERSIONS)
+    image = budgets.limit(versions, "x86_64", "image", "size")
+    assert image is not None and image.value == 160 << 20 and "versions.yaml:" in image.where
+    assert budgets.limit(versions, "aarch64", "image", "size") is None  # no budget: nothing checked
+    ready = budgets.limit(versions, "x86_64", "initrd", "agent-ready", "tcg")
+    assert ready is not None and ready.value == 12.0
+    assert budgets.check_boot(versions, "x86_64", "initrd", "tcg", 11.9) is None
+    assert "over the initrd budget of 12 s under TCG" in str(budgets.check_boot(versions, "x86_64", "initrd", "tcg", 12.5))
+    bad = tmp_path / "versions.yaml"
+    bad.write_text(DEFAULT_VERSIONS.read_text().replace('size: "160 MiB"', 'size: "lots"'))
+    with pytest.raises(Exception, match=r"budgets\.architecture\.x86_64\.image\.size"):
+        load_versions(bad)
+
+
+def test_elf_sections_name_what_makes_a_binary_big() -> None:
+    from osbuilder.evidence.budgets import elf_sections
+
+    sections = elf_sections(Path("/bin/true"))
+    assert sections and ".text" in {section.name for section in sections}
+    assert sections == sorted(sections, key=lambda section: -section.size)
