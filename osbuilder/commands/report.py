@@ -50,7 +50,7 @@ def run(context: Context, args: argparse.Namespace) -> Outcome:
                            if candidate.is_file()), None)
     if args.boot:
         boots = report.run_boot_checks(args.bundle)
-    data = report.write_report(args.bundle, output, boots=boots, provenance_file=provenance)
+    data = report.write_report(args.bundle, output, boots=boots, versions=context.versions, provenance_file=provenance)
     text = (f"{output}: {len(data.assets)} assets, {len(data.boots)} boots, {len(data.inputs)} inputs, "
             f"{len(data.packages)} packages")
     return Outcome({"ok": True, "report": str(output), "assets": data.assets, "boots": data.boots,

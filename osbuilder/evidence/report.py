@@ -27,7 +27,9 @@ from osbuilder.debarchive import parse_stanzas
 from osbuilder.errors import UsageError
 from osbuilder.evidence import refvalues
 from osbuilder.evidence.assetfacts import from_asset
+from osbuilder.evidence.budgets import limit
 from osbuilder.paths import TEMPLATES_DIR
+from osbuilder.versions import Versions
 
 TOP = 25  # bars per chart
 TIMELINE_KEYS = ("kernel_started", "root_mounted", "agent_ready", "powered_off")
@@ -185,7 +187,7 @@ def _sbom_packages(kata: Path, assets: list[refvalues.Asset]) -> list[dict[str, 
     return sorted(rows.values(), key=lambda row: (row["name"], row["arch"]))
 
 
-def gather(bundle: Path, workdir: Path, *, boots: list[dict[str, Any]], budgets: dict[str, int] | None = None,
+def gather(bundle: Path, workdir: Path, *, boots: list[dict[str, Any]], versions: Versions | None = None,
            provenance_file: Path | None = None) -> ReportData:
     from osbuilder.bundle.extract import extract_bundle
     from osbuilder.image.layout import read_layout
@@ -200,7 +202,11 @@ def gather(bundle: Path, workdir: Path, *, boots: list[dict[str, Any]], budgets:
     values = json.loads(values_path.read_text())
     assets = [refvalues.Asset(**entry) for entry in values.get("assets", [])]
     data = ReportData(title=f"kata-static {values.get('version', '')} ({values.get('architecture', '')})")
-    budgets = budgets or {}
+    budgets: dict[str, int] = {}
+    for kind in ("image", "initrd", "kernel"):
+        found = limit(versions, str(values.get("architecture")), kind, "size") if versions is not None else None
+        if found is not None:
+            budgets[kind] = int(found.value)
     for file in values.get("sha256", {}):
         if "/vmlinu" in file:
             size = (kata / file).stat().st_size
@@ -248,13 +254,13 @@ def render(data: ReportData) -> str:
     )
 
 
-def write_report(bundle: Path, output: Path, *, boots: list[dict[str, Any]], budgets: dict[str, int] | None = None,
+def write_report(bundle: Path, output: Path, *, boots: list[dict[str, Any]], versions: Versions | None = None,
                  provenance_file: Path | None = None) -> ReportData:
     from osbuilder.outputs import write_atomically
 
     workdir = Path(tempfile.mkdtemp(prefix="osb-report-"))
     try:
-        data = gather(bundle, workdir, boots=boots, budgets=budgets, provenance_file=provenance_file)
+        data = gather(bundle, workdir, boots=boots, versions=versions, provenance_file=provenance_file)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     write_atomically(output, render(data).encode())
