@@ -65,7 +65,7 @@ STAMP_DEPS := $(VENV)/.deps-installed
 STAMP_VENV := $(VENV)/.osbuilder-installed
 
 .PHONY: all deps venv test test-unit test-integration test-cross lint format rootfs image initrd kernel agent \
-        measured-image bundle bundle-only boot clean distclean
+        measured-image bundle bundle-only boot verify report clean distclean
 
 # The default assets, boot-checked: kernel, image (systemd) and initrd (the agent is init).
 all: kernel image initrd boot
@@ -191,6 +191,14 @@ bundle-only: venv
 	  --measured-image $(MEASURED_IMAGE) --measured-root-hash $(dir $(MEASURED_IMAGE))root_hash_measured.txt \
 	  $(if $(RUNTIME),--runtime $(RUNTIME)) $(if $(RUNTIME_VERSION),--runtime-version $(RUNTIME_VERSION)) \
 	  -o $(BUILD_DIR)
+
+# Re-derive the bundle's reference values (digests, dm-verity, command lines) and check its provenance.
+verify: venv
+	$(OSB) verify $(OSB_FLAGS) $(BUILD_DIR)/kata-static-*.tar.zst
+
+# One HTML page about the bundle (sizes against budgets, boot timeline, inputs, SBOM packages).
+report: venv
+	$(OSB) report $(OSB_FLAGS) $(BUILD_DIR)/kata-static-*.tar.zst -o $(BUILD_DIR)/report.html --boot
 
 clean:
 	rm -rf $(BUILD_DIR)
