@@ -27,7 +27,7 @@ from osbuilder.debarchive import parse_stanzas
 from osbuilder.errors import UsageError
 from osbuilder.evidence import refvalues
 from osbuilder.evidence.assetfacts import from_asset
-from osbuilder.evidence.budgets import limit
+from osbuilder.evidence.budgets import applies_to_pinned, limit
 from osbuilder.paths import TEMPLATES_DIR
 from osbuilder.versions import Versions
 
@@ -211,7 +211,7 @@ def gather(bundle: Path, workdir: Path, *, boots: list[dict[str, Any]], versions
         if "/vmlinu" in file:
             size = (kata / file).stat().st_size
             data.assets.append({"file": file, "kind": "kernel", "size": size, "budget": budgets.get("kernel"),
-                                "free": None})
+                                "free": None, "budget_note": "no budget"})
     for asset in assets:
         path = kata / asset.file
         free = None
@@ -221,8 +221,15 @@ def gather(bundle: Path, workdir: Path, *, boots: list[dict[str, Any]], versions
             blocks = info.details.get("free_blocks") if info is not None else None
             if info is not None and isinstance(blocks, int):
                 free = blocks * info.block_size
+        # As at build time: an image or initrd budget is for the asset versions.yaml pins.
+        facts = from_asset(path, asset.kind)
+        pinned = versions is not None and applies_to_pinned(
+            versions, asset.kind, str(values.get("architecture")), facts.distro, facts.release,
+            (facts.osbuilder.get("agent") or {}).get("agent-is-init-daemon") == "yes")
         data.assets.append({"file": asset.file, "kind": asset.role, "size": path.stat().st_size,
-                            "budget": budgets.get(asset.kind), "free": free})
+                            "budget": budgets.get(asset.kind) if pinned else None, "free": free,
+                            "budget_note": "no budget" if versions is None or asset.kind not in budgets else
+                            f"no budget: not the pinned {asset.kind} ({facts.distro} {facts.release})"})
     image = next((asset for asset in assets if asset.role == "image"), None) or \
         next((asset for asset in assets if asset.kind == "image"), None)
     if image is not None:

@@ -367,7 +367,8 @@ def test_report_renders_in_headless_chromium_with_its_four_sections(built: Built
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
     try:
-        driver.set_window_size(1366, 768)
+        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                               {"width": 1366, "height": 768, "deviceScaleFactor": 1, "mobile": False})
         driver.get(page.as_uri())
         for section in SECTIONS:
             element = driver.find_element(By.ID, section)
@@ -382,9 +383,11 @@ def test_report_renders_in_headless_chromium_with_its_four_sections(built: Built
         search.send_keys(Keys.CONTROL, "a")
         search.send_keys(Keys.DELETE)
         assert all(row.is_displayed() for row in rows[:20])
+        driver.execute_script("window.scrollTo(0, 0)")
         driver.save_screenshot(str(out / "report-1366x768.png"))
         height = driver.execute_script("return document.documentElement.scrollHeight")
-        driver.set_window_size(1366, int(height) + 120)
+        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                               {"width": 1366, "height": int(height), "deviceScaleFactor": 1, "mobile": False})
         driver.save_screenshot(str(out / "report-full.png"))
         errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
     finally:
