@@ -186,4 +186,5 @@ def test_masked_units_and_generators_link_to_dev_null(tmp_path: Path, agent: Age
 
 def test_the_agent_unit_does_not_wait_for_sysinit(tmp_path: Path, agent: AgentInstall) -> None:
     unit = _provisioned(tmp_path, agent, "systemd").read("usr/lib/systemd/system/kata-agent.service").decode()
-    assert "DefaultDependencies=no" in unit and "After=tmp.mount" in unit and "Before=shutdown.target" in unit
+    assert "DefaultDependencies=no" in unit and "Requires=tmp.mount" in unit and "Before=shutdown.target" in unit
+    assert "After=" not in unit  # nothing to wait for
