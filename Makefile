@@ -17,11 +17,12 @@ BUILD_DIR ?= build
 # The build steps' own knobs are not interpreted here. Kata's variables (DISTRO, OS_VERSION, ARCH,
 # AGENT_INIT, EXTRA_PKGS, USE_DOCKER, AGENT, AGENT_TARBALL, AGENT_BIN, DOCKER_BASE, ROOTFS_DIR,
 # FS_TYPE, ROOT_FREE_SPACE, IMAGE_SIZE_ALIGNMENT_MB, BLOCK_SIZE, MEASURED_ROOTFS, SKIP_DAX_HEADER,
-# BUILD_VARIANT, SKIP_ROOTFS_CHECK, INITRD_COMPRESSION, KERNEL_MODULES_DIR) are declared with the
-# options they set in osbuilder's option tables (see `osbuilder build-image --help`); make puts the
-# variables of its command line into the environment, where `osbuilder ... --make-variables` reads
-# them. osbuilder also decides the defaults: the distribution (versions.yaml), the rootfs's name,
-# and SOURCE_DATE_EPOCH (the checkout's commit time; the kernel's is its source's date).
+# BUILD_VARIANT, SKIP_ROOTFS_CHECK, INITRD_COMPRESSION, KERNEL_MODULES_DIR) and osbuilder's own
+# NO_BUDGETS (image, initrd and boot) are declared with the options they set in osbuilder's option
+# tables (see `osbuilder build-image --help`); make puts the variables of its command line into the
+# environment, where `osbuilder ... --make-variables` reads them. osbuilder also decides the
+# defaults: the distribution (versions.yaml), the rootfs's name, and SOURCE_DATE_EPOCH (the
+# checkout's commit time; the kernel's is its source's date).
 ARCH ?= $(shell uname -m)
 KERNEL_DIR ?= $(BUILD_DIR)/kernel
 IMAGE ?= $(BUILD_DIR)/kata-containers.img
@@ -47,7 +48,7 @@ STAMP_DEPS := $(VENV)/.deps-installed
 STAMP_VENV := $(VENV)/.osbuilder-installed
 
 .PHONY: all deps venv test test-unit test-integration test-cross test-fresh lint format rootfs image initrd kernel agent \
-        measured-image bundle bundle-only boot run clean distclean
+        measured-image bundle bundle-only boot run verify report clean distclean
 
 # The default assets, boot-checked: kernel, image (systemd) and initrd (the agent is init); then the
 # architecture's example in a container on them.
@@ -158,12 +159,22 @@ measured-image: venv
 bundle: kernel image initrd measured-image bundle-only
 	$(OSB) boot $(OSB_FLAGS) --bundle $(BUILD_DIR)/kata-static-*.tar.zst $(BOOT_FLAGS)
 
-# Only the tarball, from assets already in BUILD_DIR (a CI job that gathered them).
+# Only the tarball, from assets already in BUILD_DIR (a CI job that gathered them); SIGN_KEY=key.pem
+# signs its provenance.
 bundle-only: venv
-	$(OSB) bundle $(OSB_FLAGS) --arch $(ARCH) --kernel-dir $(KERNEL_DIR) --image $(IMAGE) --initrd $(INITRD) \
+	$(OSB) bundle $(MAKE_VARIABLES) $(OSB_FLAGS) --arch $(ARCH) --kernel-dir $(KERNEL_DIR) --image $(IMAGE) --initrd $(INITRD) \
 	  --measured-image $(MEASURED_IMAGE) --measured-root-hash $(dir $(MEASURED_IMAGE))root_hash_measured.txt \
 	  $(if $(RUNTIME),--runtime $(RUNTIME)) $(if $(RUNTIME_VERSION),--runtime-version $(RUNTIME_VERSION)) \
 	  -o $(BUILD_DIR)
+
+# Re-derive the bundle's reference values (digests, dm-verity, command lines) and check its provenance
+# (PUBLIC_KEY=key.pub: a signed one).
+verify: venv
+	$(OSB) verify $(MAKE_VARIABLES) $(OSB_FLAGS) $(BUILD_DIR)/kata-static-*.tar.zst
+
+# One HTML page about the bundle (sizes against budgets, boot timeline, inputs, SBOM packages).
+report: venv
+	$(OSB) report $(OSB_FLAGS) $(BUILD_DIR)/kata-static-*.tar.zst -o $(BUILD_DIR)/report.html --boot
 
 clean:
 	rm -rf $(BUILD_DIR)

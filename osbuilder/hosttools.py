@@ -133,7 +133,9 @@ STEPS: tuple[Step, ...] = (
 
 # Packages the test suite needs beyond the build steps (fixtures and independent checkers).
 TEST_PACKAGES: tuple[str, ...] = ("docker.io", "runc", "gpg", "cpio", "fdisk", "e2fsprogs", "file", "util-linux", "procps",
-                                  "cryptsetup-bin", "erofs-utils", "xfsprogs", "busybox-static", "passwd")
+                                  "cryptsetup-bin", "erofs-utils", "xfsprogs", "busybox-static", "passwd",
+                                  # the report test renders the page in headless Chromium
+                                  "chromium", "chromium-driver")
 
 # Libraries the Python side needs at run time, checked by doctor as well.
 SHARED_LIBRARIES: tuple[tuple[str, str], ...] = (("libarchive.so.13", "libarchive13"), ("libext2fs.so.2", "libext2fs2"))

@@ -79,6 +79,14 @@ class InitPackages:
     description: str | None = setting(Text(), default=None)
     packages: tuple[str, ...] = setting(ListOf(Name(), unique=True))
     busybox: bool = setting(Bool(), default=False)
+    # systemd units masked in the image (linked to /dev/null): what neither the agent nor its target
+    # needs, so that nothing competes with the agent for the guest's CPU at boot.
+    masked_units: tuple[str, ...] = setting(
+        ListOf(Str(pattern=r"[A-Za-z0-9:_.@-]+\.(service|socket|timer|mount|automount|path|target)",
+                   hint='a systemd unit name such as "modprobe@.service"'), unique=True), default=())
+    # systemd generators disabled in the image (a link to /dev/null in /etc/systemd/system-generators).
+    masked_generators: tuple[str, ...] = setting(
+        ListOf(Str(pattern=r"[A-Za-z0-9_.-]+-generator", hint="a generator's file name"), unique=True), default=())
 
 
 @dataclass(frozen=True, kw_only=True)

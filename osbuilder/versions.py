@@ -15,6 +15,7 @@ import yaml
 from osbuilder.arch import ARCHES
 from osbuilder.errors import ConfigError, UsageError
 from osbuilder.modes import InitMode
+from osbuilder.versions_budgets import Budgets
 from osbuilder.yamlconfig import (
     Context,
     Document,
@@ -223,6 +224,7 @@ class Versions:
     assets: Assets = setting()
     externals: tuple[External, ...] = setting()
     tools: tuple[Tool, ...] = setting()
+    budgets: Budgets | None = setting(default=None)  # size and boot-time limits: osbuilder.evidence.budgets
 
     # Look-ups that name the file and the key when something is missing --------------------------
 

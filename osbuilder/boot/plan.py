@@ -34,7 +34,9 @@ from osbuilder.boot.runtimeconfig import RuntimeBoot, read_runtime_config
 from osbuilder.boot.transport import choose_transport
 from osbuilder.cache import Cache
 from osbuilder.errors import UsageError
+from osbuilder.evidence.budgets import check_boot
 from osbuilder.kernelcmdline import RootSpec, VerityLine, kernel_params, parse_verity, serial_console
+from osbuilder.versions import Versions
 
 if TYPE_CHECKING:
     from osbuilder.boot.check import BootReport
@@ -158,12 +160,28 @@ def prepare_vm(vm: VmSpec, cache: Cache | None) -> VmSpec:
 
 
 def boot(vm: VmSpec, root: RootSpec, cache: Cache | None, *, timeout: float = 300.0,
-         expect_agent_version: str | None = None, console_log: Path | None = None) -> BootReport:
-    """Boot a planned VM under QEMU and check the agent the way the runtime would talk to it."""
+         expect_agent_version: str | None = None, console_log: Path | None = None,
+         budgets: Versions | None = None) -> BootReport:
+    """Boot a planned VM under QEMU and check the agent the way the runtime would talk to it; with
+    `budgets`, a boot whose agent answers later than its agent-ready budget fails."""
     # Imported here: the agent client needs a recent protobuf, which the other commands (a rootless
     # build-rootfs on a host's system Python, for one) must not depend on.
     from osbuilder.boot.check import CheckOptions, boot_check
 
     options = CheckOptions(timeout=timeout, expect_agent_version=expect_agent_version, console_log=console_log,
                            expect_dax=root.dax(vm.arch.name))
-    return boot_check(prepare_vm(vm, cache), options)
+    report = boot_check(prepare_vm(vm, cache), options)
+    if budgets is not None:
+        meet_budget(report, budgets, vm.arch.name)
+    return report
+
+
+def meet_budget(report: BootReport, versions: Versions, arch: str) -> None:
+    """A passed boot over versions.yaml's agent-ready budget (its kind and accelerator) fails."""
+    if not report.ok:
+        return
+    over = check_boot(versions, arch, report.kind, report.accel, report.timings.get("agent_ready"))
+    if over is not None:
+        report.ok = False
+        report.error = over
+        report.checks.append({"check": "budget", "ok": False, "detail": over})

@@ -29,6 +29,7 @@ from osbuilder.bundle.runtime import Runtime, require_match
 from osbuilder.bundle.tarball import write_tar_zst
 from osbuilder.cache import sha256_file
 from osbuilder.errors import UsageError
+from osbuilder.evidence import bundled as evidence
 from osbuilder.inspectors import InspectOptions, Report
 from osbuilder.inspectors.image import INSPECTOR as IMAGE_INSPECTOR
 from osbuilder.inspectors.initrd import INSPECTOR as INITRD_INSPECTOR
@@ -50,6 +51,7 @@ class BundleInputs:
     runtime: Runtime
     source_date_epoch: int
     versions_file: Path = DEFAULT_VERSIONS
+    sign_key: Path | None = None  # signs the provenance (DSSE)
 
 
 @dataclass
@@ -60,10 +62,12 @@ class BundleResult:
     files: list[dict[str, Any]] = field(default_factory=list)
     manifest: dict[str, Any] = field(default_factory=dict)
     duration: float = 0.0
+    provenance: Path | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"ok": True, "bundle": str(self.path), "version": self.version, "sha256": self.sha256,
                 "size": self.path.stat().st_size, "files": len(self.files), "duration": round(self.duration, 3),
+                "provenance": str(self.provenance) if self.provenance else None,
                 "layout": sorted(entry["path"] for entry in self.files)}
 
 
@@ -172,6 +176,12 @@ def build_bundle(inputs: BundleInputs, output: Path) -> BundleResult:
             installed.chmod(0o755)
         (root / KATA / "VERSION").write_text(version + "\n")
         shutil.copyfile(inputs.versions_file, root / KATA / "versions.yaml")
+        # Evidence hook (issue 13): SBOMs and reference-values.json, listed in SHA256SUMS like the rest.
+        staged = evidence.stage(
+            root, arch=inputs.arch.name, version=version, epoch=inputs.source_date_epoch, kernel_record=kernel.record,
+            kernel_files=[f"share/kata-containers/{name}" for name in sorted(kernel.files, key=_vmlinux_first)],
+            assets=names, root_hash_file="share/kata-containers/root_hash_measured.txt" if verity_line else None,
+            runtime_files=[member.removeprefix(f"{KATA}/") for member in sorted(inputs.runtime.files)])
         files = _file_list(root)
         # Every staged file was hashed once, in _file_list; the manifest and SHA256SUMS reuse that.
         digests = {entry["path"]: entry["sha256"] for entry in files if "sha256" in entry}
@@ -183,8 +193,14 @@ def build_bundle(inputs: BundleInputs, output: Path) -> BundleResult:
         _write_sha256sums(root / KATA, digests)
         _clamp_times(root, inputs.source_date_epoch)
         write_tar_zst(root, output, inputs.source_date_epoch)
+        attested = evidence.attest(output, root, manifest=manifest, staged=staged, epoch=inputs.source_date_epoch,
+                                   arch=inputs.arch.name, sign_key=inputs.sign_key)
     listed = [*files, {"path": f"{KATA}/osbuilder-manifest.json"}, {"path": f"{KATA}/SHA256SUMS"}]
-    return BundleResult(output, version, sha256_file(output), listed, manifest, time.monotonic() - started)
+    return BundleResult(output, version, sha256_file(output), listed, manifest, time.monotonic() - started, attested)
+
+
+def _vmlinux_first(name: str) -> tuple[bool, str]:
+    return (not name.startswith("vmlinux-"), name)
 
 
 def _write_configs(root: Path, arch: Arch, names: dict[str, str], verity_line: str) -> None:

@@ -10,11 +10,12 @@ from osbuilder.boot.options import ASSETS, CHECKS, HOW
 from osbuilder.boot.plan import Assets, VmChoices, boot, bundle_configs, choose_assets, plan_vm
 from osbuilder.commands import Command, Outcome
 from osbuilder.context import Context
+from osbuilder.evidence.options import BUDGETS
 
 if TYPE_CHECKING:
     from osbuilder.boot.check import BootReport
 
-TABLES = (ASSETS, HOW, CHECKS)
+TABLES = (ASSETS, HOW, CHECKS, BUDGETS)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +26,7 @@ def boot_one(context: Context, values: dict[str, Any], choices: VmChoices, asset
              expect_version: str | None) -> BootReport:
     vm, root = plan_vm(choices, assets)
     return boot(vm, root, context.cache, timeout=values["timeout"], expect_agent_version=expect_version,
-                console_log=values["console_log"])
+                console_log=values["console_log"], budgets=None if values["no_budgets"] else context.versions)
 
 
 def _render(label: str, report: BootReport) -> str:

@@ -8,11 +8,12 @@ import shutil
 import time
 from pathlib import Path
 
-from osbuilder import runner
+from osbuilder import options, runner
 from osbuilder.agent_build import build_reference_agent, plan_reference_agent
 from osbuilder.cache import sha256_file
 from osbuilder.commands import Command, Outcome
 from osbuilder.context import Context
+from osbuilder.evidence.options import BUDGETS
 from osbuilder.outputs import atomic_output, check_output_path
 
 
@@ -32,8 +33,14 @@ def run(context: Context, args: argparse.Namespace) -> Outcome:
     data = {"ok": True, "output": str(output), "version": context.versions.agent_version,
             "sha256": sha256_file(output), "size": output.stat().st_size,
             "compiler": plan.inputs["compiler"], "cache_key": plan.cache_key, "cache_path": str(built), "duration": round(time.monotonic() - started, 3)}
+    if not options.values(args, BUDGETS)["no_budgets"]:
+        from osbuilder.arch import host_arch
+        from osbuilder.evidence.budgets import check_file
+
+        check_file(context.versions, host_arch().name, "agent", output)
     text = (f"{output}: reference agent {data['version']}, {data['size']} bytes, static, sha256 {data['sha256']}")
     return Outcome(data, text)
 
 
-COMMAND = Command("build-agent", "build the reference agent (static, musl) from agent/", configure, run, order=25)
+COMMAND = Command("build-agent", "build the reference agent (static, musl) from agent/", configure, run, order=25,
+                  options=(BUDGETS,))

@@ -8,6 +8,7 @@ import dataclasses
 from osbuilder import options
 from osbuilder.commands import Command, Outcome
 from osbuilder.context import Context
+from osbuilder.evidence.options import BUDGETS
 from osbuilder.image.layout import MIB
 from osbuilder.image.options import IDENTIFIERS, IMAGE, image_options
 from osbuilder.outputs import check_output_path
@@ -15,7 +16,7 @@ from osbuilder.rootfs.options import ASSET, ROOTFS
 from osbuilder.rootfs.plan import Request
 from osbuilder.rootfs.source import rootfs_input
 
-TABLES = (ASSET, IMAGE, IDENTIFIERS, ROOTFS)
+TABLES = (ASSET, IMAGE, IDENTIFIERS, ROOTFS, BUDGETS)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -23,9 +24,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(context: Context, args: argparse.Namespace) -> Outcome:
+    from osbuilder.arch import host_arch
+    from osbuilder.evidence.assets import after_build
     from osbuilder.image.builder import build_image, validate
 
-    settings = validate(image_options(options.values(args, *TABLES)))
+    values = options.values(args, *TABLES)
+    settings = validate(image_options(values))
     request = options.request(Request, args, ROOTFS)
     with rootfs_input(args.rootfs, request, "image", check_output_path(settings.output), versions=context.versions,
                       recipe_named=context.recipe, cache=context.cache, fetcher=context.fetcher,
@@ -33,6 +37,10 @@ def run(context: Context, args: argparse.Namespace) -> Outcome:
         # A built rootfs is identified by its cache key: the image's identifiers derive from it.
         result = build_image(source.path, dataclasses.replace(settings, agent_init=source.agent_init,
                                                                seed=settings.seed or source.cache_key))
+        free = result.filesystem.details.get("free_blocks")
+        sbom = after_build(source.path, result.path, "image", result.epoch, arch=request.arch or host_arch().name,
+                           versions=None if values["no_budgets"] else context.versions,
+                           free_bytes=free * result.filesystem.block_size if isinstance(free, int) else None)
     layout = result.layout
     lines = [
         f"{result.path}: {layout.size // MIB} MiB {result.filesystem.fs_type} image"
@@ -43,7 +51,10 @@ def run(context: Context, args: argparse.Namespace) -> Outcome:
         lines.append(f"  root hash: {result.verity.root_hash} (written to {result.root_hash_file})")
     lines.append(f"  built in {result.timings.get('total', 0):.2f} s; timestamps clamped to {result.epoch} "
                  f"({result.epoch_source})")
+    if sbom is not None:
+        lines.append(f"  SBOM: {sbom}")
     data = result.to_json()
+    data["sbom"] = str(sbom) if sbom else None
     if source.built is not None:
         data["rootfs"] = source.built
         data["content_key"] = dataclasses.replace(settings, seed=settings.seed or source.cache_key).content_key()

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 from osbuilder.commands import Command, Outcome
 from osbuilder.context import Context
+from osbuilder.evidence.options import BUDGETS
+from osbuilder.options import values as option_values
 from osbuilder.paths import KERNEL_CONFIGS_DIR
 from osbuilder.versions import KERNEL_SOURCE_KINDS
 
@@ -103,8 +105,12 @@ def run(context: Context, args: argparse.Namespace) -> Outcome:
             lines.append(f"  {link} -> {link.readlink()}")
     lines.append(f"  config sha256 {build.config_sha256}")
     lines.extend(f"  warning: {warning}" for warning in build.warnings)
+    if not option_values(args, BUDGETS)["no_budgets"]:
+        from osbuilder.evidence.budgets import check_file
+
+        check_file(context.versions, build.arch, "kernel", build.vmlinux)
     return Outcome(build.to_json(), "\n".join(lines))
 
 
 COMMAND = Command("build-kernel", "build the guest kernel from checked config fragments and a verified source",
-                  configure, run, order=30, epilog=EPILOG)
+                  configure, run, order=30, epilog=EPILOG, options=(BUDGETS,))

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from osbuilder import options
 from osbuilder.arch import host_arch, parse_arch
 from osbuilder.commands import Command, Outcome
 from osbuilder.context import Context
 from osbuilder.errors import UsageError
+from osbuilder.evidence.options import SIGNING
 from osbuilder.metadata import commit_epoch
 from osbuilder.outputs import check_output_path
 from osbuilder.tree import environment_epoch, parse_epoch
@@ -65,6 +67,11 @@ def run(context: Context, args: argparse.Namespace) -> Outcome:
         raise UsageError(problem="--measured-image and --measured-root-hash go together",
                          where="--measured-image", fix="give both, or neither")
     epoch = _epoch(args.source_date_epoch)
+    sign_key = options.values(args, SIGNING)["sign_key"]
+    if sign_key is not None:
+        from osbuilder.evidence.provenance import check_sign_key
+
+        check_sign_key(sign_key)
     # Imported here (jinja2, libarchive): every osbuilder command starts faster.
     from osbuilder.bundle.builder import BundleInputs, build_bundle
     from osbuilder.bundle.runtime import acquire_runtime
@@ -76,13 +83,14 @@ def run(context: Context, args: argparse.Namespace) -> Outcome:
     output = check_output_path(output)
     inputs = BundleInputs(arch=arch, kernel_dir=args.kernel_dir, image=args.image, initrd=args.initrd,
                           measured_image=args.measured_image, measured_root_hash=args.measured_root_hash,
-                          runtime=runtime, source_date_epoch=epoch, versions_file=context.versions_path)
+                          runtime=runtime, source_date_epoch=epoch, versions_file=context.versions_path,
+                          sign_key=sign_key)
     result = build_bundle(inputs, output)
     text = (f"{result.path}: Kata {result.version} for {arch.name}, {len(result.files)} files, "
             f"sha256 {result.sha256}\n  runtime {runtime.version} from {runtime.source}; built in "
-            f"{result.duration:.1f} s")
+            f"{result.duration:.1f} s\n  provenance: {result.provenance}")
     return Outcome(result.to_json(), text)
 
 
 COMMAND = Command("bundle", "assemble the kata-static release tarball: assets, runtime configuration, runtime",
-                  configure, run, order=70, epilog=EPILOG)
+                  configure, run, order=70, epilog=EPILOG, options=(SIGNING,))

@@ -75,15 +75,22 @@ def _pack(digests: list[bytes], hash_block_size: int) -> bytes:
     return bytes(out)
 
 
-def format_region(fd: int, *, data_offset: int, data_blocks: int, hash_offset: int, salt: bytes,
-                  data_block_size: int = 4096, hash_block_size: int = 4096) -> VerityLine:
-    """Hash `data_blocks` blocks at `data_offset` of `fd`, write the tree at `hash_offset`, and
-    return the line for root_hash.txt."""
+@dataclass(frozen=True)
+class Tree:
+    """A hash tree computed in memory: the root hash and each level's packed blocks (level 0, which
+    hashes the data blocks, first)."""
+
+    root_hash: str
+    levels: tuple[bytes, ...]
+
+
+def compute_tree(fd: int, *, data_offset: int, data_blocks: int, salt: bytes, data_block_size: int = 4096,
+                 hash_block_size: int = 4096) -> Tree:
+    """Hash `data_blocks` blocks at `data_offset` of `fd` (read in large chunks) and build the tree."""
     if data_blocks <= 0:
         raise ValueError("no data blocks to hash")
     salted = hashlib.sha256(salt)
     tree = levels(data_blocks, hash_block_size)
-    # Level 0 hashes the data blocks, read in large chunks.
     digests: list[bytes] = []
     remaining = data_blocks * data_block_size
     position = data_offset
@@ -94,16 +101,26 @@ def format_region(fd: int, *, data_offset: int, data_blocks: int, hash_offset: i
         digests.extend(_hash_blocks(salted, memoryview(chunk), data_block_size))
         position += len(chunk)
         remaining -= len(chunk)
-    if not tree.starts:  # one data block: its hash is the root
-        return VerityLine(digests[0].hex(), salt.hex(), data_blocks, data_block_size, hash_block_size)
-    for level, start in enumerate(tree.starts):
+    packed_levels = []
+    for level in range(len(tree.starts)):
         packed = _pack(digests, hash_block_size)
         if len(packed) != tree.sizes[level] * hash_block_size:
             raise AssertionError(f"level {level}: {len(packed)} bytes, expected {tree.sizes[level]} blocks")
-        os.pwrite(fd, packed, hash_offset + start * hash_block_size)
+        packed_levels.append(packed)
         digests = _hash_blocks(salted, memoryview(packed), hash_block_size)
-    # The top level is one block; its hash is the root hash.
-    return VerityLine(digests[0].hex(), salt.hex(), data_blocks, data_block_size, hash_block_size)
+    # The top level is one block (or, with one data block, there is none): its hash is the root hash.
+    return Tree(digests[0].hex(), tuple(packed_levels))
+
+
+def format_region(fd: int, *, data_offset: int, data_blocks: int, hash_offset: int, salt: bytes,
+                  data_block_size: int = 4096, hash_block_size: int = 4096) -> VerityLine:
+    """Hash `data_blocks` blocks at `data_offset` of `fd`, write the tree at `hash_offset`, and
+    return the line for root_hash.txt."""
+    tree = compute_tree(fd, data_offset=data_offset, data_blocks=data_blocks, salt=salt,
+                        data_block_size=data_block_size, hash_block_size=hash_block_size)
+    for start, packed in zip(levels(data_blocks, hash_block_size).starts, tree.levels, strict=True):
+        os.pwrite(fd, packed, hash_offset + start * hash_block_size)
+    return VerityLine(tree.root_hash, salt.hex(), data_blocks, data_block_size, hash_block_size)
 
 
 def top_block_matches(fd: int, line: VerityLine, hash_offset: int) -> bool:
@@ -119,23 +136,15 @@ def top_block_matches(fd: int, line: VerityLine, hash_offset: int) -> bool:
 
 def verify_region(fd: int, line: VerityLine, *, data_offset: int, hash_offset: int) -> list[str]:
     """Recompute the whole tree and compare it with the hash area; the problems found."""
-    tree = levels(line.data_blocks, line.hash_block_size)
-    salted = hashlib.sha256(bytes.fromhex(line.salt))
-    digests: list[bytes] = []
-    position, remaining = data_offset, line.data_blocks * line.data_block_size
-    while remaining:
-        chunk = os.pread(fd, min(CHUNK, remaining), position)
-        if not chunk:
-            return [f"the data area ends early at byte {position}"]
-        digests.extend(_hash_blocks(salted, memoryview(chunk), line.data_block_size))
-        position += len(chunk)
-        remaining -= len(chunk)
-    for level, start in enumerate(tree.starts):
-        packed = _pack(digests, line.hash_block_size)
-        stored = os.pread(fd, len(packed), hash_offset + start * line.hash_block_size)
-        if stored != packed:
+    try:
+        tree = compute_tree(fd, data_offset=data_offset, data_blocks=line.data_blocks, salt=bytes.fromhex(line.salt),
+                            data_block_size=line.data_block_size, hash_block_size=line.hash_block_size)
+    except OSError:
+        return ["the data area ends early"]
+    starts = levels(line.data_blocks, line.hash_block_size).starts
+    for level, (start, packed) in enumerate(zip(starts, tree.levels, strict=True)):
+        if os.pread(fd, len(packed), hash_offset + start * line.hash_block_size) != packed:
             return [f"hash level {level} does not match the data"]
-        digests = _hash_blocks(salted, memoryview(packed), line.hash_block_size)
-    if digests[0].hex() != line.root_hash:
+    if tree.root_hash != line.root_hash:
         return ["the root hash does not match the hash tree"]
     return []

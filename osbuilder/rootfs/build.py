@@ -26,7 +26,7 @@ from typing import Any, BinaryIO, cast
 from osbuilder import metadata, progress, staging, userns
 from osbuilder.cache import Cache
 from osbuilder.fetch import Fetcher
-from osbuilder.rootfs import manifest, provision
+from osbuilder.rootfs import manifest, packagefacts, provision
 from osbuilder.rootfs.bootstrappers.base import Workspace
 from osbuilder.rootfs.busybox import add_busybox
 from osbuilder.rootfs.install import Installer, Split, Tee, install
@@ -190,13 +190,19 @@ def _provision(prepared: Prepared, tree: RootfsTree, agent: provision.AgentInsta
     plan = prepared.plan
     packages: list[metadata.Package] = []
     prepared.bootstrapper.finish(tree)
+    facts = None
+    if plan.bootstraps and plan.job.keep_apt_lists:
+        # Licenses and package origins, read before provisioning trims the copyright files.
+        facts = packagefacts.collect(tree, plan.recipe.bootstrap.archive or "debian")
+        packagefacts.take_lists(tree)
     if plan.busybox:
         packages.append(add_busybox(tree, plan.arch, workdir, versions, fetcher, plan.request.mirror))
     spec = None
     if plan.init is not None and agent is not None:
         spec = provision.Provisioning(
             init=plan.init.name, agent=agent, trims=plan.recipe.trim,
-            delete_unneeded=plan.request.delete_unneeded, kernel_modules=plan.request.kernel_modules)
+            delete_unneeded=plan.request.delete_unneeded, kernel_modules=plan.request.kernel_modules,
+            masked_units=plan.init.masked_units, masked_generators=plan.init.masked_generators)
         provision.provision(tree, spec)
     else:
         # A container root gets no provisioning, but the build host's files have no place in it.
@@ -208,6 +214,8 @@ def _provision(prepared: Prepared, tree: RootfsTree, agent: provision.AgentInsta
     source_sha256 = prepared.agent.sha256 if prepared.agent is not None else None
     described = manifest.manifest_json(plan, agent, source_sha256, packages)
     tree.put_file(metadata.MANIFEST_JSON, described.encode())
+    if facts is not None:
+        tree.put_file(packagefacts.PACKAGES_JSON, packagefacts.render(facts))
     if spec is not None:
         provision.require_ok(provision.check(tree, spec), "rootfs")
     return packages, described

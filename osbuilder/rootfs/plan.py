@@ -122,7 +122,8 @@ class Plan:
         return Job(recipe=self.recipe, release=self.release, arch=self.arch, packages=self.packages,
                    mirror=self.mirror,
                    variant=CONTAINER_VARIANT if self.container else self.recipe.bootstrap.variant,
-                   trims=() if self.container else self.recipe.trim, source_date_epoch=self.source_date_epoch)
+                   trims=() if self.container else self.recipe.trim, source_date_epoch=self.source_date_epoch,
+                   keep_apt_lists=not self.container)
 
     def cache_inputs(self) -> dict[str, Any]:
         """Everything that determines the rootfs: the cache key is their digest."""

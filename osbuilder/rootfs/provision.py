@@ -26,6 +26,7 @@ DATA_FILES = ("rootfs/templates/kata-agent.service.j2", "rootfs/templates/kata-c
 
 SYSTEMD_UNIT_DIR = "usr/lib/systemd/system"
 ETC_UNIT_DIR = "etc/systemd/system"
+GENERATOR_DIR = "etc/systemd/system-generators"
 AGENT_UNIT = "kata-agent.service"
 TARGET_UNIT = "kata-containers.target"
 
@@ -66,6 +67,8 @@ class Provisioning:
     delete_unneeded: bool = False
     kernel_modules: Path | None = None
     hostname: str = "localhost"
+    masked_units: tuple[str, ...] = ()  # the recipe's: linked to /dev/null in /etc/systemd/system
+    masked_generators: tuple[str, ...] = ()  # the recipe's: linked to /dev/null in /etc/systemd/system-generators
 
     @property
     def agent_init(self) -> bool:
@@ -88,6 +91,8 @@ def provision(tree: RootfsTree, spec: Provisioning) -> None:
         _agent_as_init(tree, spec.agent)
     else:
         _systemd_wiring(tree, spec.agent)
+        mask_units(tree, spec.masked_units)
+        mask_units(tree, spec.masked_generators, GENERATOR_DIR)
     reset_host_files(tree, spec.hostname)
     if spec.delete_unneeded:
         removed = delete_unneeded(tree)
@@ -216,6 +221,15 @@ def _systemd_wiring(tree: RootfsTree, agent: AgentInstall) -> None:
     tree.put_symlink(f"{ETC_UNIT_DIR}/basic.target.wants/{TARGET_UNIT}", f"/{SYSTEMD_UNIT_DIR}/{TARGET_UNIT}")
     tree.put_symlink(f"{ETC_UNIT_DIR}/{TARGET_UNIT}.wants/dbus.socket", f"/{SYSTEMD_UNIT_DIR}/dbus.socket")
     tree.chmod("", tree.entries[""].mode | 0o051)  # chmod g+rx,o+x: services of other users can reach /
+
+
+def mask_units(tree: RootfsTree, names: Sequence[str], directory: str = ETC_UNIT_DIR) -> None:
+    """`systemctl mask`: a link to /dev/null in /etc/systemd/system wins over the unit file (a
+    template name such as modprobe@.service masks every instance); in /etc/systemd/system-generators
+    it disables the generator of that name."""
+    for name in names:
+        tree.remove(f"{directory}/{name}")
+        tree.put_symlink(f"{directory}/{name}", "/dev/null")
 
 
 def _replace_file(tree: RootfsTree, path: str, content: bytes) -> None:

@@ -1,5 +1,5 @@
 """The release bundle of the default assets, built once per session and shared: tests/integration/
-test_bundle.py checks what it holds, tests/integration/test_run.py runs a container with its own
+test_bundle.py checks what it holds (and its signed provenance), tests/integration/test_run.py runs a container with its own
 configuration (`osbuilder run --bundle`). A bundle takes minutes to build on two cores."""
 
 from __future__ import annotations
@@ -46,9 +46,31 @@ def runtime_tarball(tmp_path_factory: pytest.TempPathFactory, assets: BootAssets
 
 
 @pytest.fixture(scope="session")
-def release_bundle(tmp_path_factory: pytest.TempPathFactory, assets: BootAssets, runtime_tarball: Path) -> Built:
+def signing_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """An ed25519 key pair (PEM) for the provenance: ed25519 signatures are deterministic, so a
+    signed provenance is as reproducible as the bundle."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import (
+        Encoding,
+        NoEncryption,
+        PrivateFormat,
+        PublicFormat,
+    )
+
+    directory = tmp_path_factory.mktemp("keys")
+    key = Ed25519PrivateKey.generate()
+    private, public = directory / "release.pem", directory / "release.pub"
+    private.write_bytes(key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    public.write_bytes(key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
+    return private, public
+
+
+@pytest.fixture(scope="session")
+def release_bundle(tmp_path_factory: pytest.TempPathFactory, assets: BootAssets, runtime_tarball: Path,
+                   signing_key: tuple[Path, Path]) -> Built:
+    """The bundle with its provenance signed (signing_key)."""
     out = tmp_path_factory.mktemp("bundle")
-    code, stdout, stderr = make_bundle(assets, out, runtime_tarball)
+    code, stdout, stderr = make_bundle(assets, out, runtime_tarball, "--sign-key", signing_key[0])
     assert code == 0, stderr
     report = json.loads(stdout)
     extracted = out / "extracted"

@@ -17,7 +17,8 @@ from osbuilder.rootfs.tree import RootfsTree
 from tests.helpers.faketree import debian_like
 
 SPEC = BootstrapSpec(suite="noble", variant="required", components=("main", "universe"), debian_arch="amd64",
-                     packages=("chrony", "init"), mirror=None, trims=("usr/share/doc",), options=("--aptopt=X",))
+                     packages=("chrony", "init"), mirror=None, trims=("usr/share/doc",), options=("--aptopt=X",),
+                     keep_apt_lists=True)
 
 
 def test_mmdebstrap_command_line() -> None:
@@ -46,12 +47,19 @@ def test_bootstrap_dpkg_settings_are_ours_and_temporary(tmp_path: Path) -> None:
     config = f'"$1"/{bootstrap.DPKG_CONFIG}'
     assert f'--setup-hook=mkdir -p "$1"/etc/dpkg/dpkg.cfg.d && echo force-unsafe-io > {config}' in argv
     # trims are excluded only after the essential set (no mmtarfilter), never with --dpkgopt
-    assert f"--essential-hook=printf '%s\\n' 'path-exclude=/usr/share/doc/*' >> {config}" in argv
+    # ... except the copyright files, which the SBOM's licenses are read from before provisioning
+    assert (f"--essential-hook=printf '%s\\n' 'path-exclude=/usr/share/doc/*' "
+            f"'path-include=/usr/share/doc/*/copyright' >> {config}") in argv
+    assert "--skip=cleanup/apt/lists" in argv  # the signed lists that give each package its origin
+    container = bootstrap.mmdebstrap_argv(BootstrapSpec(**{**SPEC.__dict__, "trims": (), "keep_apt_lists": False}),
+                                          "root", Paths("/t", "/i", "/o", None), "directory")
+    assert "--skip=cleanup/apt/lists" not in container  # a container root: apt cleans its lists itself
     assert not any(arg.startswith("--dpkgopt") for arg in argv)
     # the hooks are shell: run them on a scratch tree as mmdebstrap would
     for hook in (arg for arg in argv if arg.startswith(("--setup-hook=mkdir -p \"$1\"/etc", "--essential-hook"))):
         subprocess.run(["sh", "-c", hook.split("=", 1)[1], "exec", str(tmp_path)], check=True)
-    assert (tmp_path / bootstrap.DPKG_CONFIG).read_text() == "force-unsafe-io\npath-exclude=/usr/share/doc/*\n"
+    assert (tmp_path / bootstrap.DPKG_CONFIG).read_text() == \
+        "force-unsafe-io\npath-exclude=/usr/share/doc/*\npath-include=/usr/share/doc/*/copyright\n"
     with RootfsTree(debian_like(tmp_path / "base.tar")) as tree:
         tree.put_file(bootstrap.DPKG_CONFIG, b"force-unsafe-io\n")
         bootstrap.finish_tree(tree)

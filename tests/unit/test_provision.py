@@ -170,3 +170,21 @@ def test_tree_without_a_distribution(agent: AgentInstall) -> None:
         entry = tree.get(directory)
         assert entry is not None and entry.mode == mode, directory
     assert tree.read("etc/passwd").startswith(b"root:x:0:0:")
+
+
+def test_masked_units_and_generators_link_to_dev_null(tmp_path: Path, agent: AgentInstall) -> None:
+    tree = _provisioned(tmp_path, agent, "systemd", masked_units=("systemd-journald.service", "modprobe@.service"),
+                        masked_generators=("systemd-fstab-generator",))
+    for path in ("etc/systemd/system/systemd-journald.service", "etc/systemd/system/modprobe@.service",
+                 "etc/systemd/system-generators/systemd-fstab-generator"):
+        entry = tree.get(path)
+        assert entry is not None and entry.type == SYM and entry.linkname == "/dev/null", path
+    (tmp_path / "agent-mode").mkdir()
+    agent_mode = _provisioned(tmp_path / "agent-mode", agent, "agent", masked_units=("systemd-journald.service",))
+    assert agent_mode.get("etc/systemd/system/systemd-journald.service") is None  # systemd mode only
+
+
+def test_the_agent_unit_does_not_wait_for_sysinit(tmp_path: Path, agent: AgentInstall) -> None:
+    unit = _provisioned(tmp_path, agent, "systemd").read("usr/lib/systemd/system/kata-agent.service").decode()
+    assert "DefaultDependencies=no" in unit and "Requires=tmp.mount" in unit and "Before=shutdown.target" in unit
+    assert "After=" not in unit  # nothing to wait for

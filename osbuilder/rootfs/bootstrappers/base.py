@@ -36,6 +36,9 @@ class Job:
     variant: str  # mmdebstrap's --variant: the recipe's, or minbase for a container root
     trims: tuple[str, ...]  # paths not to unpack after the essential set (guest roots only)
     source_date_epoch: int | None
+    # apt's signed package lists stay in the tree (guest roots): the build reads each package's
+    # origin from them (osbuilder.rootfs.packagefacts), then removes them
+    keep_apt_lists: bool = False
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,7 @@ class BootstrapSpec:
     mirror: str | None  # None: mmdebstrap's default mirrors for the suite
     trims: tuple[str, ...]  # not unpacked after the essential set (provisioning removes the rest)
     options: tuple[str, ...]  # the recipe's extra mmdebstrap options
+    keep_apt_lists: bool = False  # Job.keep_apt_lists
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,8 @@ def mmdebstrap_argv(spec: BootstrapSpec, mode: str, paths: Paths, output_format:
     if paths.keyring:
         argv.append(f"--keyring={paths.keyring}")
     argv += ["--skip=output/dev", "--skip=download/empty", "--skip=essential/unlink"]
+    if spec.keep_apt_lists:
+        argv.append("--skip=cleanup/apt/lists")
     config = f'"$1"/{DPKG_CONFIG}'
     argv += [
         f'--setup-hook=mkdir -p "$1"/{DPKG_CONFIG.rsplit("/", 1)[0]} && echo {DPKG_SPEEDUP} > {config}',
@@ -119,14 +122,19 @@ def mmdebstrap_argv(spec: BootstrapSpec, mode: str, paths: Paths, output_format:
 
 
 def trim_lines(trims: Sequence[str]) -> list[str]:
-    return [f"path-exclude=/{trim.strip('/')}/*" for trim in trims]
+    lines = [f"path-exclude=/{trim.strip('/')}/*" for trim in trims]
+    if "usr/share/doc" in (trim.strip("/") for trim in trims):
+        # The copyright files give the packages' licenses (osbuilder.rootfs.packagefacts); provisioning
+        # removes them with the rest of the trims.
+        lines.append("path-include=/usr/share/doc/*/copyright")
+    return lines
 
 
 def spec_of(job: Job) -> BootstrapSpec:
     recipe = job.recipe.bootstrap
     return BootstrapSpec(suite=job.release.suite, variant=job.variant, components=recipe.components,
                          debian_arch=job.arch.debian, packages=job.packages, mirror=job.mirror, trims=job.trims,
-                         options=recipe.options)
+                         options=recipe.options, keep_apt_lists=job.keep_apt_lists)
 
 
 def finish_tree(tree: RootfsTree) -> None:

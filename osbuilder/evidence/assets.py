@@ -1,0 +1,20 @@
+"""The evidence of a freshly built image or initrd, for build-image and build-initrd: its SBOM next
+to it, then its size budgets (exit 1 over them, the asset kept for inspection)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from osbuilder.evidence.budgets import check_rootfs_asset
+from osbuilder.evidence.sbom import for_built_asset
+from osbuilder.versions import Versions
+
+
+def after_build(rootfs_dir: Path, asset: Path, kind: str, epoch: int, *, arch: str, versions: Versions | None,
+                free_bytes: int | None = None) -> Path | None:
+    """Write the asset's SBOM (None for a tree osbuilder did not build) and, unless `versions` is
+    None (--no-budgets), check the pinned asset's budgets; the SBOM's path."""
+    sbom = for_built_asset(rootfs_dir, asset, kind, epoch)
+    if versions is not None:
+        check_rootfs_asset(versions, arch, kind, rootfs_dir, asset, free_bytes)
+    return sbom
