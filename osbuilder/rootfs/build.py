@@ -192,9 +192,8 @@ def _provision(prepared: Prepared, tree: RootfsTree, agent: provision.AgentInsta
     prepared.bootstrapper.finish(tree)
     facts = None
     if plan.bootstraps and plan.job.keep_apt_lists:
-        # Licenses and package origins, read before provisioning trims the copyright files.
+        # Licenses and package origins, read before provisioning removes the copyright files and apt's lists.
         facts = packagefacts.collect(tree, plan.recipe.bootstrap.archive or "debian")
-        packagefacts.take_lists(tree)
     if plan.busybox:
         packages.append(add_busybox(tree, plan.arch, workdir, versions, fetcher, plan.request.mirror))
     spec = None

@@ -2,7 +2,8 @@
 the tree is provisioned: the license each package declares in its machine-readable copyright file
 (the recipe trims /usr/share/doc; dpkg keeps the copyright files, see mmdebstrap.trim_lines, until
 provisioning trims them) and the archive suite, index and sha256 each package came from (apt's
-package lists, which mmdebstrap keeps for this (Job.keep_apt_lists) and `take_lists` removes).
+package lists, which mmdebstrap keeps for this (Job.keep_apt_lists) and provisioning removes with
+the rest of /var/lib/apt).
 
 The chain of trust of an origin: apt verified the suite's InRelease signature when it fetched
 it; the Packages index must have the sha256 that InRelease lists for it (checked here); the
@@ -156,21 +157,6 @@ def collect(tree: RootfsTree, archive: str) -> dict[str, Any] | None:
     packages.sort(key=lambda item: (item["name"], item["architecture"]))
     return {"format": FORMAT, "archive": archive, "indexes": [index.to_json() for index in indexes],
             "packages": packages}
-
-
-def take_lists(tree: RootfsTree) -> list[str]:
-    """Remove apt's package lists once read, as mmdebstrap's cleanup would have (the lock file and
-    partial/ stay); the paths removed."""
-    lists = tree.get(APT_LISTS, follow=True)
-    if lists is None or lists.type != DIR:
-        return []
-    prefix = tree.resolve(APT_LISTS) + "/"
-    names = sorted(path for path in tree.entries if path.startswith(prefix) and "/" not in path[len(prefix):]
-                   and path[len(prefix):] not in ("lock", "partial"))
-    removed: list[str] = []
-    for name in names:
-        removed += tree.remove(name)
-    return removed
 
 
 def render(facts: dict[str, Any]) -> bytes:

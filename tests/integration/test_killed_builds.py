@@ -225,7 +225,7 @@ def test_killed_image_builds(place: Path, agent_rootfs: Path) -> None:
     out.mkdir()
     _exercise("image", lambda run: _osbuilder("build-image", agent_rootfs, "--agent-init", "-o", out / "agent.img"),
               str(out), [out], [out])
-    assert sorted(os.listdir(out)) == ["agent.img"]
+    assert sorted(os.listdir(out)) == ["agent.img", "agent.img.cdx.json"]  # the image and its SBOM
 
 
 def test_killed_boots(place: Path, agent_rootfs: Path, default_kernel: object) -> None:

@@ -105,19 +105,6 @@ def test_a_package_list_that_does_not_match_its_inrelease_gives_no_origin(tmp_pa
     assert all("origin" not in entry for entry in facts["packages"])
 
 
-def test_the_package_lists_are_removed_once_read_as_apt_would(tmp_path: Path) -> None:
-    tree = _tree(tmp_path)
-    _lists(tree, PACKAGES)
-    tree.put_file("var/lib/apt/lists/lock", b"")
-    tree.put_dir("var/lib/apt/lists/partial")
-    assert packagefacts.collect(tree, "ubuntu") is not None
-    removed = packagefacts.take_lists(tree)
-    assert sorted(name.rsplit("/", 1)[-1] for name in removed) == [
-        "host_ubuntu_dists_demo-updates_InRelease", "host_ubuntu_dists_demo-updates_main_binary-amd64_Packages.gz"]
-    listed = sorted(name for name in tree.entries if name.startswith("var/lib/apt/lists/"))
-    assert listed == ["var/lib/apt/lists/lock", "var/lib/apt/lists/partial"]
-
-
 def _facts(tmp_path: Path) -> AssetFacts:
     tree = _tree(tmp_path)
     _lists(tree, PACKAGES)

@@ -37,7 +37,7 @@ class Job:
     trims: tuple[str, ...]  # paths not to unpack after the essential set (guest roots only)
     source_date_epoch: int | None
     # apt's signed package lists stay in the tree (guest roots): the build reads each package's
-    # origin from them (osbuilder.rootfs.packagefacts), then removes them
+    # origin from them (osbuilder.rootfs.packagefacts) before provisioning removes /var/lib/apt
     keep_apt_lists: bool = False
 
 
