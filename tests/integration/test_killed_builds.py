@@ -170,14 +170,19 @@ def _osbuilder(*args: str | Path) -> list[str]:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="root mode is for root")
 def test_killed_root_mode_rootfs_builds(place: Path, rootfs_cache: Path, test_agent: Path) -> None:
-    out = place / "root"
+    out, temporary = place / "root", place / "root-tmp"
     out.mkdir()
+    temporary.mkdir()
     # --no-cache: every run bootstraps (the package cache keeps them from downloading).
     args = [*NOBLE_AGENT, "--agent", str(test_agent), "--no-cache", "--force"]
     _exercise("root-mode rootfs", lambda run: _osbuilder("--cache-dir", rootfs_cache, "build-rootfs", *args,
                                                          "-o", out / "rootfs"),
-              str(out), [out, rootfs_cache / "tmp"], [out, rootfs_cache / "tmp"], {"SOURCE_DATE_EPOCH": ROOTFS_SDE})
+              str(out), [out, rootfs_cache / "tmp"], [out, rootfs_cache / "tmp"],
+              {"SOURCE_DATE_EPOCH": ROOTFS_SDE, "TMPDIR": str(temporary)})
     assert (out / "rootfs/sbin/init").is_file()
+    # Nothing of the killed runs in the temporary directory either (mmdebstrap's own directory
+    # included: it works in the cache's staging directory, which the next run sweeps).
+    assert list(temporary.iterdir()) == []
 
 
 def test_killed_rootless_rootfs_builds(place: Path, rootfs_cache: Path, test_agent: Path) -> None:
@@ -188,7 +193,7 @@ def test_killed_rootless_rootfs_builds(place: Path, rootfs_cache: Path, test_age
         user = rootless.prepare(place / "user")
     except LookupError as error:
         pytest.skip(str(error))
-    cache, out = place / "user-cache", place / "rootless"
+    cache, out, temporary = place / "user-cache", place / "rootless", place / "user-tmp"
     shutil.copytree(rootfs_cache / "apt-archives", cache / "apt-archives")  # start from the packages root has
     out.mkdir()
     agent = place / "kata-agent"
@@ -196,11 +201,14 @@ def test_killed_rootless_rootfs_builds(place: Path, rootfs_cache: Path, test_age
     agent.chmod(0o755)
     rootless.give(cache, user)
     rootless.give(out, user)
+    temporary.mkdir()
+    rootless.give(temporary, user)
     args = [*NOBLE_AGENT, "--agent", str(agent), "--no-cache", "--force"]
 
     def argv(run: int) -> list[str]:
         variables = {"HOME": str(user.home), "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
-                     "PYTHONPATH": user.pythonpath, "OSBUILDER_NO_PROGRESS": "1", "SOURCE_DATE_EPOCH": ROOTFS_SDE}
+                     "PYTHONPATH": user.pythonpath, "OSBUILDER_NO_PROGRESS": "1", "SOURCE_DATE_EPOCH": ROOTFS_SDE,
+                     "TMPDIR": str(temporary)}
         return ["runuser", "-u", user.name, "--", "env", "-i", *(f"{k}={v}" for k, v in variables.items()),
                 user.python, "-m", "osbuilder", "--cache-dir", str(cache), "build-rootfs", *args,
                 "-o", str(out / "rootfs")]
@@ -208,6 +216,9 @@ def test_killed_rootless_rootfs_builds(place: Path, rootfs_cache: Path, test_age
     _exercise("rootless rootfs", argv, str(out), [out, cache / "tmp"], [out, cache / "tmp"])
     listing = subprocess.run(["runuser", "-u", user.name, "--", "ls", "-A", str(out)], capture_output=True, text=True)
     assert listing.stdout.split() == ["rootfs"]
+    # mmdebstrap's own directory of a killed unshare-mode run (a whole tree of subordinate ids)
+    # is not left in the temporary directory: it works in the cache's staging directory.
+    assert list(temporary.iterdir()) == []
 
 
 @pytest.fixture(scope="module")
