@@ -44,10 +44,10 @@ def temporary_directory(parent: Path | None, role: str) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def sweep_temporary() -> list[Path]:
-    """sweep() of the temporary directory (boot sockets, bundle extractions, keyring copies): only
-    this user's entries, as the directory is shared."""
-    return sweep(Path(tempfile.gettempdir()), only_own=True)
+def sweep_temporary(remover: Callable[[Path], None] | None = None) -> list[Path]:
+    """sweep() of the temporary directory (boot sockets, bundle extractions, keyring copies,
+    mmdebstrap's directories): only this user's entries, as the directory is shared."""
+    return sweep(Path(tempfile.gettempdir()), remover, only_own=True)
 
 
 def owner(name: str) -> int | None:

@@ -89,6 +89,7 @@ def build(plan: Plan, versions: Versions, cache: Cache, fetcher: Fetcher, verbos
     # What a killed build left next to the output and in the cache, said as it is removed; a rootless
     # build's staging tree belongs to the caller's subordinate ids and is removed in their namespace.
     staging.sweep(plan.output.parent, userns.remove_staging)
+    staging.sweep_temporary(userns.remove_staging)  # mmdebstrap's directories of killed builds
     cache.sweep_stale()
     with phase(timings, "cache_key"):
         key = plan.cache_key

@@ -137,7 +137,7 @@ def _entries_of(pids: list[int], *directories: Path) -> list[Path]:
 
 
 def _exercise(name: str, argv: Callable[[int], list[str]], marker: str, places: list[Path],
-              directories: list[Path], env: dict[str, str] | None = None) -> None:
+              directories: list[Path], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """One full run to time it, RUNS runs killed at random points, then a run that must succeed and
     leave no staging entry of any killed run."""
     duration, first = _timed(argv(0), env)
@@ -151,6 +151,7 @@ def _exercise(name: str, argv: Callable[[int], list[str]], marker: str, places: 
     assert last.returncode == 0, f"{name} after {RUNS} kills (seed {SEED}):\n{last.stderr[-3000:]}"
     assert _entries_of(killed, *directories) == [], f"{name}: staging entries of killed runs are left"
     assert _staging_mounts(*places) == []
+    return last
 
 
 @pytest.fixture(scope="module")
@@ -170,14 +171,19 @@ def _osbuilder(*args: str | Path) -> list[str]:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="root mode is for root")
 def test_killed_root_mode_rootfs_builds(place: Path, rootfs_cache: Path, test_agent: Path) -> None:
-    out = place / "root"
+    out, temporary = place / "root", place / "root-tmp"
     out.mkdir()
+    temporary.mkdir()
     # --no-cache: every run bootstraps (the package cache keeps them from downloading).
     args = [*NOBLE_AGENT, "--agent", str(test_agent), "--no-cache", "--force"]
     _exercise("root-mode rootfs", lambda run: _osbuilder("--cache-dir", rootfs_cache, "build-rootfs", *args,
                                                          "-o", out / "rootfs"),
-              str(out), [out, rootfs_cache / "tmp"], [out, rootfs_cache / "tmp"], {"SOURCE_DATE_EPOCH": ROOTFS_SDE})
+              str(out), [out, rootfs_cache / "tmp"], [out, rootfs_cache / "tmp"],
+              {"SOURCE_DATE_EPOCH": ROOTFS_SDE, "TMPDIR": str(temporary)})
     assert (out / "rootfs/sbin/init").is_file()
+    # Nothing of the killed runs in the temporary directory either (mmdebstrap's own directory
+    # included: it works in a staging entry there, which the next run sweeps).
+    assert list(temporary.iterdir()) == []
 
 
 def test_killed_rootless_rootfs_builds(place: Path, rootfs_cache: Path, test_agent: Path) -> None:
@@ -188,7 +194,7 @@ def test_killed_rootless_rootfs_builds(place: Path, rootfs_cache: Path, test_age
         user = rootless.prepare(place / "user")
     except LookupError as error:
         pytest.skip(str(error))
-    cache, out = place / "user-cache", place / "rootless"
+    cache, out, temporary = place / "user-cache", place / "rootless", place / "user-tmp"
     shutil.copytree(rootfs_cache / "apt-archives", cache / "apt-archives")  # start from the packages root has
     out.mkdir()
     agent = place / "kata-agent"
@@ -196,18 +202,28 @@ def test_killed_rootless_rootfs_builds(place: Path, rootfs_cache: Path, test_age
     agent.chmod(0o755)
     rootless.give(cache, user)
     rootless.give(out, user)
+    temporary.mkdir()
+    rootless.give(temporary, user)
     args = [*NOBLE_AGENT, "--agent", str(agent), "--no-cache", "--force"]
 
     def argv(run: int) -> list[str]:
         variables = {"HOME": str(user.home), "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
-                     "PYTHONPATH": user.pythonpath, "OSBUILDER_NO_PROGRESS": "1", "SOURCE_DATE_EPOCH": ROOTFS_SDE}
+                     "PYTHONPATH": user.pythonpath, "OSBUILDER_NO_PROGRESS": "1", "SOURCE_DATE_EPOCH": ROOTFS_SDE,
+                     "TMPDIR": str(temporary)}
         return ["runuser", "-u", user.name, "--", "env", "-i", *(f"{k}={v}" for k, v in variables.items()),
                 user.python, "-m", "osbuilder", "--cache-dir", str(cache), "build-rootfs", *args,
                 "-o", str(out / "rootfs")]
 
-    _exercise("rootless rootfs", argv, str(out), [out, cache / "tmp"], [out, cache / "tmp"])
+    # The marker is the test's whole place: the killed run's supervisor and mmdebstrap (whose command
+    # line names the cache, not the output) must be gone before the next run, or its sweep may race
+    # with their teardown (the sweep then reports the entry and leaves it to a later run).
+    last = _exercise("rootless rootfs", argv, str(place), [out, cache / "tmp"], [out, cache / "tmp"])
     listing = subprocess.run(["runuser", "-u", user.name, "--", "ls", "-A", str(out)], capture_output=True, text=True)
     assert listing.stdout.split() == ["rootfs"]
+    # mmdebstrap's own directory of a killed unshare-mode run (a whole tree of subordinate ids)
+    # is not left in the temporary directory: the next build sweeps it.
+    swept = [line for line in last.stderr.splitlines() if "remove" in line]
+    assert list(temporary.iterdir()) == [], swept
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from osbuilder import runner, userns
+from osbuilder import runner, staging, userns
 from osbuilder.arch import host_arch
 from osbuilder.cache import Cache
 from osbuilder.errors import BuildError, UsageError
@@ -200,14 +200,22 @@ def with_package_cache(job: Job, workspace: Workspace, direct: bool,
 
 
 def run_native(argv: Sequence[str], on_line: Callable[[str], None]) -> None:
-    try:
-        # Contained: mmdebstrap's mounts in the chroot live in a mount namespace of its own, and the
-        # whole process tree dies with osbuilder (see runner.run).
-        runner.run(argv, stream=True, on_line=on_line, what="mmdebstrap", contained=True)
-    except BuildError as error:
-        error.fix = ("see the mmdebstrap output above; run the command by hand with --verbose to debug "
-                     "(network access to the archive mirror is needed)")
-        raise
+    # mmdebstrap's own temporary directory (a whole tree, of subordinate ids in unshare mode) goes
+    # into a staging entry of ours in the temporary directory: a killed build cannot remove it, the
+    # next build's sweep does (see rootfs.build). It stays in the temporary directory because in
+    # unshare mode the namespace's root, a subordinate id, must reach it, and the cache may be under
+    # a home directory it cannot enter.
+    with staging.temporary_directory(None, "mmdebstrap") as scratch:
+        scratch.chmod(0o755)
+        try:
+            # Contained: mmdebstrap's mounts in the chroot live in a mount namespace of its own, and
+            # the whole process tree dies with osbuilder (see runner.run).
+            runner.run(argv, env={"TMPDIR": str(scratch)}, stream=True, on_line=on_line, what="mmdebstrap",
+                       contained=True)
+        except BuildError as error:
+            error.fix = ("see the mmdebstrap output above; run the command by hand with --verbose to debug "
+                         "(network access to the archive mirror is needed)")
+            raise
 
 
 def foreign_arch_problem(job: Job, where: str) -> None:
