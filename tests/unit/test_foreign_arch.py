@@ -155,3 +155,15 @@ def test_an_arm64_guest_is_emulated(tmp_path: Path) -> None:
     with pytest.raises(UsageError) as refused:
         choose_accel("kvm", kernel, AARCH64, None, probe=no_probe, device_usable=lambda: True)
     assert refused.value.where == "--accel kvm" and "aarch64 guest on this x86_64 host" in refused.value.problem
+
+
+def test_the_rootfs_cache_key_carries_the_architecture(tmp_path: Path) -> None:
+    context = Context(versions_path=DEFAULT_VERSIONS, distros_dir=DEFAULT_DISTROS_DIR, cache_dir=tmp_path / "cache")
+    context.cache.ensure()
+    planned = {arch: plan(Request(distro="debian", release="bookworm", arch=arch, agent_init=True), context.versions,
+                          context.recipe, context.cache.root, key_only=True, environment={"SOURCE_DATE_EPOCH": "1"})
+               for arch in ("x86_64", "aarch64")}
+    native, foreign = (planned[arch].cache_inputs() for arch in ("x86_64", "aarch64"))
+    assert (native["arch"], foreign["arch"]) == ("x86_64", "aarch64")
+    assert native["agent"]["build"] != foreign["agent"]["build"]  # the agent is built for the target
+    assert planned["x86_64"].cache_key != planned["aarch64"].cache_key
