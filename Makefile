@@ -77,8 +77,10 @@ $(STAMP_VENV): pyproject.toml $(STAMP_DEPS)
 	$(VENV)/bin/pip install -q -e '.[test,lint]'
 	@touch $@
 
-# Cross-architecture kernel builds (arm64 on x86_64: ~15 min cold on 2 cores) are not part of
-# `make test`; `make test-cross` runs them.
+# The arm64 tier (marker `cross`: the arm64 kernel cross build, ~15 min cold on 2 cores; a Debian
+# bookworm arm64 rootfs bootstrapped through qemu-user, root and rootless; its image and initrd booted
+# under qemu-system-aarch64 with TCG; a container run) is not part of `make test`; `make test-cross`
+# runs it. It needs qemu-user registered with binfmt_misc (`osbuilder doctor` says how).
 test: venv
 	$(PYTEST) $(PYTEST_FLAGS) -m 'not cross' tests
 

@@ -75,6 +75,16 @@ def run(argv: list[str | os.PathLike[str]], **kwargs: object) -> subprocess.Comp
     return subprocess.run([os.fspath(a) for a in argv], check=True, capture_output=True, **kwargs)  # type: ignore[call-overload, no-any-return]
 
 
+def remove_work(work: Path) -> None:
+    """A benchmark's working directory removed, unless a file system is still mounted in it."""
+    from osbuilder.userns import mounts_below
+
+    if mounts_below(work):
+        sys.stderr.write(f"not removing {work}: file systems are still mounted in it\n")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def mib(value: int) -> str:
     return f"{value / (1 << 20):.1f} MiB"
 

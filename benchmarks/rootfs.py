@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import signal
 import statistics
 import subprocess
@@ -36,13 +35,14 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from _common import remove_work  # noqa: E402
+
 from osbuilder.agent_build import reference_agent  # noqa: E402
 from osbuilder.arch import host_arch  # noqa: E402
 from osbuilder.context import Context  # noqa: E402
 from osbuilder.paths import DEFAULT_DISTROS_DIR, DEFAULT_VERSIONS, default_cache_dir  # noqa: E402
 from osbuilder.rootfs.bootstrappers.keyring import resolve_keyring  # noqa: E402
 from osbuilder.rootfs.bootstrappers.mmdebstrap import mmdebstrap_version  # noqa: E402
-from osbuilder.userns import mounts_below  # noqa: E402
 
 SOURCE_DATE_EPOCH = "1700000000"
 TARGETS = {"cold": 1.1, "warm": 0.1}
@@ -169,10 +169,7 @@ def main() -> int:
         print(json.dumps(report, indent=2))
         return 0
     finally:
-        if mounts_below(work):
-            sys.stderr.write(f"not removing {work}: file systems are still mounted in it\n")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        remove_work(work)
 
 
 if __name__ == "__main__":

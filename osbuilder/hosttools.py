@@ -47,6 +47,13 @@ STEPS: tuple[Step, ...] = (
             _T("newgidmap", "uidmap", optional=True, why="unshare mode for unprivileged users"),
             _T("unshare", "util-linux", optional=True, why="rootless trees (osbuilder.userns)"),
             _T("zstd", "zstd", optional=True, why="agent tarballs in .tar.zst"),
+            # A foreign --arch (aarch64 on x86_64): mmdebstrap runs the target's maintainer scripts
+            # through qemu-user, registered with the kernel's binfmt_misc (osbuilder.binfmt).
+            _T("qemu-aarch64-static", "qemu-user-static", optional=True, why="--arch aarch64 on another host"),
+            _T("update-binfmts", "binfmt-support", optional=True, why="registers qemu-user with binfmt_misc"),
+            _T("arch-test", "arch-test", optional=True, why="mmdebstrap's check of a foreign --arch"),
+            _T("aarch64-linux-gnu-strip", "binutils-aarch64-linux-gnu", optional=True,
+               why="strips an aarch64 agent"),
         ),
         # mmdebstrap picks the default mirror of an Ubuntu suite from distro-info-data
         ("distro-info-data",),
@@ -105,18 +112,31 @@ STEPS: tuple[Step, ...] = (
     Step(
         "agent",
         "build the reference agent",
-        (_T("musl-gcc", "musl-tools"), _T("make", "make"), _T("strip", "binutils")),
+        (
+            _T("musl-gcc", "musl-tools"),
+            _T("make", "make"),
+            _T("strip", "binutils"),
+            _T("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu", optional=True,
+               why="the agent for --arch aarch64 (static glibc)"),
+        ),
+        # the aarch64 agent links glibc statically: the cross C library (a recommendation of the
+        # cross gcc, which `apt-get --no-install-recommends` leaves out)
+        ("libc6-dev-arm64-cross",),
     ),
     Step(
         "boot",
         "boot-check assets under QEMU",
-        (_T("qemu-system-x86_64", "qemu-system-x86"),),
+        (
+            _T("qemu-system-x86_64", "qemu-system-x86"),
+            _T("qemu-system-aarch64", "qemu-system-arm", optional=True, why="--arch aarch64"),
+        ),
     ),
     Step(
         "run",
         "run a container in a VM, as the Kata runtime does",
         (
             _T("qemu-system-x86_64", "qemu-system-x86"),
+            _T("qemu-system-aarch64", "qemu-system-arm", optional=True, why="--arch aarch64"),
             _T("unshare", "util-linux", why="the sandbox's private mount namespace"),
             _T("nsenter", "util-linux", why="mounts, virtiofsd and QEMU in that namespace"),
             _T("mount", "mount"),

@@ -17,9 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from osbuilder import runner
-from osbuilder.arch import Arch
+from osbuilder.arch import Arch, host_arch
 from osbuilder.boot.qemu import kvm_usable_device
 from osbuilder.cache import Cache, content_key
+from osbuilder.errors import UsageError
 from osbuilder.kernelcmdline import serial_console
 from osbuilder.outputs import write_atomically
 
@@ -78,9 +79,17 @@ KvmProbe = Callable[[Path, Arch, str | None], bool]
 
 def choose_accel(requested: str, kernel: Path, arch: Arch, cache: Cache | None, qemu: str | None = None, *,
                  probe: KvmProbe = probe_kvm, device_usable: Callable[[], bool] = kvm_usable_device) -> str:
-    """"kvm" or "tcg" for --accel auto|kvm|tcg. `probe` and `device_usable` are injectable (tests)."""
+    """"kvm" or "tcg" for --accel auto|kvm|tcg. `probe` and `device_usable` are injectable (tests).
+    Another architecture's guest is emulated: KVM runs only the host's."""
+    foreign = arch.name != host_arch().name
+    if requested == "kvm" and foreign:
+        raise UsageError(problem=f"KVM cannot run an {arch.name} guest on this {host_arch().name} host",
+                         where="--accel kvm", fix="use --accel tcg (or auto), or boot on an "
+                                                   f"{arch.name} host")
     if requested in ("kvm", "tcg"):
         return requested
+    if foreign:
+        return "tcg"
     if not device_usable():
         return "tcg"
     key = content_key({"boot_id": _boot_id(), "qemu": shutil.which(qemu or f"qemu-system-{arch.qemu}"),

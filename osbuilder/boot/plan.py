@@ -29,7 +29,7 @@ from osbuilder import staging
 from osbuilder.arch import host_arch, parse_arch
 from osbuilder.boot.accel import choose_accel
 from osbuilder.boot.preflight import check_assets
-from osbuilder.boot.qemu import AGENT_PORT_NAME, VmSpec
+from osbuilder.boot.qemu import AGENT_PORT_NAME, VmSpec, machine_of
 from osbuilder.boot.runtimeconfig import RuntimeBoot, read_runtime_config
 from osbuilder.boot.transport import choose_transport
 from osbuilder.cache import Cache
@@ -138,7 +138,8 @@ def plan_vm(choices: VmChoices, assets: Assets) -> tuple[VmSpec, RootSpec]:
     config = assets.config
     arch = parse_arch(choices.arch) if choices.arch else host_arch()
     fs_type = choices.fs_type or (config.rootfs_type if config else "ext4")
-    nvdimm = assets.image is not None and not choices.no_dax and (config.nvdimm if config else True)
+    nvdimm = (assets.image is not None and not choices.no_dax and machine_of(arch).image_nvdimm
+              and (config.nvdimm if config else True))
     verity = read_verity(choices.verity) or (config.verity if config and assets.image is not None else None)
     root = RootSpec("image" if assets.image is not None else "initrd", fs_type, nvdimm, verity)
     extra = " ".join(part for part in (config.kernel_params if config else "", choices.kernel_params) if part)

@@ -3,6 +3,14 @@
 The VM gets the kernel and either an initrd, or the image as an NVDIMM backed read-only by the
 file (nvdimm=on; DAX) or as a virtio-blk disk. The agent channel is vsock (production) or a
 virtio-serial port whose host end is a unix socket (no vhost-vsock on these machines).
+
+The machine is the runtime's for the architecture (`MACHINES`): q35 on x86_64; on aarch64 QEMU's
+`virt` board with Kata's machine options and CPU features (src/runtime/arch/arm64-options.mk:
+MACHINETYPE virt, CPUFEATURES pmu=off; qemu_arm64.go: usb=off, gic-version=host under KVM), and
+the image on virtio-blk: `virt` describes an NVDIMM to the guest only through ACPI's NFIT, which a
+direct kernel boot with a device tree does not have, and the runtime mounts an arm64 root without
+DAX anyway. Another architecture's guest can only be emulated (TCG): `cortex-a57` then, the CPU
+QEMU emulates fastest that the guest kernel supports, with the runtime's CPU features.
 """
 
 from __future__ import annotations
@@ -57,20 +65,48 @@ class VmSpec:
     wrapper: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class Machine:
+    """The runtime's QEMU machine for one architecture."""
+
+    kvm: str  # -machine type and options under KVM
+    tcg: str  # ... under TCG
+    cpu_kvm: str
+    cpu_tcg: str
+    image_nvdimm: bool  # the image as an NVDIMM (else virtio-blk)
+
+    def machine(self, accel: str) -> str:
+        return self.kvm if accel == "kvm" else self.tcg
+
+    def cpu(self, accel: str) -> str:
+        return self.cpu_kvm if accel == "kvm" else self.cpu_tcg
+
+
+MACHINES: dict[str, Machine] = {
+    "x86_64": Machine("q35", "q35", "host", "max", image_nvdimm=True),
+    # gic-version=host needs KVM; under TCG `max` gives the GICv3 a host would have
+    "aarch64": Machine("virt,usb=off,gic-version=host", "virt,usb=off,gic-version=max", "host,pmu=off",
+                       "cortex-a57,pmu=off", image_nvdimm=False),
+}
+
+
+def machine_of(arch: Arch) -> Machine:
+    return MACHINES[arch.name]
+
+
 def qemu_binary(spec: VmSpec) -> str:
     return spec.qemu or f"qemu-system-{spec.arch.qemu}"
 
 
 def qemu_argv(spec: VmSpec) -> list[str]:
-    x86 = spec.arch.name == "x86_64"
+    board = machine_of(spec.arch)
     nvdimm = spec.image is not None and spec.nvdimm
-    machine = "q35" if x86 else "virt,gic-version=max"
-    machine += f",accel={spec.accel}"
+    machine = board.machine(spec.accel) + f",accel={spec.accel}"
     if nvdimm:
         machine += ",nvdimm=on"
     argv = [
         *spec.wrapper, qemu_binary(spec), "-name", spec.name, "-machine", machine,
-        "-cpu", "host" if spec.accel == "kvm" else "max",
+        "-cpu", board.cpu(spec.accel),
         "-smp", str(spec.cpus),
         # An NVDIMM needs memory slots and headroom above RAM, as the runtime configures.
         "-m", f"{spec.memory_mb}M,slots=2,maxmem={spec.memory_mb + 2048}M" if nvdimm else f"{spec.memory_mb}M",

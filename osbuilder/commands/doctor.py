@@ -9,6 +9,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from osbuilder.arch import ARCHES, host_arch
+from osbuilder.binfmt import emulation
 from osbuilder.commands import Command, Outcome
 from osbuilder.context import Context
 from osbuilder.hosttools import SHARED_LIBRARIES, STEPS, find_tool
@@ -62,6 +64,8 @@ def run(context: Context, args: argparse.Namespace) -> Outcome:
             missing_packages.add(str(library["package"]))
             required_missing = True
     facts = _host_facts()
+    # Optional, like the cross tools: only a foreign --arch build needs it (and fails early without it).
+    foreign = [emulation(arch) for arch in ARCHES.values() if arch.name != host_arch().name]
     lines = []
     for report in steps:
         lines.append(f"{'ok     ' if report['ok'] else 'MISSING'} {report['step']}: {report['description']}")
@@ -71,10 +75,15 @@ def run(context: Context, args: argparse.Namespace) -> Outcome:
             kind = "optional" if tool["optional"] else "required"
             why = f" ({tool['why']})" if tool["why"] else ""
             lines.append(f"      {tool['tool']}: not found, {kind}{why} -> apt-get install {tool['package']}")
+    for state in foreign:
+        lines.append(f"{'ok     ' if state.ok else 'MISSING'} emulation of {state.arch} (build-rootfs --arch "
+                     f"{state.arch}): " + ("qemu-user registered with binfmt_misc" if state.ok
+                                           else f"{state.problem} -> {state.fix}"))
     lines.append("host: " + ", ".join(f"{key}={'yes' if value else 'no'}" for key, value in facts.items()))
     if missing_packages:
         lines.append("to install everything: apt-get install " + " ".join(sorted(missing_packages)))
     data = {"ok": not required_missing, "steps": steps, "libraries": libraries, "host": facts,
+            "emulation": [state.to_json() for state in foreign],
             "missing_packages": sorted(missing_packages)}
     return Outcome(data, "\n".join(lines), exit_code=1 if required_missing else 0)
 

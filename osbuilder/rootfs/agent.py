@@ -26,6 +26,8 @@ from osbuilder.cache import Cache, sha256_file
 from osbuilder.errors import UsageError
 
 ELF_MAGIC = b"\x7fELF"
+# e_machine (ELF header offset 18, little-endian on both) of the architectures osbuilder builds for
+ELF_MACHINES = {62: "x86_64", 183: "aarch64"}
 VERSION_MEMBER = "VERSION"
 
 
@@ -52,6 +54,22 @@ def _check_elf(data: bytes, where: str, path: Path) -> None:
     if not data.startswith(ELF_MAGIC):
         raise UsageError(problem=f"{path} is not an ELF executable", where=where,
                          fix="give the agent binary itself (a static ELF executable)")
+
+
+def elf_arch(data: bytes) -> str:
+    """The architecture (uname -m name) an ELF executable is for, or its e_machine number."""
+    machine = int.from_bytes(data[18:20], "big" if data[5:6] == b"\x02" else "little")
+    return ELF_MACHINES.get(machine, f"ELF machine {machine}")
+
+
+def check_arch(agent: AgentSource, arch: str, where: str) -> None:
+    """Bad input unless the agent runs on the guest's architecture: the rootfs would build (stripping
+    it needs the target's strip) and the guest never reach its agent."""
+    found = elf_arch(agent.binary)
+    if found != arch:
+        raise UsageError(problem=f"the agent {agent.path} is built for {found}, the rootfs for {arch}",
+                         where=f"{where} {agent.path}",
+                         fix=f"give an agent built for {arch}, or omit {where} to cross-build the reference agent")
 
 
 def from_file(path: Path, *, kind: str = "file", where: str = "--agent") -> AgentSource:

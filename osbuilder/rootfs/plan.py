@@ -25,7 +25,7 @@ from osbuilder.errors import UsageError
 from osbuilder.modes import Backend, BuildMode, InitMode
 from osbuilder.recipes import InitPackages, Recipe, Release
 from osbuilder.rootfs import bootstrappers
-from osbuilder.rootfs.agent import AgentChoice, from_file, from_tarball
+from osbuilder.rootfs.agent import AgentChoice, check_arch, from_file, from_tarball
 from osbuilder.rootfs.bootstrappers.base import Bootstrapper, Choice, Job
 from osbuilder.rootfs.bootstrappers.mmdebstrap import bootstrap_mirror
 from osbuilder.rootfs.distro import Selection, select
@@ -210,7 +210,7 @@ def _check_container(request: Request, recipe: Recipe) -> None:
                                  "and no init", where=guest_only[0], fix="drop them, or drop --container")
 
 
-def _agent(request: Request, versions: Versions, memo: Path | None) -> AgentChoice:
+def _agent(request: Request, versions: Versions, memo: Path | None, arch: Arch) -> AgentChoice:
     if not AGENT_NAME.fullmatch(request.agent_name):
         raise UsageError(problem=f"'{request.agent_name}' is not a file name", where="--agent-name",
                          fix="use a plain name such as kata-agent")
@@ -218,10 +218,14 @@ def _agent(request: Request, versions: Versions, memo: Path | None) -> AgentChoi
         raise UsageError(problem="--agent and --agent-tarball exclude each other", where="--agent-tarball",
                          fix="give one of them")
     if request.agent_tarball is not None:
-        return AgentChoice(request.agent_name, from_tarball(request.agent_tarball, request.agent_name), None)
+        given = from_tarball(request.agent_tarball, request.agent_name)
+        check_arch(given, arch.name, "--agent-tarball")
+        return AgentChoice(request.agent_name, given, None)
     if request.agent is not None:
-        return AgentChoice(request.agent_name, from_file(request.agent), None)
-    return AgentChoice(request.agent_name, None, plan_reference_agent(versions.agent_version, memo))
+        given = from_file(request.agent)
+        check_arch(given, arch.name, "--agent")
+        return AgentChoice(request.agent_name, given, None)
+    return AgentChoice(request.agent_name, None, plan_reference_agent(versions.agent_version, memo, arch=arch))
 
 
 def plan(request: Request, versions: Versions, recipe_named: Callable[[str], Recipe], cache_root: Path,
@@ -240,7 +244,7 @@ def plan(request: Request, versions: Versions, recipe_named: Callable[[str], Rec
     if request.busybox and recipe.has_distribution:
         raise UsageError(problem=f"--busybox is for the minimal recipe; {recipe.name} has its own shell",
                          where="--busybox", fix="add busybox-static with --extra-pkgs instead")
-    agent = None if request.container else _agent(request, versions, memo)
+    agent = None if request.container else _agent(request, versions, memo, selection.arch)
     if request.kernel_modules is not None and not request.kernel_modules.is_dir():
         raise UsageError(problem=f"{request.kernel_modules} is not a directory",
                          where=f"--kernel-modules {request.kernel_modules}",

@@ -235,17 +235,6 @@ def test_a_damaged_tarball_installs_nothing(tmp_path: Path) -> None:
     assert sorted(os.listdir(tmp_path)) == ["rootfs.tar"]
 
 
-@pytest.mark.skipif(Path("/proc/sys/fs/binfmt_misc/qemu-aarch64").exists(), reason="aarch64 emulation is set up")
-def test_foreign_architecture_without_emulation(tmp_path: Path, test_agent: Path) -> None:
-    if os.uname().machine != "x86_64":
-        pytest.skip("the foreign architecture here is aarch64 on x86_64")
-    result = run_cli("--cache-dir", tmp_path / "cache", "build-rootfs", "--distro", "debian", "--arch", "aarch64",
-                     "--agent", test_agent, "-o", tmp_path / "rootfs")
-    assert result.returncode == 2
-    assert "qemu-user" in result.stderr and "--arch aarch64" in result.stderr
-    assert not (tmp_path / "rootfs").exists()
-
-
 def test_an_output_filled_during_the_build_is_kept(tmp_path: Path, test_agent: Path) -> None:
     from osbuilder.errors import BuildError
     from osbuilder.rootfs.install import Installer

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from osbuilder import runner, staging, userns
-from osbuilder.arch import host_arch
+from osbuilder.binfmt import require_emulation
 from osbuilder.cache import Cache
 from osbuilder.errors import BuildError, UsageError
 from osbuilder.fetch import Fetcher
@@ -218,16 +218,6 @@ def run_native(argv: Sequence[str], on_line: Callable[[str], None]) -> None:
             raise
 
 
-def foreign_arch_problem(job: Job, where: str) -> None:
-    host = host_arch()
-    if job.arch.name != host.name and not Path(f"/proc/sys/fs/binfmt_misc/qemu-{job.arch.qemu}").exists():
-        raise UsageError(
-            problem=f"bootstrapping {job.arch.name} on this {host.name} host needs qemu-user emulation, "
-                    "which is not registered",
-            where=where, fix="apt-get install qemu-user-static binfmt-support, or build on a "
-                             f"{job.arch.name} host")
-
-
 @dataclass(frozen=True)
 class Native:
     """mmdebstrap run on this host: root mode as root, unshare mode for a user with subordinate ids."""
@@ -241,7 +231,7 @@ class Native:
         return self.version
 
     def check_host(self, job: Job, where: str) -> None:
-        foreign_arch_problem(job, where)
+        require_emulation(job.arch, where)
 
     def prepare(self, job: Job, versions: Versions, cache: Cache, fetcher: Fetcher) -> Bootstrapper:
         return dataclasses.replace(self, keyring=resolve_keyring(job.recipe, job.arch, versions, cache, fetcher))

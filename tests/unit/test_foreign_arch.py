@@ -1,0 +1,169 @@
+"""aarch64 on an x86_64 host, the parts that need no emulation: what a missing binfmt handler says
+(each state of /proc/sys/fs/binfmt_misc, reproduced in a directory), the agent's architecture
+checked while planning, the reference agent's cross build planned, and the VM the runtime would
+start for an arm64 guest (machine, CPU, virtio-blk root, kernel parameters, accelerator)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from osbuilder import binfmt
+from osbuilder.agent_build import plan_reference_agent
+from osbuilder.arch import ARCHES, host_arch
+from osbuilder.boot.accel import choose_accel
+from osbuilder.boot.plan import Assets, VmChoices, plan_vm
+from osbuilder.boot.qemu import qemu_argv
+from osbuilder.context import Context
+from osbuilder.errors import UsageError
+from osbuilder.paths import DEFAULT_DISTROS_DIR, DEFAULT_VERSIONS
+from osbuilder.rootfs.agent import elf_arch
+from osbuilder.rootfs.plan import Request, plan
+from osbuilder.rootfs.prepare import prepare
+from tests.conftest import run_cli
+
+pytestmark = pytest.mark.skipif(host_arch().name != "x86_64", reason="the foreign architecture here is aarch64")
+AARCH64 = ARCHES["aarch64"]
+REGISTERED = "enabled\ninterpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P\nflags: PF\noffset 0\n"
+
+
+def _binfmt(tmp_path: Path, *, mounted: bool = True, handler: str | None = REGISTERED) -> Path:
+    directory = tmp_path / "binfmt_misc"
+    directory.mkdir(parents=True)
+    if mounted:
+        (directory / "register").write_text("")
+        (directory / "status").write_text("enabled\n")
+    if handler is not None:
+        (directory / "qemu-aarch64").write_text(handler)
+    return directory
+
+
+def _all_tools(name: str) -> str | None:
+    return f"/usr/bin/{name}"
+
+
+def test_each_missing_piece_of_emulation_names_its_fix(tmp_path: Path) -> None:
+    unmounted = binfmt.emulation(AARCH64, _binfmt(tmp_path / "a", mounted=False, handler=None), find=_all_tools)
+    assert "binfmt_misc is not mounted" in unmounted.problem
+    assert unmounted.fix == "mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc; then update-binfmts --enable"
+    nothing = binfmt.emulation(AARCH64, _binfmt(tmp_path / "b", mounted=False, handler=None), find=lambda _: None)
+    assert nothing.fix.startswith("apt-get install qemu-user-static binfmt-support arch-test; then mount -t binfmt_misc")
+    unregistered = binfmt.emulation(AARCH64, _binfmt(tmp_path / "c", handler=None), find=_all_tools)
+    assert "not registered" in unregistered.problem and unregistered.fix == "update-binfmts --enable qemu-aarch64"
+    disabled = binfmt.emulation(AARCH64, _binfmt(tmp_path / "d", handler=REGISTERED.replace("enabled", "disabled")),
+                                find=_all_tools)
+    assert "is disabled" in disabled.problem and disabled.fix == "update-binfmts --enable qemu-aarch64"
+    no_fix_binary = binfmt.emulation(AARCH64, _binfmt(tmp_path / "e", handler=REGISTERED.replace("PF", "P")),
+                                     find=_all_tools)
+    assert "lacks the F flag" in no_fix_binary.problem and "chroot" in no_fix_binary.problem
+    no_arch_test = binfmt.emulation(AARCH64, _binfmt(tmp_path / "f"),
+                                    find=lambda name: None if name == "arch-test" else f"/usr/bin/{name}")
+    assert no_arch_test.fix == "apt-get install arch-test" and "mmdebstrap needs arch-test" in no_arch_test.problem
+    ready = binfmt.emulation(AARCH64, _binfmt(tmp_path / "g"), find=_all_tools)
+    assert ready.ok and ready.problem == ready.fix == ""
+    assert binfmt.emulation(host_arch(), tmp_path / "nowhere").ok  # the host's own programs need nothing
+
+
+def test_a_build_without_emulation_stops_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """build-rootfs --arch aarch64 on a host without binfmt_misc: exit 2 with the packages and
+    commands, before the agent is compiled or anything fetched or written."""
+    monkeypatch.setattr(binfmt, "BINFMT_DIR", _binfmt(tmp_path, mounted=False, handler=None))
+    monkeypatch.setattr(binfmt, "find_tool", lambda _: None)
+    context = Context(versions_path=DEFAULT_VERSIONS, distros_dir=DEFAULT_DISTROS_DIR, cache_dir=tmp_path / "cache")
+    output = tmp_path / "rootfs"
+    request = Request(output=output, distro="debian", release="bookworm", arch="aarch64", agent_init=True)
+    planned = plan(request, context.versions, context.recipe, context.cache.root)
+    with pytest.raises(UsageError) as refused:
+        prepare(planned, context.versions, context.cache, context.fetcher, {})
+    assert refused.value.exit_code == 2 and refused.value.where == "--arch aarch64"
+    assert "binfmt_misc is not mounted" in refused.value.problem and "x86_64 host" in refused.value.problem
+    assert "apt-get install qemu-user-static binfmt-support arch-test" in refused.value.fix
+    assert "update-binfmts --enable" in refused.value.fix
+    assert not output.exists() and not (context.cache.root / "agent").exists()
+
+
+def test_doctor_reports_the_emulation() -> None:
+    result = run_cli("doctor", "--json")
+    report = json.loads(result.stdout)
+    [state] = report["emulation"]
+    assert state["arch"] == "aarch64" and state["handler"] == "/proc/sys/fs/binfmt_misc/qemu-aarch64"
+    assert state["ok"] == binfmt.emulation(AARCH64).ok
+    assert ("emulation of aarch64" in run_cli("doctor").stdout)
+    packages = {tool["package"] for step in report["steps"] for tool in step["tools"]}
+    assert {"qemu-user-static", "binfmt-support", "arch-test", "qemu-system-arm", "gcc-aarch64-linux-gnu"} <= packages
+
+
+def test_an_x86_64_agent_is_refused_for_an_aarch64_rootfs(tmp_path: Path, test_agent: Path) -> None:
+    assert elf_arch(test_agent.read_bytes()) == "x86_64"
+    output = tmp_path / "rootfs"
+    result = run_cli("--cache-dir", tmp_path / "cache", "build-rootfs", "--distro", "debian", "--os-version",
+                     "bookworm", "--arch", "aarch64", "--agent-init", "--agent", test_agent, "-o", output)
+    assert result.returncode == 2, result.stderr
+    assert "is built for x86_64, the rootfs for aarch64" in result.stderr and f"--agent {test_agent}" in result.stderr
+    assert not output.exists() and [path.name for path in tmp_path.iterdir()] == ["cache"]
+    assert not (tmp_path / "cache" / "rootfs").exists() and not (tmp_path / "cache" / "agent").exists()
+    # the same agent for the host's architecture is taken (the minimal recipe: no network)
+    taken = run_cli("--cache-dir", tmp_path / "cache", "build-rootfs", "--distro", "minimal", "--agent", test_agent,
+                    "-o", output, env={"SOURCE_DATE_EPOCH": "1700000000"})
+    assert taken.returncode == 0, taken.stderr
+
+
+def test_the_reference_agent_is_planned_for_the_target(tmp_path: Path) -> None:
+    memo = tmp_path / "tool-versions.json"
+    native = plan_reference_agent("1.0", memo)
+    cross = plan_reference_agent("1.0", memo, arch=AARCH64)
+    assert native.make_variables == [] and native.inputs["arch"] == "x86_64"
+    assert cross.make_variables == ["CC=aarch64-linux-gnu-gcc", "STRIP=aarch64-linux-gnu-strip"]
+    assert cross.inputs["arch"] == "aarch64" and "aarch64-linux-gnu-gcc" in cross.inputs["compiler"]
+    assert cross.cache_key != native.cache_key
+
+
+def _arm64_vm(tmp_path: Path, image: bool) -> tuple[list[str], str]:
+    kernel, disk = tmp_path / "vmlinux", tmp_path / "disk.img"
+    kernel.write_bytes(b"kernel")
+    disk.write_bytes(bytes(4096))
+    vm, _root = plan_vm(VmChoices(arch="aarch64", accel="tcg", transport="serial"),
+                        Assets(kernel, disk if image else None, None if image else kernel))
+    argv = qemu_argv(dataclasses.replace(vm, agent_socket=tmp_path / "agent.sock"))
+    return argv, vm.cmdline
+
+
+def test_the_arm64_vm_is_the_runtimes(tmp_path: Path) -> None:
+    argv, cmdline = _arm64_vm(tmp_path, image=True)
+    assert argv[0] == "qemu-system-aarch64"
+    assert argv[argv.index("-machine") + 1] == "virt,usb=off,gic-version=max,accel=tcg"  # no nvdimm=on
+    assert argv[argv.index("-cpu") + 1] == "cortex-a57,pmu=off"
+    assert f"file={tmp_path / 'disk.img'},if=none,id=disk0,format=raw,readonly=on" in argv
+    assert "virtio-blk-pci,drive=disk0" in argv and not any("nvdimm" in arg for arg in argv)
+    params = cmdline.split()
+    assert "root=/dev/vda1" in params and "rootflags=data=ordered,errors=remount-ro" in params
+    assert "dax" not in cmdline and "console=ttyAMA0" in params and "iommu.passthrough=0" in params
+    assert not any(param.startswith(("tsc=", "i8042.")) for param in params)
+    initrd_argv, initrd_cmdline = _arm64_vm(tmp_path, image=False)
+    assert "-initrd" in initrd_argv and "root=" not in initrd_cmdline
+
+
+def test_an_arm64_guest_is_emulated(tmp_path: Path) -> None:
+    def no_probe(*_: object) -> bool:
+        raise AssertionError("KVM is never probed for another architecture")
+
+    kernel = tmp_path / "Image"
+    assert choose_accel("auto", kernel, AARCH64, None, probe=no_probe, device_usable=lambda: True) == "tcg"
+    with pytest.raises(UsageError) as refused:
+        choose_accel("kvm", kernel, AARCH64, None, probe=no_probe, device_usable=lambda: True)
+    assert refused.value.where == "--accel kvm" and "aarch64 guest on this x86_64 host" in refused.value.problem
+
+
+def test_the_rootfs_cache_key_carries_the_architecture(tmp_path: Path) -> None:
+    context = Context(versions_path=DEFAULT_VERSIONS, distros_dir=DEFAULT_DISTROS_DIR, cache_dir=tmp_path / "cache")
+    context.cache.ensure()
+    planned = {arch: plan(Request(distro="debian", release="bookworm", arch=arch, agent_init=True), context.versions,
+                          context.recipe, context.cache.root, key_only=True, environment={"SOURCE_DATE_EPOCH": "1"})
+               for arch in ("x86_64", "aarch64")}
+    native, foreign = (planned[arch].cache_inputs() for arch in ("x86_64", "aarch64"))
+    assert (native["arch"], foreign["arch"]) == ("x86_64", "aarch64")
+    assert native["agent"]["build"] != foreign["agent"]["build"]  # the agent is built for the target
+    assert planned["x86_64"].cache_key != planned["aarch64"].cache_key
