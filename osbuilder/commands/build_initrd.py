@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from pathlib import Path
+from typing import Any
 
 from osbuilder import options
+from osbuilder.assetcache import INITRD_KIND, deliver
+from osbuilder.cache import BUILT
 from osbuilder.commands import Command, Outcome
 from osbuilder.context import Context
 from osbuilder.initrd.options import INITRD
 from osbuilder.outputs import check_output_path
+from osbuilder.rootfs import plan
 from osbuilder.rootfs.options import ASSET, ROOTFS
 from osbuilder.rootfs.plan import Request
 from osbuilder.rootfs.source import rootfs_input
 from osbuilder.tree import parse_epoch
 
 TABLES = (ASSET, INITRD, ROOTFS)
+ENTRY_INITRD = "kata-containers-initrd.img"  # the file of an initrd's cache entry
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -35,19 +41,41 @@ def run(context: Context, args: argparse.Namespace) -> Outcome:
     )
     validate(settings)
     request = options.request(Request, args, ROOTFS)
-    with rootfs_input(args.rootfs, request, "initrd", settings.output, versions=context.versions,
-                      recipe_named=context.recipe, cache=context.cache, fetcher=context.fetcher,
-                      verbose=context.verbose > 0, from_make=options.set_by_make(args, ROOTFS)) as source:
-        result = build_initrd(source.path, dataclasses.replace(settings, agent_init=source.agent_init))
-    data = result.to_json()
-    if source.built is not None and source.cache_key is not None:
-        data["rootfs"] = source.built
-        data["content_key"] = dataclasses.replace(settings, agent_init=source.agent_init).content_key(source.cache_key)
-    text = (f"{result.path}: {result.size} bytes, {result.compression} level {result.level}, {result.entries} entries "
-            f"({result.cpio_bytes} bytes of cpio)\n  /init -> {result.init_target}"
-            f"{' (added)' if result.init_added else ''}; built in {result.timings.get('total', 0):.2f} s")
-    return Outcome(data, text)
+    if args.rootfs is not None:  # a tree of the user's: no key, no cache entry
+        with rootfs_input(args.rootfs, request, "initrd", settings.output, versions=context.versions,
+                          recipe_named=context.recipe, cache=context.cache, fetcher=context.fetcher,
+                          from_make=options.set_by_make(args, ROOTFS)) as source:
+            result = build_initrd(source.path, dataclasses.replace(settings, agent_init=source.agent_init))
+        data = {**result.to_json(), "cache": BUILT, "cache_hit": False}
+        return Outcome(data, describe(data))
+    # A rootfs osbuilder builds has a cache key: the initrd is keyed by it and its options, and a
+    # cached initrd (here or in the remote cache) needs no rootfs at all.
+    planned = plan.plan(request, context.versions, context.recipe, context.cache.root, "initrd", key_only=True)
+    keyed = dataclasses.replace(settings, agent_init=plan.is_agent_init(planned))
+
+    def build(staging: Path) -> dict[str, Any]:
+        with rootfs_input(None, request, "initrd", settings.output, versions=context.versions,
+                          recipe_named=context.recipe, cache=context.cache, fetcher=context.fetcher,
+                          verbose=context.verbose > 0, from_make=options.set_by_make(args, ROOTFS)) as source:
+            result = build_initrd(source.path, dataclasses.replace(keyed, output=staging / ENTRY_INITRD))
+        return {"report": result.to_json(), "rootfs": source.built}
+
+    delivered = deliver(context.cache, INITRD_KIND, keyed.content_key(planned.cache_key),
+                        keyed.key_inputs(planned.cache_key), build, {ENTRY_INITRD: settings.output})
+    data = {**delivered.report, "initrd": str(settings.output),
+            "rootfs": delivered.meta.get("rootfs") if delivered.source == BUILT else None,
+            **delivered.cache_fields()}
+    return Outcome(data, describe(data))
+
+
+def describe(data: dict[str, Any]) -> str:
+    how = {"local": "from the cache", "remote": "pulled from the remote cache"}.get(data["cache"], "built")
+    return (f"{data['initrd']}: {data['size']} bytes, {data['compression']} level {data['level']}, {data['entries']} "
+            f"entries ({data['cpio_bytes']} bytes of cpio)\n  /init -> {data['init']}"
+            f"{' (added)' if data['init_added'] else ''}; {how}")
 
 
 COMMAND = Command("build-initrd", "build a reproducible, compressed cpio initrd from a rootfs directory",
-                  configure, run, order=31, options=TABLES)
+                  configure, run, order=31, options=TABLES,
+                  epilog="Without ROOTFS_DIR the initrd is a cache entry keyed by its rootfs's key and its options "
+                         "(content_key in --json): a hit, here or in the remote cache, builds no rootfs.")
