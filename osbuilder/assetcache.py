@@ -21,6 +21,11 @@ from osbuilder.outputs import atomic_output
 IMAGE_KIND = "image"
 INITRD_KIND = "initrd"
 BUNDLE_KIND = "bundle"
+# The files of the entries.
+ENTRY_IMAGE = "kata-containers.img"
+ENTRY_ROOT_HASH = "root_hash.txt"  # a measured image's
+ENTRY_INITRD = "kata-containers-initrd.img"
+ENTRY_BUNDLE = "kata-static.tar.zst"
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from osbuilder import options
-from osbuilder.assetcache import IMAGE_KIND, deliver
+from osbuilder.assetcache import ENTRY_IMAGE, ENTRY_ROOT_HASH, IMAGE_KIND, deliver
 from osbuilder.cache import BUILT
 from osbuilder.commands import Command, Outcome
 from osbuilder.context import Context
@@ -24,8 +24,6 @@ if TYPE_CHECKING:
     from osbuilder.image.builder import ImageOptions
 
 TABLES = (ASSET, IMAGE, IDENTIFIERS, ROOTFS)
-ENTRY_IMAGE = "kata-containers.img"  # the files of an image's cache entry
-ENTRY_ROOT_HASH = "root_hash.txt"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

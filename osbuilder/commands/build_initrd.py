@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from osbuilder import options
-from osbuilder.assetcache import INITRD_KIND, deliver
+from osbuilder.assetcache import ENTRY_INITRD, INITRD_KIND, deliver
 from osbuilder.cache import BUILT
 from osbuilder.commands import Command, Outcome
 from osbuilder.context import Context
@@ -21,7 +21,6 @@ from osbuilder.rootfs.source import rootfs_input
 from osbuilder.tree import parse_epoch
 
 TABLES = (ASSET, INITRD, ROOTFS)
-ENTRY_INITRD = "kata-containers-initrd.img"  # the file of an initrd's cache entry
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
