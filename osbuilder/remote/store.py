@@ -27,7 +27,7 @@ from osbuilder.cache import ENTRY_META
 from osbuilder.errors import BuildError
 from osbuilder.remote import artifact
 from osbuilder.remote.client import RegistryClient, RegistryError
-from osbuilder.remote.settings import RemoteSettings, credentials
+from osbuilder.remote.settings import Mode, RemoteSettings, credentials
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ class RemoteStore:
         self.settings = settings
         self.root = cache_root
         self.strict = strict or settings.required  # every failure is an error, not a note
+        self.mode = settings.mode
         self.environment = environment
         self._client: RegistryClient | None = None
         self.unavailable: RegistryError | None = None
@@ -56,7 +57,7 @@ class RemoteStore:
     # --- the cache's Remote ------------------------------------------------------------------------
 
     def fetch(self, kind: str, key: str, staging_dir: Path) -> bool:
-        if not self.settings.mode.pulls or self.unavailable is not None:
+        if not self.mode.pulls or self.unavailable is not None:
             return False
         try:
             return self.pull(kind, key, staging_dir)
@@ -65,12 +66,17 @@ class RemoteStore:
             return False
 
     def publish(self, kind: str, key: str, entry: Path) -> None:
-        if not self.settings.mode.pushes or self.unavailable is not None:
+        if not self.mode.pushes or self.unavailable is not None:
             return
         try:
             self.push(kind, key, entry)
         except RegistryError as error:
             self._failed(error, kind, key, "push")
+
+    def explicit(self) -> None:
+        """For `osbuilder cache push|pull`: both directions whatever the mode, and failures are errors."""
+        self.mode = Mode.READWRITE
+        self.strict = True
 
     # --- the operations (raise RegistryError) -------------------------------------------------------
 
@@ -149,22 +155,29 @@ class RemoteStore:
 
     # --- failures and the report --------------------------------------------------------------------
 
-    def _failed(self, error: RegistryError, kind: str, key: str, action: str) -> None:
+    def error(self, error: RegistryError, kind: str, key: str, action: str = "transfer") -> BuildError:
+        """A failure as an error (recorded for the report)."""
         if error.unavailable:
             self.unavailable = error
-            if self.strict:
-                raise BuildError(problem=f"the remote cache cannot be used: {error.problem}", where=self.url,
-                                 fix=error.fix or "check the registry") from None
-            log.warning("remote cache %s is not usable, the build goes on without it: %s%s", self.url, error.problem,
-                        f"\n  fix: {error.fix}" if error.fix else "")
-            return
+            return BuildError(problem=f"the remote cache cannot be used: {error.problem}", where=self.url,
+                              fix=error.fix or "check the registry")
         self.refused.append({"kind": kind, "key": key, "action": action, "problem": error.problem})
+        return BuildError(problem=f"the remote cache's {kind} entry {key[:16]} was refused: {error.problem}",
+                          where=self.url, fix=error.fix or "see the registry")
+
+    def _failed(self, error: RegistryError, kind: str, key: str, action: str) -> None:
+        """Said once (the registry) or per entry (a refusal), and the build goes on; or, when the
+        remote cache is required, an error."""
+        failure = self.error(error, kind, key, action)
         if self.strict:
-            raise BuildError(problem=f"the remote cache's {kind} entry {key[:16]} was refused: {error.problem}",
-                             where=self.url, fix=error.fix or "see the registry") from None
-        verb = "refused the remote" if action == "pull" else "could not push the"
-        log.warning("remote cache: %s %s entry %s: %s%s", verb, kind, key[:16], error.problem,
-                    "; building it here" if action == "pull" else "")
+            raise failure
+        if error.unavailable:
+            log.warning("remote cache %s is not usable, the build goes on without it: %s%s", self.url,
+                        error.problem, f"\n  fix: {error.fix}" if error.fix else "")
+        else:
+            verb = "refused the remote" if action == "pull" else "could not push the"
+            log.warning("remote cache: %s %s entry %s: %s%s", verb, kind, key[:16], error.problem,
+                        "; building it here" if action == "pull" else "")
 
     @contextlib.contextmanager
     def _workdir(self, label: str) -> Iterator[Path]:
