@@ -170,12 +170,17 @@ def read_manifest(data: dict[str, Any], kind: str | None, key: str) -> tuple[str
     if not isinstance(step, str) or not KIND.fullmatch(step):
         raise refused(f"the artifact tagged {key[:16]} names no step")
     if kind is not None and step != kind:
-        raise refused(f"the artifact tagged {key[:16]} is a {step} entry, not a {kind} entry")
+        raise refused(f"the artifact tagged {key[:16]} holds {_article(step)} {step} entry, not {_article(kind)} "
+                      f"{kind} entry")
     for descriptor in [config, *layers]:
         if not isinstance(descriptor, dict) or not isinstance(descriptor.get("digest"), str) \
                 or not isinstance(descriptor.get("size"), int) or descriptor["size"] < 0:
             raise refused(f"the artifact tagged {key[:16]} has a malformed descriptor")
     return step, config, layers
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
 
 
 def read_config(body: bytes, kind: str, key: str, layers: list[dict[str, Any]]) -> Entry:
