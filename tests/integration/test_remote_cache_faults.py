@@ -214,3 +214,23 @@ def test_a_registry_that_is_down_or_hangs_is_said_once(tmp_path: Path) -> None:
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_cache_push_and_pull_move_entries_by_key(tmp_path: Path, registry: Registry) -> None:
+    built = _report(run_cli("--cache-dir", tmp_path / "a", "build-agent", "-o", tmp_path / "agent", "--json"))
+    key = built["cache_key"]
+    remote = ("--remote-cache", registry.url, "--remote-cache-mode", "pull")  # the mode does not apply
+    pushed = _report(run_cli("--cache-dir", tmp_path / "a", *remote, "cache", "push", f"agent/{key}", "--json"))
+    assert pushed["entries"] == [{"kind": "agent", "key": key, "result": "pushed"}]
+    again = _report(run_cli("--cache-dir", tmp_path / "a", *remote, "cache", "push", key, "--json"))
+    assert again["entries"][0]["result"] == "present"
+    pulled = _report(run_cli("--cache-dir", tmp_path / "b", *remote, "cache", "pull", key, "--json"))
+    assert pulled["entries"] == [{"kind": "agent", "key": key, "result": "pulled"}]
+    assert _sha256(tmp_path / "b" / "agent" / key / "kata-agent") == built["sha256"]
+    missing = run_cli("--cache-dir", tmp_path / "b", *remote, "cache", "pull", "0" * 64)
+    assert missing.returncode == 1 and "has no entry 0000000000000000" in missing.stderr
+    unknown = run_cli("--cache-dir", tmp_path / "b", *remote, "cache", "push", "1" * 64)
+    assert unknown.returncode == 2 and "no entry 1111111111111111 in the local cache" in unknown.stderr
+    registry.stop()
+    down = run_cli("--cache-dir", tmp_path / "a", *remote, "cache", "push", key)
+    assert down.returncode == 1 and "cannot reach" in down.stderr
