@@ -12,7 +12,9 @@ owner process is gone. A cache entry is therefore either complete or absent.
 
 A cache may have a `Remote` (osbuilder.remote: an OCI registry shared by several machines): a local
 miss asks it before building, and what is built (or found here and missing there) is offered to it.
-An entry records the inputs its key is the digest of, so that another machine can verify it.
+Only entries built with their `inputs` (what the key is the digest of, recorded in the entry) are
+shared, since only they can be verified on another machine: the steps' outputs. Intermediate entries
+(unpacked kernel sources, patched trees) stay on the machine that made them.
 
 Whoever reads an entry holds its use lock shared for as long as it reads (`reading`, `using`), and
 marks the entry used (its metadata file's mtime: the least recently used go first when the cache
@@ -229,10 +231,12 @@ class Cache:
         `remover` deletes a staging directory whose contents the current user cannot remove directly
         (trees owned by subordinate ids). `force` rebuilds even if the entry exists, then replaces it.
         """
+        shared = inputs is not None
         existing = self.lookup(kind, key)
         if existing and not force:
             mark_used(existing)
-            self._offer(kind, key, existing)
+            if shared:
+                self._offer(kind, key, existing)
             return Hit(existing, True, LOCAL)
         with self.lock(f"{kind}-{key}"):
             existing = self.lookup(kind, key)
@@ -240,8 +244,8 @@ class Cache:
             if existing and not force:
                 mark_used(existing)
                 found = Hit(existing, True, LOCAL)
-            else:
-                found = None if force else self._pull(kind, key, remover)
+            elif shared and not force:
+                found = self._pull(kind, key, remover)
             if found is None:
                 workdir = self.staging_dir(f"{kind}-{key[:16]}")
                 try:
@@ -254,7 +258,7 @@ class Cache:
                     _remove_tree(workdir, remover)
                     raise
                 found = Hit(self._place(kind, key, workdir, remover), False, BUILT)
-        if found.source != REMOTE:
+        if shared and found.source != REMOTE:
             self._offer(kind, key, found.path)
         return found
 
