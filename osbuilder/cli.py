@@ -165,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                             args.remote_cache_ca),
         )
         outcome = command.run(context, args)
-        if context.remote_settings is not None and "remote" in context.__dict__ and context.remote is not None:
+        if context.remote is not None:  # what the remote cache did in this run
             outcome.data["remote_cache"] = context.remote.report()
         _emit(outcome, json_mode)
         return outcome.exit_code
