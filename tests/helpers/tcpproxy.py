@@ -1,6 +1,7 @@
 """A TCP forwarder on 127.0.0.1 for the remote cache's fault tests: it passes bytes to a real
 registry and can act when the client has sent a given number of bytes (stop the registry mid-push),
-or accept connections and never answer (a registry that hangs)."""
+or, without a registry, accept connections and never answer (a registry that hangs) or answer every
+request with the same response (a registry that fails with 500)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from collections.abc import Callable
 
 class TcpProxy:
     def __init__(self, upstream_port: int | None, *, after_bytes: int | None = None,
-                 then: Callable[[], None] | None = None) -> None:
-        self.upstream_port = upstream_port  # None: accept and never answer
+                 then: Callable[[], None] | None = None, answer: bytes | None = None) -> None:
+        self.upstream_port = upstream_port  # None: accept and never answer (or give `answer`)
+        self.answer = answer
         self.after_bytes = after_bytes
         self.then = then
         self.sent = 0
@@ -42,7 +44,9 @@ class TcpProxy:
                 return
             self._sockets.append(client)
             if self.upstream_port is None:
-                continue  # hang: keep the connection open, never answer
+                if self.answer is not None:
+                    threading.Thread(target=self._respond, args=(client,), daemon=True).start()
+                continue  # else hang: keep the connection open, never answer
             try:
                 upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
             except OSError:
@@ -51,6 +55,12 @@ class TcpProxy:
             self._sockets.append(upstream)
             threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
             threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+
+    def _respond(self, client: socket.socket) -> None:
+        assert self.answer is not None
+        with contextlib.suppress(OSError):
+            while client.recv(65536):
+                client.sendall(self.answer)
 
     def _pump(self, source: socket.socket, target: socket.socket, upstream: bool) -> None:
         with contextlib.suppress(OSError):

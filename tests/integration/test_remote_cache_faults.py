@@ -192,7 +192,7 @@ def test_credentials_tls_and_a_401_said_once_and_never_shown(tmp_path: Path) -> 
     assert outputs and not [text for text in outputs for secret in secrets if secret in text]
 
 
-def test_a_registry_that_is_down_or_hangs_is_said_once(tmp_path: Path) -> None:
+def test_a_registry_that_is_down_hangs_or_fails_is_said_once(tmp_path: Path) -> None:
     silent = TcpProxy(None).start()  # accepts, never answers
     try:
         hangs = run_cli("--cache-dir", tmp_path / "a", "--remote-cache", f"oci+http://127.0.0.1:{silent.port}/x",
@@ -210,6 +210,15 @@ def test_a_registry_that_is_down_or_hangs_is_said_once(tmp_path: Path) -> None:
     required = run_cli("--cache-dir", tmp_path / "c", "--remote-cache", down_url, "--remote-cache-required",
                        "build-agent", "-o", tmp_path / "agent-c")
     assert required.returncode == 1 and "cannot reach" in required.stderr
+    failing = TcpProxy(None, answer=b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n").start()
+    try:
+        fails = run_cli("--cache-dir", tmp_path / "d", "--remote-cache", f"oci+http://127.0.0.1:{failing.port}/x",
+                        "build-agent", "-o", tmp_path / "agent-d", "--json")
+    finally:
+        failing.stop()
+    report = _report(fails)
+    assert report["cache"] == "built" and report["remote_cache"]["error"]["status"] == 500
+    assert fails.stderr.count(UNUSABLE) == 1 and "answered 500" in fails.stderr
 
 
 def _sha256(path: Path) -> str:
