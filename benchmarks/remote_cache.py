@@ -72,17 +72,19 @@ def measure(name: str, work: Path, registry: Registry, cache: Path, command: lis
         hit_times.append(seconds)
         transferred.append(data["remote_cache"]["bytes_down"])
         shutil.rmtree(empty, ignore_errors=True)
-    rebuild = statistics.median(rebuild_times)
+    rebuild = statistics.median(rebuild_times) if rebuild_times else None
     hit = statistics.median(hit_times)
-    return {"step": name, "key": key, "local_rebuild_s": round(rebuild, 2), "local_rebuild_runs": len(rebuild_times),
-            "remote_hit_s": round(hit, 2), "remote_hit_runs": len(hit_times), "ratio": round(hit / rebuild, 4),
+    return {"step": name, "key": key, "local_rebuild_s": round(rebuild, 2) if rebuild else None,
+            "local_rebuild_runs": len(rebuild_times), "remote_hit_s": round(hit, 2), "remote_hit_runs": len(hit_times),
+            "ratio": round(hit / rebuild, 4) if rebuild else None,
             "bytes_transferred": int(statistics.median(transferred))}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3, help="remote hits (and rootfs rebuilds) per step")
-    parser.add_argument("--kernel-rebuilds", type=int, default=1, help="kernel rebuilds (about 10 minutes each)")
+    parser.add_argument("--kernel-rebuilds", type=int, default=1,
+                        help="kernel rebuilds (about 10 minutes each; 0: only the remote hits)")
     parser.add_argument("--skip-kernel", action="store_true")
     parser.add_argument("--json-only", action="store_true")
     args = parser.parse_args()
@@ -102,8 +104,10 @@ def main() -> None:
     if not args.json_only:
         print(f"{'step':<8} {'local rebuild':>14} {'remote hit':>11} {'ratio':>7} {'transferred':>12}")
         for row in results:
-            print(f"{row['step']:<8} {row['local_rebuild_s']:>12.2f} s {row['remote_hit_s']:>9.2f} s "
-                  f"{row['ratio']:>6.3f}x {row['bytes_transferred'] / 2**20:>8.1f} MiB"
+            rebuild = f"{row['local_rebuild_s']:>12.2f} s" if row["local_rebuild_s"] else f"{'-':>14}"
+            ratio = f"{row['ratio']:>6.3f}x" if row["ratio"] else f"{'-':>7}"
+            print(f"{row['step']:<8} {rebuild} {row['remote_hit_s']:>9.2f} s {ratio} "
+                  f"{row['bytes_transferred'] / 2**20:>8.1f} MiB"
                   f"   (rebuild runs {row['local_rebuild_runs']}, hit runs {row['remote_hit_runs']})")
     print(json.dumps(results))
 
