@@ -1,5 +1,6 @@
 # osbuilder: Kata Containers guest assets, rootless and reproducible.
-#   make          build the default kernel, rootfs, image and initrd, and boot-check them
+#   make          build the default kernel, rootfs, image and initrd, boot-check them, and run the example
+#                 in an Ubuntu noble container inside the VM (as root: `make run` needs it)
 #   make test     run the unit and the integration tests
 # Every target sets itself up: the Debian packages it needs (installed when running as root) and a
 # virtual environment with osbuilder in it.
@@ -34,6 +35,10 @@ RUNTIME ?=
 RUNTIME_VERSION ?=
 # osbuilder boot options, e.g. BOOT_FLAGS="--timeout 600 --console-log build/console.log".
 BOOT_FLAGS ?=
+# make run: the container's root (an Ubuntu noble container root, build-rootfs --container) and
+# osbuilder run options, e.g. RUN_FLAGS="--shared-fs virtio-9p --console-log build/run-console.log".
+CONTAINER_ROOTFS ?= $(BUILD_DIR)/container-rootfs
+RUN_FLAGS ?=
 OSB_FLAGS ?=
 PYTEST_FLAGS ?=
 MAKE_VARIABLES := --make-variables
@@ -42,10 +47,11 @@ STAMP_DEPS := $(VENV)/.deps-installed
 STAMP_VENV := $(VENV)/.osbuilder-installed
 
 .PHONY: all deps venv test test-unit test-integration test-cross test-fresh lint format rootfs image initrd kernel agent \
-        measured-image bundle bundle-only boot clean distclean
+        measured-image bundle bundle-only boot run clean distclean
 
-# The default assets, boot-checked: kernel, image (systemd) and initrd (the agent is init).
-all: kernel image initrd boot
+# The default assets, boot-checked: kernel, image (systemd) and initrd (the agent is init); then the
+# architecture's example in a container on them.
+all: kernel image initrd boot run
 
 # Debian packages: the union of what every step and the tests need (listed in osbuilder/hosttools.py).
 deps: $(STAMP_DEPS)
@@ -132,6 +138,17 @@ boot: venv
 	$(OSB) boot $(MAKE_VARIABLES) $(OSB_FLAGS) --kernel $(KERNEL_DIR)/vmlinux.container --image $(IMAGE) \
 	  $(BOOT_FLAGS)
 	$(OSB) boot $(OSB_FLAGS) --kernel $(KERNEL_DIR)/vmlinux.container --initrd $(INITRD) $(BOOT_FLAGS)
+
+# The architecture's example: `sh` from an Ubuntu noble container, run inside a VM booted from the
+# kernel and the image, the way the Kata runtime runs it (osbuilder run). Needs root: the sandbox's
+# host side mounts the container's root into the shared directory and starts virtiofsd.
+run: venv
+	@[ "$$(id -u)" = 0 ] || { echo "make run needs root: osbuilder run mounts the container's root into the" \
+	  "sandbox's shared directory and starts virtiofsd (sudo make run)" >&2; exit 2; }
+	@mkdir -p $(dir $(CONTAINER_ROOTFS))
+	$(OSB) build-rootfs $(OSB_FLAGS) --distro ubuntu --os-version noble --container --force -o "$(CONTAINER_ROOTFS)"
+	$(OSB) run $(MAKE_VARIABLES) $(OSB_FLAGS) --kernel $(KERNEL_DIR)/vmlinux.container --image $(IMAGE) \
+	  --rootfs "$(CONTAINER_ROOTFS)" $(RUN_FLAGS) -- sh -c 'echo hello from the container; cat /etc/os-release'
 
 # The measured variant of the image (dm-verity), with its root hash next to it.
 measured-image: venv

@@ -113,6 +113,18 @@ STEPS: tuple[Step, ...] = (
         (_T("qemu-system-x86_64", "qemu-system-x86"),),
     ),
     Step(
+        "run",
+        "run a container in a VM, as the Kata runtime does",
+        (
+            _T("qemu-system-x86_64", "qemu-system-x86"),
+            _T("unshare", "util-linux", why="the sandbox's private mount namespace"),
+            _T("nsenter", "util-linux", why="mounts, virtiofsd and QEMU in that namespace"),
+            _T("mount", "mount"),
+        ),
+        # QEMU's C virtiofsd (/usr/lib/qemu/virtiofsd): Debian 12 has no virtiofsd package of its own
+        ("qemu-system-common",),
+    ),
+    Step(
         "bundle",
         "assemble the release tarball",
         (_T("zstd", "zstd"),),
@@ -125,7 +137,7 @@ STEPS: tuple[Step, ...] = (
 )
 
 # Packages the test suite needs beyond the build steps (fixtures and independent checkers).
-TEST_PACKAGES: tuple[str, ...] = ("docker.io", "gpg", "cpio", "fdisk", "e2fsprogs", "file", "util-linux", "procps",
+TEST_PACKAGES: tuple[str, ...] = ("docker.io", "runc", "gpg", "cpio", "fdisk", "e2fsprogs", "file", "util-linux", "procps",
                                   "cryptsetup-bin", "erofs-utils", "xfsprogs", "busybox-static", "passwd",
                                   # the remote cache's tests: the CNCF distribution registry, its htpasswd
                                   # file and a throwaway CA

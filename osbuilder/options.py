@@ -34,6 +34,7 @@ class Kind(enum.Enum):
     FLOAT = "float"
     FLAG = "flag"  # store_true; Make: yes/no
     LIST = "list"  # one or more words; Make: "a b" (commas work too, as in Kata's EXTRA_PKGS)
+    COMMAND = "command"  # a positional: the rest of the command line, after an optional --
 
 
 def split_words(values: Sequence[str]) -> tuple[str, ...]:
@@ -83,7 +84,9 @@ class Option:
         if self.kind is Kind.FLAG:
             kwargs.update(action="store_true", default=self.default)
             return kwargs
-        if self.kind is Kind.LIST:
+        if self.kind is Kind.COMMAND:
+            kwargs.update(nargs=argparse.REMAINDER, default=[])
+        elif self.kind is Kind.LIST:
             kwargs.update(nargs="+", default=list(self.default or ()))
         elif self.flags:
             kwargs["default"] = self.default
@@ -130,6 +133,9 @@ class Option:
         """The request's form of a parsed value: tuples for lists (requests are frozen)."""
         if self.kind is Kind.LIST:
             return split_words(value or [])
+        if self.kind is Kind.COMMAND:
+            words = list(value or [])
+            return tuple(words[1:] if words[:1] == ["--"] else words)
         if self.enum is not None and value is not None:
             return self.enum(value)
         return value

@@ -10,8 +10,12 @@ command runs under a small supervisor (`python -m osbuilder.runner --contain`, t
 the subreaper of everything the command starts and kills all of it when the command ends or when
 osbuilder dies, however it dies (PR_SET_PDEATHSIG reaches the supervisor, which outlives a SIGKILL of
 osbuilder for as long as it needs). As root the command also gets a private mount namespace
-(`unshare --mount`), so what it mounts is never visible on the host and disappears with its last
-process.
+(`private_mount_namespace`), so what it mounts is never visible on the host and disappears with its
+last process.
+
+`MountNamespace` is the same private mount namespace for a step that mounts and starts processes
+in it over time rather than in one command (`osbuilder run`: binds, virtiofsd, QEMU): a holder
+process keeps it and dies with osbuilder, and commands are run or spawned inside it with nsenter.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import ctypes
+import fcntl
 import json
 import logging
 import os
@@ -27,12 +32,13 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
-from osbuilder.errors import CommandError, UsageError
+from osbuilder.errors import BuildError, CommandError, UsageError
 from osbuilder.hosttools import find_tool, package_for
 
 log = logging.getLogger(__name__)
@@ -77,12 +83,18 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
+def private_mount_namespace(args: Sequence[str], step: str = "run a step in a mount namespace of its own"
+                            ) -> tuple[str, ...]:
+    """argv in a mount namespace of its own (root only) whose mounts propagate nowhere: what it
+    mounts is never seen on the host and goes away with the namespace's last process. unshare execs
+    the command (no --fork), so the command is the process its caller started."""
+    unshare = require_tool("unshare", step)
+    return (unshare, "--mount", "--propagation", "private", "--", *args)
+
+
 def contain(args: Sequence[str]) -> tuple[str, ...]:
     """argv under the supervisor (see the module's docstring), in a private mount namespace as root."""
-    inner = tuple(args)
-    if os.geteuid() == 0:
-        unshare = require_tool("unshare", "run a step in a mount namespace of its own")
-        inner = (unshare, "--mount", "--propagation", "private", "--", *inner)
+    inner = private_mount_namespace(args) if os.geteuid() == 0 else tuple(args)
     return (sys.executable, "-m", "osbuilder.runner", CONTAIN_FLAG, str(os.getpid()), "--", *inner)
 
 
@@ -223,6 +235,38 @@ def terminate(process: subprocess.Popen[bytes], grace: float = 5.0) -> None:
             continue
 
 
+FIRST_PASSED_FD = 3  # the first descriptor a spawned child gets from pass_fds (after stdin, stdout, stderr)
+
+
+def _hand_over(fds: Sequence[int]) -> None:
+    """In the child, before exec: `fds` become 3, 4, ... in order (inheritable), and every other
+    inheritable descriptor above them is closed (close-on-exec ones close at exec; subprocess's
+    error pipe is one of those and must stay open until then). The sources are first moved above
+    every target, so that a source that is itself a target is not overwritten early."""
+    end = FIRST_PASSED_FD + len(fds)
+    moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, end) for fd in fds]
+    for number, fd in enumerate(moved, FIRST_PASSED_FD):
+        os.dup2(fd, number)
+        os.close(fd)
+    for name in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # listdir's own descriptor is gone by now
+            if int(name) >= end and not fcntl.fcntl(int(name), fcntl.F_GETFD) & fcntl.FD_CLOEXEC:
+                os.close(int(name))
+
+
+def _child_setup(die_with_parent: bool, pass_fds: Sequence[int]) -> Callable[[], None] | None:
+    if not die_with_parent and not pass_fds:
+        return None
+
+    def setup() -> None:
+        if pass_fds:
+            _hand_over(pass_fds)
+        if die_with_parent:
+            _die_with_parent()
+
+    return setup
+
+
 def spawn(
     argv: Sequence[str | os.PathLike[str]],
     *,
@@ -232,13 +276,18 @@ def spawn(
     stderr: int | IO[bytes] | None = subprocess.DEVNULL,
     stdin: int | IO[bytes] | None = subprocess.DEVNULL,
     die_with_parent: bool = True,
+    pass_fds: Sequence[int] = (),
 ) -> subprocess.Popen[bytes]:
-    """Start a long-running child (QEMU, dockerd). The caller must `terminate()` it in a finally."""
+    """Start a long-running child (QEMU, dockerd). The caller must `terminate()` it in a finally.
+
+    pass_fds: open descriptors the child gets as 3, 4, ... in this order (as the Kata runtime hands
+    virtiofsd its listening socket as fd 3: Go's ExtraFiles); the child inherits no other."""
     args = tuple(os.fspath(arg) for arg in argv)
     full_env = dict(os.environ)
     if env:
         full_env.update(env)
-    log.debug("spawn: %s", format_argv(args, env))
+    passed = "".join(f" {number}<&{fd}" for number, fd in enumerate(pass_fds, FIRST_PASSED_FD))
+    log.debug("spawn: %s%s", format_argv(args, env), passed)
     try:
         return subprocess.Popen(
             args,
@@ -248,11 +297,94 @@ def spawn(
             stdout=stdout,
             stderr=stderr,
             start_new_session=True,
-            preexec_fn=_die_with_parent if die_with_parent else None,
+            preexec_fn=_child_setup(die_with_parent, tuple(pass_fds)),
+            # Popen's own pass_fds keeps descriptors at their numbers, and its close_fds runs after
+            # preexec_fn: it would close ours. _hand_over closes the others itself.
+            close_fds=not pass_fds,
         )
     except FileNotFoundError:
         require_tool(args[0])
         raise
+
+
+NAMESPACE_START_SECONDS = 10.0
+
+
+class MountNamespace:
+    """A private mount namespace (root only) that lives until `close()` or osbuilder's death, for a
+    step that mounts and starts processes in it over time. Use as a context manager.
+
+    A holder (`unshare --mount --propagation private -- sleep infinity`, spawned to die with
+    osbuilder) keeps the namespace; `run` and `spawn` start commands in it through nsenter (spawned
+    ones die with osbuilder as well), and osbuilder reaches a path inside through `host_path`. When
+    the holder and the last process inside are gone, so are the namespace and everything mounted in
+    it: nothing of it ever shows on the host."""
+
+    def __init__(self, step: str) -> None:
+        self.step = step  # what it is for, in error messages: "run a container"
+        self._holder: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        if self._holder is None:
+            raise RuntimeError("the mount namespace is not started")
+        return self._holder.pid
+
+    @property
+    def enter(self) -> tuple[str, ...]:
+        """The argv prefix that runs a command in the namespace (e.g. QEMU's, through VmSpec.wrapper)."""
+        return (require_tool("nsenter", self.step), f"--mount=/proc/{self.pid}/ns/mnt", "--")
+
+    def host_path(self, path: Path) -> Path:
+        """The path by which osbuilder, outside the namespace, reaches `path` inside it."""
+        return Path(f"/proc/{self.pid}/root") / path.relative_to("/")
+
+    def start(self) -> MountNamespace:
+        if os.geteuid() != 0:
+            raise UsageError(problem="a private mount namespace needs root", where=self.step,
+                             fix="run it as root (sudo)")
+        sleep = require_tool("sleep")
+        self._holder = spawn(private_mount_namespace([sleep, "infinity"], self.step), stderr=subprocess.PIPE,
+                             die_with_parent=True)
+        self._wait_for_exec(os.path.realpath(sleep))
+        return self
+
+    def _wait_for_exec(self, sleep: str) -> None:
+        """Until unshare has set the namespace up and exec'd sleep: entering it earlier could mount
+        before its propagation is private."""
+        assert self._holder is not None
+        deadline = time.monotonic() + NAMESPACE_START_SECONDS
+        while time.monotonic() < deadline:
+            if self._holder.poll() is not None:
+                error = self._holder.stderr.read().decode(errors="replace") if self._holder.stderr else ""
+                raise BuildError(problem=f"could not create a private mount namespace: {error.strip()}",
+                                 where="unshare --mount", fix="this needs root and a kernel with mount namespaces")
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{self._holder.pid}/exe") == sleep:
+                    return
+            time.sleep(0.005)
+        raise BuildError(problem="the mount namespace holder did not start", where="unshare --mount",
+                         fix="see whether the host is overloaded")
+
+    def run(self, argv: Sequence[str | os.PathLike[str]], *, what: str) -> Completed:
+        return run([*self.enter, *argv], what=what)
+
+    def spawn(self, argv: Sequence[str | os.PathLike[str]], **options: Any) -> subprocess.Popen[bytes]:
+        """`spawn` (with its options) of a command in the namespace."""
+        return spawn([*self.enter, *argv], **options)
+
+    def close(self) -> None:
+        """End the holder; the namespace goes with the last process in it (stop those first)."""
+        if self._holder is not None:
+            terminate(self._holder, grace=2)
+            if self._holder.stderr is not None:
+                self._holder.stderr.close()
+
+    def __enter__(self) -> MountNamespace:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 TOOL_VERSIONS = "tool-versions.json"  # the memo of `tool --version` answers, in the cache directory

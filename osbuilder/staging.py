@@ -45,8 +45,9 @@ def temporary_directory(parent: Path | None, role: str) -> Iterator[Path]:
 
 
 def sweep_temporary() -> list[Path]:
-    """sweep() of the temporary directory (boot sockets, bundle extractions, keyring copies)."""
-    return sweep(Path(tempfile.gettempdir()))
+    """sweep() of the temporary directory (boot sockets, bundle extractions, keyring copies): only
+    this user's entries, as the directory is shared."""
+    return sweep(Path(tempfile.gettempdir()), only_own=True)
 
 
 def owner(name: str) -> int | None:
@@ -73,11 +74,12 @@ def _remove(path: Path) -> None:
 
 
 def sweep(directory: Path, remover: Callable[[Path], None] | None = None,
-          legacy: Callable[[str], int | None] | None = None) -> list[Path]:
+          legacy: Callable[[str], int | None] | None = None, only_own: bool = False) -> list[Path]:
     """Remove the staging entries in `directory` whose process is gone; return them. `remover`
     deletes what the caller cannot delete directly (trees of subordinate ids); `legacy` reads the
-    owner from names of an older convention. An entry that cannot be removed (something is still
-    mounted in it) is reported and left."""
+    owner from names of an older convention; `only_own` leaves entries of other users alone (a
+    shared directory). An entry that cannot be removed (something is still mounted in it) is
+    reported and left."""
     removed: list[Path] = []
     try:
         children = list(directory.iterdir())
@@ -90,16 +92,11 @@ def sweep(directory: Path, remover: Callable[[Path], None] | None = None,
         if pid is None or pid == os.getpid() or alive(pid):
             continue
         with contextlib.suppress(OSError):
-            if os.geteuid() != 0 and child.lstat().st_uid != os.geteuid():
-                continue  # another user's (a shared temporary directory): not ours to judge
+            if only_own and os.geteuid() != 0 and child.lstat().st_uid != os.geteuid():
+                continue  # another user's: not ours to judge
 
         try:
             (remover or _remove)(child)
-        except PermissionError:
-            if remover is None:
-                log.warning("cannot remove %s, left by process %d, which is gone: permission denied", child, pid)
-                continue
-            raise
         except Exception as error:  # a sweep must not stop the build that runs it
             log.warning("cannot remove %s, left by process %d, which is gone: %s", child, pid, error)
             continue

@@ -279,3 +279,14 @@ def remove_tree(path: Path, idmap: IdMap | None = None) -> None:
         raise BuildError(problem=f"cannot remove {path}: it belongs to root", where=str(path),
                          fix=f"remove it as root: sudo rm -rf {path}")
     runner.run(wrap(["rm", "-rf", "--", path], mapping), what=f"remove {path}")
+
+
+def remove_staging(path: Path) -> None:
+    """Delete a staging entry that may hold a tree of other owners: a rootless rootfs (subordinate
+    ids) inside the caller's own directory is removed in its namespace first."""
+    if path.is_dir() and not path.is_symlink():
+        owner = path.lstat().st_uid
+        for child in path.iterdir():
+            if child.is_dir() and not child.is_symlink() and child.lstat().st_uid != owner:
+                remove_tree(child)
+    remove_tree(path)

@@ -132,3 +132,9 @@ def bookworm_agent_rootfs(tmp_path_factory: pytest.TempPathFactory, test_agent: 
     built = _built(cache, tmp_path_factory.mktemp("bookworm") / "rootfs", args, env={"http_proxy": archive_proxy.url})
     built.report["proxied_debs"] = archive_proxy.debs()
     return built
+
+
+# Session fixtures of helpers that use run_cli and build_rootfs above: imported last, so that the
+# helpers find them defined when they import this module.
+from tests.helpers.bundle import release_bundle, runtime_tarball  # noqa: E402, F401  (the release bundle)
+from tests.helpers.containers import container_rootfs  # noqa: E402, F401  (the workload's root)

@@ -14,26 +14,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fsutil.h"
 #include "service.h"
 #include "util.h"
-
-static void mkdir_p(const char *path, mode_t mode)
-{
-	char tmp[256];
-	size_t len = strlen(path);
-
-	if (len == 0 || len >= sizeof(tmp))
-		return;
-	memcpy(tmp, path, len + 1);
-	for (char *p = tmp + 1; *p; p++) {
-		if (*p == '/') {
-			*p = '\0';
-			mkdir(tmp, mode);
-			*p = '/';
-		}
-	}
-	mkdir(tmp, mode);
-}
 
 static void mount_fs(const char *source, const char *target, const char *type, unsigned long flags,
 		     const char *data)
@@ -210,12 +193,21 @@ void init_print_start_line(const char *console_path, const char *mountinfo, cons
 	(void)write_all(STDOUT_FILENO, line, len);
 }
 
+static void (*child_handler)(pid_t pid, int status);
+
+void init_set_child_handler(void (*fn)(pid_t pid, int status))
+{
+	child_handler = fn;
+}
+
 void init_reap_children(void)
 {
 	int status;
+	pid_t pid;
 
-	while (waitpid(-1, &status, WNOHANG) > 0)
-		;
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
+		if (child_handler)
+			child_handler(pid, status);
 }
 
 _Noreturn void init_shutdown(int status)

@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 #define AGENT_PATH_ENV "/bin:/sbin/:/usr/bin/:/usr/sbin/"
 
@@ -22,8 +23,9 @@ void init_format_start_line(char *buf, size_t cap, const char *mountinfo, const 
  * mountinfo: NULL for /proc/self/mountinfo (tests pass a file). */
 void init_print_start_line(const char *console_path, const char *mountinfo, const char *version);
 
-/* waitpid(-1, WNOHANG) until no exited child is left. */
+/* waitpid(-1, WNOHANG) until no exited child is left; each one goes to the handler (if set). */
 void init_reap_children(void);
+void init_set_child_handler(void (*fn)(pid_t pid, int status));
 
 /* PID 1: sync() and reboot(RB_POWER_OFF). Otherwise exit(status). */
 _Noreturn void init_shutdown(int status);

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "init.h"
+#include "loop.h"
 #include "service.h"
 #include "transport.h"
 #include "ttrpc.h"
@@ -20,7 +21,7 @@
 #define MAX_CONNS 128
 #define READ_CHUNK 65536u
 #define READ_CHUNKS_PER_EVENT 16    /* fairness between connections */
-#define OUT_MAX (1u << 20)          /* unread responses a client may leave queued */
+#define OUT_MAX (16u << 20)         /* unread responses a client may leave queued */
 #define IN_KEEP (256u << 10)        /* input buffers above this are released when empty */
 #define CLOSE_FLUSH_MS 2000         /* time to flush an error reply before closing */
 #define LINGER_MS 1000              /* time to drain the peer's input after our FIN */
@@ -34,6 +35,7 @@ enum conn_state { C_FREE = 0, C_OPEN, C_CLOSING, C_LINGER };
 
 struct conn {
 	int fd;
+	uint32_t gen; /* changes whenever the slot's stream starts over: stale call_refs are ignored */
 	enum conn_state state;
 	bool abort; /* drop immediately (output overflow, out of memory) */
 	uint8_t *in;
@@ -69,6 +71,9 @@ static struct {
 	bool shutdown_pending;
 	struct conn *shutdown_conn;
 	uint64_t shutdown_deadline;
+
+	struct pollfd *pfd; /* poll set, grown with the number of watches */
+	size_t pfd_cap;
 } S;
 
 /* ------------------------------------------------------------------ buffers */
@@ -81,6 +86,7 @@ static void conn_drop_buffers(struct conn *c)
 	c->in_len = c->in_cap = c->in_need = 0;
 	c->out_off = c->out_len = c->out_cap = 0;
 	c->abort = false;
+	c->gen++;
 }
 
 static void conn_close(struct conn *c)
@@ -133,47 +139,111 @@ static void conn_append_out(struct conn *c, const uint8_t *data, size_t len)
 	c->out_len += len;
 }
 
+static size_t varint_len(uint64_t v)
+{
+	size_t n = 1;
+
+	while (v >= 0x80) {
+		v >>= 7;
+		n++;
+	}
+	return n;
+}
+
+/* Response { status=1 Status, payload=2 } with its frame header, appended to the output. */
 static void conn_queue_response(struct conn *c, uint32_t stream_id, int32_t code, const char *message,
 				const uint8_t *payload, size_t payload_len)
 {
-	uint8_t frame[TTRPC_HEADER_LEN + 4096];
-	struct pb_writer w;
+	uint8_t status_buf[STATUS_MESSAGE_MAX + 32], head[TTRPC_HEADER_LEN + 32];
+	struct pb_writer st, w;
 	struct ttrpc_header h;
 
-	pb_writer_init(&w, frame + TTRPC_HEADER_LEN, sizeof(frame) - TTRPC_HEADER_LEN);
-	ttrpc_response_encode(&w, code, message, payload, payload_len);
-	if (w.overflow) {
-		pb_writer_init(&w, frame + TTRPC_HEADER_LEN, sizeof(frame) - TTRPC_HEADER_LEN);
-		ttrpc_response_encode(&w, CODE_INTERNAL, "response too large", NULL, 0);
+	pb_writer_init(&st, status_buf, sizeof(status_buf));
+	pb_put_int32(&st, 1, code);
+	pb_put_string(&st, 2, message);
+	if (st.overflow) { /* messages are bounded by STATUS_MESSAGE_MAX; keep the code regardless */
+		pb_writer_init(&st, status_buf, sizeof(status_buf));
+		pb_put_int32(&st, 1, code);
 	}
-	h.length = (uint32_t)w.len;
+	size_t body = 1 + varint_len(st.len) + st.len;
+	if (payload_len)
+		body += 1 + varint_len(payload_len) + payload_len;
+	if (body > TTRPC_MAX_MESSAGE) {
+		conn_queue_response(c, stream_id, CODE_INTERNAL, "response too large", NULL, 0);
+		return;
+	}
+	h.length = (uint32_t)body;
 	h.stream_id = stream_id;
 	h.type = TTRPC_TYPE_RESPONSE;
 	h.flags = 0;
-	ttrpc_header_encode(frame, &h);
-	conn_append_out(c, frame, TTRPC_HEADER_LEN + w.len);
+	ttrpc_header_encode(head, &h);
+	pb_writer_init(&w, head + TTRPC_HEADER_LEN, sizeof(head) - TTRPC_HEADER_LEN);
+	/* Status is always present (like containerd's server), empty for OK. */
+	pb_put_key(&w, 1, PB_WT_LEN);
+	pb_put_varint(&w, st.len);
+	conn_append_out(c, head, TTRPC_HEADER_LEN + w.len);
+	conn_append_out(c, st.buf, st.len);
+	if (payload_len) {
+		pb_writer_init(&w, head, sizeof(head));
+		pb_put_key(&w, 2, PB_WT_LEN);
+		pb_put_varint(&w, payload_len);
+		conn_append_out(c, head, w.len);
+		conn_append_out(c, payload, payload_len);
+	}
 }
 
 /* ------------------------------------------------------------------ framing */
 
+static uint32_t conn_index(const struct conn *c)
+{
+	return c == &S.serial ? MAX_CONNS : (uint32_t)(c - S.conns);
+}
+
+static struct conn *ref_conn(const struct call_ref *ref)
+{
+	struct conn *c = ref->conn == MAX_CONNS ? &S.serial : ref->conn < MAX_CONNS ? &S.conns[ref->conn] : NULL;
+
+	if (!c || c->gen != ref->gen || c->fd < 0 || (c->state != C_OPEN && c->state != C_CLOSING))
+		return NULL;
+	if (c == &S.serial && S.sstate != S_ACTIVE && S.sstate != S_CLOSING)
+		return NULL;
+	return c;
+}
+
+bool server_call_alive(const struct call_ref *ref)
+{
+	return ref_conn(ref) != NULL;
+}
+
+void server_reply(const struct call_ref *ref, const struct status *st, const uint8_t *payload, size_t len)
+{
+	struct conn *c = ref_conn(ref);
+
+	if (!c)
+		return; /* the caller went away: nobody to answer */
+	if (st && st->code != CODE_OK)
+		conn_queue_response(c, ref->stream_id, st->code, st->message, NULL, 0);
+	else
+		conn_queue_response(c, ref->stream_id, CODE_OK, NULL, payload, len);
+}
+
+void server_shutdown_after(const struct call_ref *ref)
+{
+	struct conn *c = ref_conn(ref);
+
+	if (S.shutdown_pending)
+		return;
+	log_msg("DestroySandbox: %s", g_agent.init_daemon ? "powering off" : "exiting");
+	S.shutdown_pending = true;
+	S.shutdown_conn = c;
+	S.shutdown_deadline = now_ms() + SHUTDOWN_FLUSH_MS;
+}
+
 static void handle_request(struct conn *c, uint32_t stream_id, const struct ttrpc_request *req)
 {
-	uint8_t payload[2048];
-	struct pb_writer w;
-	struct call_result res;
+	struct call_ref ref = {conn_index(c), c->gen, stream_id};
 
-	pb_writer_init(&w, payload, sizeof(payload));
-	service_call(req, &w, &res);
-	if (res.code == CODE_OK)
-		conn_queue_response(c, stream_id, CODE_OK, NULL, payload, w.len);
-	else
-		conn_queue_response(c, stream_id, res.code, res.message, NULL, 0);
-	if (res.destroy && !S.shutdown_pending) {
-		log_msg("DestroySandbox: %s", g_agent.init_daemon ? "powering off" : "exiting");
-		S.shutdown_pending = true;
-		S.shutdown_conn = c;
-		S.shutdown_deadline = now_ms() + SHUTDOWN_FLUSH_MS;
-	}
+	service_call(&ref, req);
 }
 
 static void frame_error(struct conn *c, uint32_t stream_id, int32_t code, const char *message)
@@ -319,7 +389,9 @@ static void accept_all(int lfd)
 		int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0)
 			return;
+		uint32_t gen = slot->gen + 1;
 		memset(slot, 0, sizeof(*slot));
+		slot->gen = gen;
 		slot->fd = fd;
 		slot->state = C_OPEN;
 	}
@@ -417,7 +489,9 @@ static void serial_try_open(uint64_t now)
 	}
 	log_msg("serving on serial port %s (%s)", S.serial_dev, path ? "--serial-path" : S.opts->channel);
 	S.serial_waiting_logged = false;
+	uint32_t gen = S.serial.gen + 1;
 	memset(&S.serial, 0, sizeof(S.serial));
+	S.serial.gen = gen;
 	S.serial.fd = fd;
 	S.serial.state = C_OPEN;
 	S.sstate = S_ACTIVE;
@@ -553,7 +627,7 @@ static void check_shutdown(uint64_t now)
 	if (!S.shutdown_pending)
 		return;
 	struct conn *c = S.shutdown_conn;
-	bool flushed = c->state == C_FREE || !conn_out_pending(c) || c->fd < 0;
+	bool flushed = !c || c->state == C_FREE || !conn_out_pending(c) || c->fd < 0;
 	if (c == &S.serial && S.sstate != S_ACTIVE && S.sstate != S_CLOSING)
 		flushed = true;
 	if (flushed || now >= S.shutdown_deadline)
@@ -604,15 +678,29 @@ void server_init(const struct server_opts *opts)
 _Noreturn void server_loop(void)
 {
 	enum { K_SIG, K_UNIX, K_VSOCK, K_SERIAL, K_CONN };
-	struct pollfd pfd[4 + MAX_CONNS];
-	int kind[4 + MAX_CONNS];
-	struct conn *obj[4 + MAX_CONNS];
+	static int kind[4 + MAX_CONNS];
+	static struct conn *obj[4 + MAX_CONNS];
+	static unsigned *watch_ids;
 
 	for (;;) {
 		uint64_t now = now_ms();
-		uint64_t wake = UINT64_MAX;
+		uint64_t wake = loop_tick(now);
 		bool have_free = false;
 		nfds_t n = 0;
+		size_t need = 4 + MAX_CONNS + loop_count();
+
+		if (need > S.pfd_cap) {
+			struct pollfd *p = realloc(S.pfd, need * sizeof(*p));
+			unsigned *ids = realloc(watch_ids, need * sizeof(*ids));
+			if (p)
+				S.pfd = p;
+			if (ids)
+				watch_ids = ids;
+			if (!p || !ids)
+				init_fatal("out of memory for the poll set");
+			S.pfd_cap = need;
+		}
+		struct pollfd *pfd = S.pfd;
 
 		/* timers */
 		check_shutdown(now);
@@ -678,6 +766,9 @@ _Noreturn void server_loop(void)
 			kind[n++] = K_CONN;
 		}
 
+		nfds_t first_watch = n;
+		n += loop_fill(pfd + n, watch_ids + n, S.pfd_cap - n);
+
 		int timeout = -1;
 		if (wake != UINT64_MAX)
 			timeout = wake <= now ? 0 : (wake - now > 60000 ? 60000 : (int)(wake - now));
@@ -690,6 +781,10 @@ _Noreturn void server_loop(void)
 		for (nfds_t i = 0; i < n && ready > 0; i++) {
 			if (!pfd[i].revents)
 				continue;
+			if (i >= first_watch) {
+				loop_dispatch(watch_ids[i], pfd[i].revents);
+				continue;
+			}
 			switch (kind[i]) {
 			case K_SIG:
 				signal_event();

@@ -6,6 +6,10 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "container.h"
+#include "network.h"
+#include "sandbox.h"
+#include "streams.h"
 #include "util.h"
 
 #define MEM_BLOCK_SIZE_PATH "/sys/devices/system/memory/block_size_bytes"
@@ -16,12 +20,6 @@ struct agent_info g_agent;
 static bool bytes_eq(const uint8_t *p, size_t n, const char *s)
 {
 	return n == strlen(s) && memcmp(p, s, n) == 0;
-}
-
-static void set_error(struct call_result *res, int32_t code, const char *fmt, const char *a, const char *b)
-{
-	res->code = code;
-	snprintf(res->message, sizeof(res->message), fmt, a, b);
 }
 
 /* CheckRequest { string service = 1; } */
@@ -72,21 +70,59 @@ static int decode_guest_details_request(const uint8_t *data, size_t len, bool *b
 	return 0;
 }
 
-static void health_check(struct pb_writer *out)
+static void reply_writer(const struct call_ref *ref, struct pb_writer *w)
 {
-	/* HealthCheckResponse { ServingStatus status = 1; }  SERVING = 1 */
-	pb_put_int32(out, 1, 1);
+	struct status st;
+
+	if (w->overflow) {
+		fail(&st, CODE_INTERNAL, "response too large");
+		server_reply(ref, &st, NULL, 0);
+		return;
+	}
+	server_reply(ref, NULL, w->buf, w->len);
 }
 
-static void health_version(struct pb_writer *out)
+/* Both health calls take a CheckRequest; false (and the error answered) when it is malformed. */
+static bool check_request_ok(const struct call_ref *ref, const uint8_t *payload, size_t len)
 {
+	struct status st;
+
+	if (decode_check_request(payload, len) == 0)
+		return true;
+	fail(&st, CODE_INVALID_ARGUMENT, "malformed CheckRequest");
+	server_reply(ref, &st, NULL, 0);
+	return false;
+}
+
+static void health_check(const struct call_ref *ref, const uint8_t *payload, size_t len)
+{
+	uint8_t buf[16];
+	struct pb_writer w;
+
+	if (!check_request_ok(ref, payload, len))
+		return;
+	/* HealthCheckResponse { ServingStatus status = 1; }  SERVING = 1 */
+	pb_writer_init(&w, buf, sizeof(buf));
+	pb_put_int32(&w, 1, 1);
+	reply_writer(ref, &w);
+}
+
+static void health_version(const struct call_ref *ref, const uint8_t *payload, size_t len)
+{
+	uint8_t buf[256];
+	struct pb_writer w;
+
+	if (!check_request_ok(ref, payload, len))
+		return;
 	/* VersionCheckResponse { string grpc_version = 1; string agent_version = 2; } */
-	pb_put_string(out, 1, API_VERSION);
-	pb_put_string(out, 2, g_agent.version);
+	pb_writer_init(&w, buf, sizeof(buf));
+	pb_put_string(&w, 1, API_VERSION);
+	pb_put_string(&w, 2, g_agent.version);
+	reply_writer(ref, &w);
 }
 
 /* Like Kata: a missing file means "0 / not supported"; any other failure is an error. */
-static int read_mem_block_size(uint64_t *size, char *err, size_t errcap)
+static int read_mem_block_size(uint64_t *size, struct status *st)
 {
 	char buf[64];
 	char *end;
@@ -95,8 +131,7 @@ static int read_mem_block_size(uint64_t *size, char *err, size_t errcap)
 	if (read_small_file(MEM_BLOCK_SIZE_PATH, buf, sizeof(buf)) < 0) {
 		if (errno == ENOENT)
 			return 0;
-		snprintf(err, errcap, "reading %s: %s", MEM_BLOCK_SIZE_PATH, strerror(errno));
-		return -1;
+		return fail(st, CODE_INTERNAL, "reading %s: %s", MEM_BLOCK_SIZE_PATH, strerror(errno));
 	}
 	char *p = buf;
 	while (*p == ' ' || *p == '\t' || *p == '\n')
@@ -105,99 +140,113 @@ static int read_mem_block_size(uint64_t *size, char *err, size_t errcap)
 	unsigned long long v = strtoull(p, &end, 16);
 	while (*end == ' ' || *end == '\t' || *end == '\n')
 		end++;
-	if (end == p || *end != '\0' || errno != 0 || *p == '-') {
-		snprintf(err, errcap, "invalid memory block size in %s", MEM_BLOCK_SIZE_PATH);
-		return -1;
-	}
+	if (end == p || *end != '\0' || errno != 0 || *p == '-')
+		return fail(st, CODE_INTERNAL, "invalid memory block size in %s", MEM_BLOCK_SIZE_PATH);
 	*size = v;
 	return 0;
 }
 
-static void guest_details(const uint8_t *data, size_t len, struct pb_writer *out, struct call_result *res)
+static void guest_details(const struct call_ref *ref, const uint8_t *data, size_t len)
 {
 	bool want_block_size, want_probe;
 	uint64_t block_size = 0;
 	bool probe = false;
-	struct stat st;
+	struct stat sb;
+	struct status st;
 
 	if (decode_guest_details_request(data, len, &want_block_size, &want_probe) < 0) {
-		set_error(res, CODE_INVALID_ARGUMENT, "malformed %s%s", "GuestDetailsRequest", "");
+		fail(&st, CODE_INVALID_ARGUMENT, "malformed GuestDetailsRequest");
+		server_reply(ref, &st, NULL, 0);
 		return;
 	}
-	if (want_block_size && read_mem_block_size(&block_size, res->message, sizeof(res->message)) < 0) {
-		res->code = CODE_INTERNAL;
+	if (want_block_size && read_mem_block_size(&block_size, &st) < 0) {
+		server_reply(ref, &st, NULL, 0);
 		return;
 	}
 	if (want_probe) {
-		if (stat(MEM_HOTPLUG_PROBE_PATH, &st) == 0) {
+		if (stat(MEM_HOTPLUG_PROBE_PATH, &sb) == 0) {
 			probe = true;
 		} else if (errno != ENOENT) {
-			set_error(res, CODE_INTERNAL, "stat %s: %s", MEM_HOTPLUG_PROBE_PATH, strerror(errno));
+			fail(&st, CODE_INTERNAL, "stat %s: %s", MEM_HOTPLUG_PROBE_PATH, strerror(errno));
+			server_reply(ref, &st, NULL, 0);
 			return;
 		}
 	}
 
 	/* AgentDetails { version=1, init_daemon=2, device_handlers=3, storage_handlers=4,
 	 *                supports_seccomp=5, extra_features=6 } -- no handlers, no seccomp. */
-	uint8_t details_buf[256];
-	struct pb_writer details;
+	uint8_t details_buf[256], buf[512];
+	struct pb_writer details, w;
 	pb_writer_init(&details, details_buf, sizeof(details_buf));
 	pb_put_string(&details, 1, g_agent.version);
 	pb_put_bool(&details, 2, g_agent.init_daemon);
 
 	/* GuestDetailsResponse { mem_block_size_bytes=1, agent_details=2, support_mem_hotplug_probe=3 } */
-	pb_put_uint64(out, 1, block_size);
-	pb_put_bytes(out, 2, details.buf, details.len);
-	pb_put_bool(out, 3, probe);
+	pb_writer_init(&w, buf, sizeof(buf));
+	pb_put_uint64(&w, 1, block_size);
+	pb_put_bytes(&w, 2, details.buf, details.len);
+	pb_put_bool(&w, 3, probe);
 	if (details.overflow)
-		out->overflow = true;
+		w.overflow = true;
+	reply_writer(ref, &w);
 }
 
-void service_call(const struct ttrpc_request *req, struct pb_writer *out, struct call_result *res)
+static void read_stdout(const struct call_ref *ref, const uint8_t *payload, size_t len)
+{
+	stdio_read(ref, payload, len, 0);
+}
+
+static void read_stderr(const struct call_ref *ref, const uint8_t *payload, size_t len)
+{
+	stdio_read(ref, payload, len, 1);
+}
+
+typedef void (*handler_fn)(const struct call_ref *ref, const uint8_t *payload, size_t len);
+
+static const struct {
+	const char *service, *method;
+	handler_fn fn;
+} METHODS[] = {
+	{"grpc.Health", "Check", health_check},
+	{"grpc.Health", "Version", health_version},
+	{"grpc.AgentService", "GetGuestDetails", guest_details},
+	{"grpc.AgentService", "UpdateInterface", network_update_interface},
+	{"grpc.AgentService", "UpdateRoutes", network_update_routes},
+	{"grpc.AgentService", "AddARPNeighbors", network_add_arp_neighbors},
+	{"grpc.AgentService", "CreateSandbox", sandbox_create},
+	{"grpc.AgentService", "DestroySandbox", sandbox_destroy},
+	{"grpc.AgentService", "CreateContainer", container_create},
+	{"grpc.AgentService", "StartContainer", container_start},
+	{"grpc.AgentService", "ExecProcess", container_exec},
+	{"grpc.AgentService", "WaitProcess", container_wait},
+	{"grpc.AgentService", "SignalProcess", container_signal},
+	{"grpc.AgentService", "RemoveContainer", container_remove},
+	{"grpc.AgentService", "ReadStdout", read_stdout},
+	{"grpc.AgentService", "ReadStderr", read_stderr},
+	{"grpc.AgentService", "WriteStdin", stdio_write},
+	{"grpc.AgentService", "CloseStdin", stdio_close},
+};
+
+void service_call(const struct call_ref *ref, const struct ttrpc_request *req)
 {
 	char svc[96], meth[96];
+	bool known_service = false;
+	struct status st;
 
-	res->code = CODE_OK;
-	res->message[0] = '\0';
-	res->destroy = false;
-
-	if (bytes_eq(req->service, req->service_len, "grpc.Health")) {
-		if (bytes_eq(req->method, req->method_len, "Check") ||
-		    bytes_eq(req->method, req->method_len, "Version")) {
-			if (decode_check_request(req->payload, req->payload_len) < 0) {
-				set_error(res, CODE_INVALID_ARGUMENT, "malformed %s%s", "CheckRequest", "");
-				return;
-			}
-			if (req->method_len == 5)
-				health_check(out);
-			else
-				health_version(out);
-			goto done;
+	for (size_t i = 0; i < sizeof(METHODS) / sizeof(METHODS[0]); i++) {
+		if (!bytes_eq(req->service, req->service_len, METHODS[i].service))
+			continue;
+		known_service = true;
+		if (bytes_eq(req->method, req->method_len, METHODS[i].method)) {
+			METHODS[i].fn(ref, req->payload, req->payload_len);
+			return;
 		}
-	} else if (bytes_eq(req->service, req->service_len, "grpc.AgentService")) {
-		if (bytes_eq(req->method, req->method_len, "GetGuestDetails")) {
-			guest_details(req->payload, req->payload_len, out, res);
-			goto done;
-		}
-		if (bytes_eq(req->method, req->method_len, "DestroySandbox")) {
-			/* DestroySandboxRequest {} -> google.protobuf.Empty */
-			if (pb_validate(req->payload, req->payload_len) < 0) {
-				set_error(res, CODE_INVALID_ARGUMENT, "malformed %s%s", "DestroySandboxRequest", "");
-				return;
-			}
-			res->destroy = true;
-			goto done;
-		}
-	} else {
-		sanitize_ascii(svc, sizeof(svc), req->service, req->service_len);
-		set_error(res, CODE_UNIMPLEMENTED, "unknown service %s%s", svc, "");
-		return;
 	}
 	sanitize_ascii(svc, sizeof(svc), req->service, req->service_len);
 	sanitize_ascii(meth, sizeof(meth), req->method, req->method_len);
-	set_error(res, CODE_UNIMPLEMENTED, "%s/%s is not implemented", svc, meth);
-	return;
-done:
-	if (res->code == CODE_OK && out->overflow)
-		set_error(res, CODE_INTERNAL, "response too large%s%s", "", "");
+	if (known_service)
+		fail(&st, CODE_UNIMPLEMENTED, "%s/%s is not implemented", svc, meth);
+	else
+		fail(&st, CODE_UNIMPLEMENTED, "unknown service %s", svc);
+	server_reply(ref, &st, NULL, 0);
 }

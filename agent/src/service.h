@@ -1,6 +1,6 @@
-/* The ttRPC services the agent implements (Kata 4.1.0 protocol subset):
- *   grpc.Health/Check, grpc.Health/Version,
- *   grpc.AgentService/GetGuestDetails, grpc.AgentService/DestroySandbox. */
+/* The ttRPC methods the agent implements (Kata 4.1.0 protocol subset): grpc.Health/Check, Version;
+ * grpc.AgentService: GetGuestDetails, the network calls, the sandbox, container and process lifecycle
+ * and the stdio streams. Dispatches each request to its handler. */
 #ifndef OSB_SERVICE_H
 #define OSB_SERVICE_H
 
@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "pb.h"
+#include "server.h"
 #include "ttrpc.h"
 
 #define API_VERSION "0.0.1"
@@ -18,13 +19,8 @@ struct agent_info {
 };
 extern struct agent_info g_agent;
 
-struct call_result {
-	int32_t code;     /* google.rpc.Code */
-	char message[256];
-	bool destroy;     /* DestroySandbox: shut down once the reply is out */
-};
-
-/* Runs one request. On CODE_OK the response message bytes are in out. */
-void service_call(const struct ttrpc_request *req, struct pb_writer *out, struct call_result *res);
+/* Runs one request; the handler answers through server_reply, now or later. Unknown methods get
+ * UNIMPLEMENTED. */
+void service_call(const struct call_ref *ref, const struct ttrpc_request *req);
 
 #endif

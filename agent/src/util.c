@@ -90,3 +90,17 @@ void sanitize_ascii(char *dst, size_t cap, const uint8_t *src, size_t len)
 		dst[i] = (src[i] >= 0x20 && src[i] < 0x7f) ? (char)src[i] : '?';
 	dst[i] = '\0';
 }
+
+int fmt(char *buf, size_t cap, const char *format, ...)
+{
+	va_list ap;
+
+	va_start(ap, format);
+	int n = vsnprintf(buf, cap, format, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= cap) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	return 0;
+}

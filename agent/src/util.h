@@ -26,4 +26,8 @@ bool write_all(int fd, const void *buf, size_t len);
  * ASCII by '?', so that the result is always valid UTF-8 (it ends up in protobuf string fields). */
 void sanitize_ascii(char *dst, size_t cap, const uint8_t *src, size_t len);
 
+/* snprintf that says whether everything fitted: 0, or -1 with errno = ENAMETOOLONG. For paths (where
+ * a cut would name another file) and for labels where a cut is harmless (the result is ignored). */
+int fmt(char *buf, size_t cap, const char *format, ...) __attribute__((format(printf, 3, 4)));
+
 #endif

@@ -13,6 +13,7 @@ import selectors
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from osbuilder import runner
@@ -72,11 +73,15 @@ def _recorded(record: Path) -> bool | None:
         return None
 
 
-def choose_accel(requested: str, kernel: Path, arch: Arch, cache: Cache | None, qemu: str | None = None) -> str:
-    """"kvm" or "tcg" for --accel auto|kvm|tcg."""
+KvmProbe = Callable[[Path, Arch, str | None], bool]
+
+
+def choose_accel(requested: str, kernel: Path, arch: Arch, cache: Cache | None, qemu: str | None = None, *,
+                 probe: KvmProbe = probe_kvm, device_usable: Callable[[], bool] = kvm_usable_device) -> str:
+    """"kvm" or "tcg" for --accel auto|kvm|tcg. `probe` and `device_usable` are injectable (tests)."""
     if requested in ("kvm", "tcg"):
         return requested
-    if not kvm_usable_device():
+    if not device_usable():
         return "tcg"
     key = content_key({"boot_id": _boot_id(), "qemu": shutil.which(qemu or f"qemu-system-{arch.qemu}"),
                        "arch": arch.name})
@@ -86,8 +91,8 @@ def choose_accel(requested: str, kernel: Path, arch: Arch, cache: Cache | None, 
         usable = known
     else:
         log.info("probing KVM (a guest must show progress within %.0f s)", PROBE_SECONDS)
-        usable = probe_kvm(kernel, arch, qemu)
+        usable = probe(kernel, arch, qemu)
         if record is not None:  # atomically: another boot may be reading it
             write_atomically(record, (json.dumps({"kvm": usable}) + "\n").encode())
-    log.info("accelerator: %s", "kvm" if usable else "tcg (KVM did not make progress)")
+    log.debug("accelerator: %s", "kvm" if usable else "tcg (KVM did not make progress)")
     return "kvm" if usable else "tcg"

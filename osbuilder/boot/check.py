@@ -15,23 +15,22 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from osbuilder import staging
-from osbuilder.boot.qemu import ConsoleLine, RunningVm, VmSpec, start_vm
-from osbuilder.ttrpc.client import TtrpcClient, TtrpcError, TtrpcTimeout
+from osbuilder.boot import guest
+from osbuilder.boot.guest import GuestFailed
+from osbuilder.boot.qemu import RunningVm, VmSpec, start_vm
+from osbuilder.ttrpc.client import TtrpcClient, TtrpcError
 
 log = logging.getLogger(__name__)
 
-AGENT_LINE = re.compile(r"osbuilder-agent: version=(?P<version>\S+) pid=(?P<pid>\d+) root=(?P<device>\S+) "
-                        r"fstype=(?P<fstype>\S+) options=(?P<options>\S*)")
 KERNEL_STARTED = re.compile(r"Linux version \d")
 KERNEL_ROOT = re.compile(r"VFS: Mounted root|EXT4-fs \(\S+\): mounted filesystem|erofs.*mounted|"
                          r"XFS \(\S+\): Ending clean mount|Run /init as init process|Run /sbin/init")
-NOTABLE = re.compile(r"panic|Panic|DAX|dax|VFS|Kernel|error|Error|failed|Failed|verity|device-mapper|"
-                     r"Unable|cannot|Cannot|osbuilder-agent|agent", re.IGNORECASE)
 
 
 @dataclass
@@ -54,10 +53,6 @@ class BootReport:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
-
-
-class CheckFailed(Exception):
-    pass
 
 
 @dataclass(frozen=True)
@@ -83,20 +78,20 @@ def boot_check(spec: VmSpec, options: CheckOptions) -> BootReport:
     try:
         vm = start_vm(spec, options.console_log)
         deadline = vm.started + options.timeout
-        client = _connect(spec, vm, deadline)
+        client = guest.connect(_open_channel(spec), vm, deadline)
         try:
             _run_checks(client, vm, spec, options, report, deadline)
         finally:
             client.close()
         powered_off = vm.wait_exit(deadline - time.monotonic())
         if powered_off is None:
-            raise CheckFailed(f"the VM did not power off after DestroySandbox within the {options.timeout:.0f} s "
-                              "deadline")
+            raise guest.failure(f"the VM did not power off after DestroySandbox within the {options.timeout:.0f} s "
+                                "deadline", vm)
         report.timings["powered_off"] = round(powered_off, 3)
         report.qemu_exit = vm.process.returncode
         _add(report, "powered_off", True, f"QEMU exited with status {vm.process.returncode}")
         report.ok = True
-    except CheckFailed as failure:
+    except GuestFailed as failure:
         report.error = str(failure)
     finally:
         if vm is not None:
@@ -114,27 +109,18 @@ def _with_socket(spec: VmSpec, workdir: Path) -> VmSpec:
     return dataclasses.replace(spec, agent_socket=workdir / "agent.sock")
 
 
-def _connect(spec: VmSpec, vm: RunningVm, deadline: float) -> TtrpcClient:
-    """Connect to the agent channel (QEMU's socket, or vsock once the guest listens)."""
-    last = ""
-    while time.monotonic() < deadline:
-        if vm.exited():
-            raise CheckFailed(f"the VM stopped (QEMU exit status {vm.process.returncode}) before the agent "
-                              "channel could be opened")
-        try:
-            if spec.transport == "serial":
-                assert spec.agent_socket is not None
-                return TtrpcClient.connect_unix(str(spec.agent_socket), timeout=2)
-            return TtrpcClient.connect_vsock(spec.vsock_cid, timeout=2)
-        except (OSError, TtrpcError) as exc:
-            last = str(exc)
-            time.sleep(0.2)
-    raise CheckFailed(f"could not connect to the agent channel before the deadline ({last})")
+def _open_channel(spec: VmSpec) -> Callable[[], TtrpcClient]:
+    if spec.transport == "serial":
+        assert spec.agent_socket is not None
+        path = str(spec.agent_socket)
+        return lambda: TtrpcClient.connect_unix(path, timeout=2)
+    return lambda: TtrpcClient.connect_vsock(spec.vsock_cid, timeout=2)
 
 
 def _run_checks(client: TtrpcClient, vm: RunningVm, spec: VmSpec, options: CheckOptions, report: BootReport,
                 deadline: float) -> None:
-    _wait_serving(client, vm, options, deadline)
+    guest.wait_serving(client, vm, deadline, poll_interval=options.poll_interval,
+                       deadline_text=f"the {options.timeout:.0f} s deadline")
     report.timings["agent_ready"] = round(time.monotonic() - vm.started, 3)
     report.agent["status"] = "SERVING"
     _add(report, "check", True, "Health/Check returned SERVING")
@@ -144,7 +130,7 @@ def _run_checks(client: TtrpcClient, vm: RunningVm, spec: VmSpec, options: Check
     if options.expect_agent_version is not None and version.agent_version != options.expect_agent_version:
         _add(report, "version", False, f"agent version {version.agent_version}, expected "
                                       f"{options.expect_agent_version}")
-        raise CheckFailed(f"the agent reports version {version.agent_version!r} but "
+        raise GuestFailed(f"the agent reports version {version.agent_version!r} but "
                           f"{options.expect_agent_version!r} was expected (--expect-agent-version)")
     _add(report, "version", True, f"agent version {version.agent_version}")
 
@@ -158,73 +144,38 @@ def _run_checks(client: TtrpcClient, vm: RunningVm, spec: VmSpec, options: Check
     _add(report, "destroy_sandbox", True, "DestroySandbox acknowledged")
 
 
-def _wait_serving(client: TtrpcClient, vm: RunningVm, options: CheckOptions, deadline: float) -> None:
-    """Ask Health/Check until the agent answers; requests sent before it listens are answered late
-    (virtio-serial buffers them) and the client skips those stale replies by stream id."""
-    while True:
-        if vm.exited():
-            raise CheckFailed(f"the VM stopped (QEMU exit status {vm.process.returncode}) before the agent "
-                              "answered")
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise CheckFailed(f"the agent did not answer Health/Check within the {options.timeout:.0f} s deadline")
-        try:
-            serving = client.is_serving(timeout=min(options.poll_interval * 2, left))
-        except TtrpcTimeout:
-            continue
-        except TtrpcError as exc:
-            raise CheckFailed(f"Health/Check failed: {exc}") from exc
-        if serving:
-            return
-        time.sleep(options.poll_interval)
-
-
 def _check_root(report: BootReport, vm: RunningVm, expect_dax: bool | None, deadline: float) -> None:
-    # The agent prints its line before it starts serving, so it is normally already here.
-    agent_line = _wait_line(vm, AGENT_LINE, min(deadline, time.monotonic() + 5))
+    root = guest.agent_root(vm, max(min(deadline - time.monotonic(), 5), 0))
     kernel_root = vm.first(lambda text: KERNEL_ROOT.search(text) is not None)
-    if agent_line is not None:
-        match = AGENT_LINE.search(agent_line.text)
-        assert match is not None
-        report.root = {"device": match["device"], "fstype": match["fstype"], "options": match["options"]}
-        report.agent.setdefault("console_version", match["version"])
-        mounted_at = agent_line.at if kernel_root is None else min(kernel_root.at, agent_line.at)
-        report.timings["root_mounted"] = round(mounted_at, 3)
+    if root is not None:
+        report.root = root.to_json()
+        report.agent.setdefault("console_version", root.agent_version)
+        report.timings["root_mounted"] = round(root.at if kernel_root is None else min(kernel_root.at, root.at), 3)
     elif kernel_root is not None:
         report.timings["root_mounted"] = round(kernel_root.at, 3)
     if expect_dax is None:
         report.dax = None
         return
-    if report.root is None:
+    if root is None:
         _add(report, "dax", False, "no root-mount line from the agent")
-        raise CheckFailed("DAX could not be confirmed: the agent printed no root-mount line")
+        raise GuestFailed("DAX could not be confirmed: the agent printed no root-mount line")
     if not expect_dax:
         # e.g. a verity root: a device-mapper device on the pmem partitions, where DAX does not apply.
         report.dax = None
-        _add(report, "dax", True, f"root on {report.root['device']} without DAX, as the command line asks")
+        _add(report, "dax", True, f"root on {root.device} without DAX, as the command line asks")
         return
-    options = report.root["options"].split(",")
-    report.dax = any(option == "dax" or (option.startswith("dax=") and option != "dax=never") for option in options)
+    report.dax = root.dax
     if not report.dax:
-        _add(report, "dax", False, f"root {report.root['device']} mounted with {report.root['options']}")
-        raise CheckFailed(f"the root filesystem is not mounted with DAX ({report.root['device']}: "
-                          f"{report.root['options']})")
-    _add(report, "dax", True, f"root {report.root['device']} ({report.root['fstype']}) mounted with DAX")
-
-
-def _wait_line(vm: RunningVm, pattern: re.Pattern[str], until: float) -> ConsoleLine | None:
-    while True:
-        line = vm.first(lambda text: pattern.search(text) is not None)
-        if line is not None or time.monotonic() >= until or vm.exited():
-            return line
-        time.sleep(0.1)
+        _add(report, "dax", False, f"root {root.device} mounted with {root.options}")
+        raise GuestFailed(f"the root filesystem is not mounted with DAX ({root.device}: {root.options})")
+    _add(report, "dax", True, f"root {root.device} ({root.fstype}) mounted with DAX")
 
 
 def _call(function: Any, name: str) -> Any:
     try:
         return function()
     except TtrpcError as exc:
-        raise CheckFailed(f"{name} failed: {exc}") from exc
+        raise GuestFailed(f"{name} failed: {exc}") from exc
 
 
 def _left(deadline: float) -> float:
@@ -246,7 +197,4 @@ def _fill_console(report: BootReport, vm: RunningVm) -> None:
     report.timings = {key: report.timings[key] for key in
                       ("kernel_started", "root_mounted", "agent_ready", "powered_off")}
     if not report.ok:
-        # The relevant lines: notable ones (panics, mount and DAX messages) plus the last few.
-        notable = [line.text for line in lines if NOTABLE.search(line.text)][-25:]
-        tail = [line.text for line in lines[-15:]]
-        report.console_tail = list(dict.fromkeys(notable + tail))
+        report.console_tail = guest.relevant_console(lines)

@@ -1,10 +1,12 @@
 """The options that say what to boot and how, declared once (osbuilder.options) for every command
-that boots assets; `make boot` passes FS_TYPE and SKIP_DAX_HEADER through, the variables the image
-was built with. ASSETS and HOW are what any boot needs; CHECKS are the boot check's."""
+that boots assets (`boot`, `run`); `make boot` and `make run` pass FS_TYPE and SKIP_DAX_HEADER
+through, the variables the image was built with. ASSETS and HOW are what any boot needs; CHECKS
+are the boot check's."""
 
 from __future__ import annotations
 
 from osbuilder.boot.qemu import AGENT_PORT_NAME
+from osbuilder.boot.transport import TRANSPORTS
 from osbuilder.kernelcmdline import FS_TYPES
 from osbuilder.options import Kind, Option, Table
 
@@ -14,8 +16,8 @@ ASSETS = Table("what to boot", (
     Option("initrd", ("--initrd",), "initrd (the agent is init)", kind=Kind.PATH, metavar="INITRD", exclusive="root"),
     Option("config", ("--config",), "Kata runtime configuration: kernel, image or initrd, kernel_params, "
            "rootfs_type, disable_image_nvdimm, kernel_verity_params", kind=Kind.PATH, metavar="TOML"),
-    Option("bundle", ("--bundle",), "a release bundle: boot its image and its initrd with its configuration-qemu.toml",
-           kind=Kind.PATH, metavar="TARBALL"),
+    Option("bundle", ("--bundle",), "a release bundle: boot checks its image and its initrd with each of its "
+           "configuration-qemu*.toml, run uses its configuration-qemu.toml", kind=Kind.PATH, metavar="TARBALL"),
 ))
 
 HOW = Table("how to boot", (
@@ -27,8 +29,8 @@ HOW = Table("how to boot", (
            "to it", metavar="LINE|FILE"),
     Option("accel", ("--accel",), "auto: KVM only if a probe guest makes progress, else TCG",
            choices=("auto", "kvm", "tcg"), default="auto"),
-    Option("transport", ("--transport",), "agent channel; auto: vsock when /dev/vhost-vsock exists, else "
-           "virtio-serial", choices=("auto", "vsock", "serial"), default="auto"),
+    Option("transport", ("--transport",), "agent channel; auto: vsock when the host has a usable vhost-vsock, "
+           "else virtio-serial", choices=TRANSPORTS, default="auto"),
     Option("port_name", ("--port-name",), "virtio-serial port name of the agent", default=AGENT_PORT_NAME,
            metavar="NAME"),
     Option("kernel_params", ("--kernel-params",), "extra kernel parameters", default="", metavar="PARAMS"),

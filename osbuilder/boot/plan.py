@@ -4,11 +4,14 @@
     vm, root = plan_vm(VmChoices(...), assets)                  # pure: the VM the runtime would make
     report = boot(vm, root, cache, timeout=..., expect_agent_version=...)
 
-`plan_vm` decides the root's kernel parameters (osbuilder.kernelcmdline), the transport, memory and
-CPUs from the options and what a runtime configuration says; nothing runs. `boot` resolves the
-accelerator (`--accel auto` may run a probe guest, remembered in the cache per host boot) and runs
-the check (osbuilder.boot.check). A bundle's configurations are read from a temporary extraction
-that lives while its assets boot. Shared by `osbuilder boot` and whatever else boots assets.
+`choose_assets` and `bundle_configs` check each asset before anything starts (a kernel that is not
+a kernel, an image without Kata's layout: exit 2, osbuilder.boot.preflight). `plan_vm` decides the
+root's kernel parameters (osbuilder.kernelcmdline), memory and CPUs from the options and what a
+runtime configuration says; nothing runs and the host is not asked. `prepare_vm` asks the host:
+`--accel auto` may run a probe guest (remembered in the cache per host boot) and `--transport auto`
+probes for a usable vsock. `boot` prepares and runs the check (osbuilder.boot.check). A bundle's
+configurations are read from a temporary extraction that lives while its assets boot. Shared by
+`osbuilder boot` and `osbuilder run` (whose sandbox starts the prepared VM).
 """
 
 from __future__ import annotations
@@ -25,8 +28,10 @@ from typing import TYPE_CHECKING
 from osbuilder import staging
 from osbuilder.arch import host_arch, parse_arch
 from osbuilder.boot.accel import choose_accel
+from osbuilder.boot.preflight import check_assets
 from osbuilder.boot.qemu import AGENT_PORT_NAME, VmSpec
 from osbuilder.boot.runtimeconfig import RuntimeBoot, read_runtime_config
+from osbuilder.boot.transport import choose_transport
 from osbuilder.cache import Cache
 from osbuilder.errors import UsageError
 from osbuilder.kernelcmdline import RootSpec, VerityLine, kernel_params, parse_verity, serial_console
@@ -35,7 +40,6 @@ if TYPE_CHECKING:
     from osbuilder.boot.check import BootReport
 
 DEFAULT_MEMORY_MB = 2048
-VSOCK_DEVICE = Path("/dev/vhost-vsock")
 
 
 @dataclass(frozen=True)
@@ -70,12 +74,6 @@ class VmChoices:
     qemu: str | None = None
 
 
-def _require_file(path: Path | None, option: str) -> None:
-    if path is not None and not path.is_file():
-        raise UsageError(problem=f"{path} does not exist or is not a file", where=f"{option} {path}",
-                         fix="give the path of a built asset")
-
-
 def read_verity(value: str | None) -> VerityLine | None:
     """--verity: the kernel_verity_params line itself, or the root_hash file that holds it."""
     if not value:
@@ -86,46 +84,55 @@ def read_verity(value: str | None) -> VerityLine | None:
 
 
 def choose_assets(kernel: Path | None, image: Path | None, initrd: Path | None, config: Path | None) -> Assets:
-    """The assets of --kernel/--image/--initrd, completed from --config (the options win over it)."""
+    """The assets of --kernel/--image/--initrd, completed from --config (the options win over it);
+    each one checked to be what it claims."""
     from_config = read_runtime_config(config) if config else None
     kernel = kernel or (from_config.kernel if from_config else None)
     if image is None and initrd is None and from_config is not None:
         image, initrd = from_config.image, from_config.initrd
     if kernel is None:
-        raise UsageError(problem="no kernel to boot", where="--kernel", fix="pass --kernel or --config")
+        raise UsageError(problem="no kernel to boot", where="--kernel", fix="pass --kernel, --config or --bundle")
     if image is None and initrd is None:
         raise UsageError(problem="nothing to boot the kernel with", where="--image/--initrd",
                          fix="pass --image, --initrd, --config or --bundle")
-    for path, option in ((kernel, "--kernel"), (image, "--image"), (initrd, "--initrd")):
-        _require_file(path, option)
+    check_assets(kernel, image, initrd)
     return Assets(kernel, image, initrd, from_config)
 
 
+def _config_assets(config: RuntimeBoot, where: str) -> Assets:
+    check_assets(config.kernel, config.image, config.initrd, kernel_option=f"{where} (kernel)",
+                 image_option=f"{where} (image)", initrd_option=f"{where} (initrd)")
+    return Assets(config.kernel, config.image, config.initrd, config)
+
+
 @contextlib.contextmanager
-def bundle_configs(bundle: Path) -> Iterator[tuple[str, list[tuple[str, Assets]]]]:
+def bundle_configs(bundle: Path, names: tuple[str, ...] = ()) -> Iterator[tuple[str, list[tuple[str, Assets]]]]:
     """A release bundle, extracted into a temporary directory until the block ends: its VERSION and
-    the assets of its QEMU configurations."""
+    the assets of its QEMU configurations (only those in `names`, when given), each checked."""
     from osbuilder.bundle.extract import extract_bundle, qemu_configs
 
-    _require_file(bundle, "--bundle")
+    if not bundle.is_file():
+        raise UsageError(problem=f"{bundle} does not exist or is not a file", where=f"--bundle {bundle}",
+                         fix="give a kata-static-*.tar.zst made by osbuilder bundle")
     staging.sweep_temporary()  # what a killed run left
     workdir = staging.make_directory(Path(tempfile.gettempdir()), "bundle")
     try:
         root = extract_bundle(bundle, workdir)
         version_file = root / "opt/kata/VERSION"
         version = version_file.read_text().strip() if version_file.is_file() else ""
-        configs = []
-        for label, path in qemu_configs(root):
-            config = read_runtime_config(path, root=root)
-            configs.append((label, Assets(config.kernel, config.image, config.initrd, config)))
-        yield version, configs
+        configs = [(label, path) for label, path in qemu_configs(root) if not names or label in names]
+        if not configs:
+            raise UsageError(problem=f"the bundle has none of {', '.join(names) or 'configuration-qemu*.toml'}",
+                             where=f"--bundle {bundle}", fix="rebuild the bundle with osbuilder bundle")
+        yield version, [(label, _config_assets(read_runtime_config(path, root=root), f"{bundle}: {label}"))
+                        for label, path in configs]
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
 def plan_vm(choices: VmChoices, assets: Assets) -> tuple[VmSpec, RootSpec]:
-    """The VM the runtime would start for these assets, with the accelerator as requested (see
-    prepare_vm); pure (the host is only asked whether it has vsock)."""
+    """The VM the runtime would start for these assets, with the accelerator and the transport as
+    requested ("auto" is decided by prepare_vm); pure."""
     config = assets.config
     arch = parse_arch(choices.arch) if choices.arch else host_arch()
     fs_type = choices.fs_type or (config.rootfs_type if config else "ext4")
@@ -135,20 +142,19 @@ def plan_vm(choices: VmChoices, assets: Assets) -> tuple[VmSpec, RootSpec]:
     extra = " ".join(part for part in (config.kernel_params if config else "", choices.kernel_params) if part)
     cmdline = kernel_params(root, arch=arch.name, console=serial_console(arch.name), extra=extra,
                             verbosity=choices.verbosity)
-    transport = choices.transport
-    if transport == "auto":
-        transport = "vsock" if VSOCK_DEVICE.exists() else "serial"
     vm = VmSpec(arch=arch, kernel=assets.kernel, cmdline=cmdline, accel=choices.accel, initrd=assets.initrd,
-                image=assets.image, nvdimm=nvdimm, transport=transport, port_name=choices.port_name,
+                image=assets.image, nvdimm=nvdimm, transport=choices.transport, port_name=choices.port_name,
                 memory_mb=choices.memory_mb or (config.memory_mb if config and config.memory_mb else DEFAULT_MEMORY_MB),
                 cpus=choices.cpus or (config.vcpus if config and config.vcpus else 1), qemu=choices.qemu)
     return vm, root
 
 
 def prepare_vm(vm: VmSpec, cache: Cache | None) -> VmSpec:
-    """The VM with its accelerator decided: --accel auto uses KVM only after a probe guest made
-    progress (remembered per host boot in the cache)."""
-    return dataclasses.replace(vm, accel=choose_accel(vm.accel, vm.kernel, vm.arch, cache, vm.qemu))
+    """The VM with what "auto" left open decided on this host: the accelerator (--accel auto uses
+    KVM only after a probe guest made progress, remembered per host boot in the cache) and the
+    agent channel (--transport auto: vsock when the host has a usable one)."""
+    return dataclasses.replace(vm, accel=choose_accel(vm.accel, vm.kernel, vm.arch, cache, vm.qemu),
+                               transport=choose_transport(vm.transport))
 
 
 def boot(vm: VmSpec, root: RootSpec, cache: Cache | None, *, timeout: float = 300.0,

@@ -19,6 +19,20 @@ from osbuilder import runner
 from osbuilder.arch import Arch
 
 AGENT_PORT_NAME = "agent.channel.0"
+SHARED_FS_TAG = "kataShared"  # the tag the runtime gives the shared directory; the agent mounts it by this name
+SHARED_FS_KINDS = ("virtio-fs", "virtio-9p")
+
+
+@dataclass(frozen=True)
+class SharedFs:
+    """The directory shared with the guest, as the runtime attaches it: virtio-fs through a
+    vhost-user socket that virtiofsd serves (the guest RAM must then be shared memory), or 9p, which
+    QEMU serves from `directory` itself."""
+
+    kind: str  # "virtio-fs" | "virtio-9p"
+    socket: Path | None = None  # virtio-fs: virtiofsd's vhost-user socket
+    directory: Path | None = None  # virtio-9p: the exported directory
+    tag: str = SHARED_FS_TAG
 
 
 @dataclass(frozen=True)
@@ -37,6 +51,10 @@ class VmSpec:
     memory_mb: int = 2048
     cpus: int = 1
     qemu: str | None = None
+    shared_fs: SharedFs | None = None
+    name: str = "osbuilder-boot"  # QEMU's -name: what tests and users find it by in the process list
+    # Run QEMU through this command (e.g. nsenter into the sandbox's mount namespace).
+    wrapper: tuple[str, ...] = ()
 
 
 def qemu_binary(spec: VmSpec) -> str:
@@ -51,7 +69,7 @@ def qemu_argv(spec: VmSpec) -> list[str]:
     if nvdimm:
         machine += ",nvdimm=on"
     argv = [
-        qemu_binary(spec), "-name", "osbuilder-boot", "-machine", machine,
+        *spec.wrapper, qemu_binary(spec), "-name", spec.name, "-machine", machine,
         "-cpu", "host" if spec.accel == "kvm" else "max",
         "-smp", str(spec.cpus),
         # An NVDIMM needs memory slots and headroom above RAM, as the runtime configures.
@@ -83,7 +101,30 @@ def qemu_argv(spec: VmSpec) -> list[str]:
         ]
     else:
         argv += ["-device", f"vhost-vsock-pci,id=vsock0,guest-cid={spec.vsock_cid}"]
+    if spec.shared_fs is not None:
+        argv += shared_fs_argv(spec.shared_fs, spec.memory_mb)
     return argv
+
+
+def shared_fs_argv(shared: SharedFs, memory_mb: int) -> list[str]:
+    """The runtime's devices for the shared directory."""
+    if shared.kind == "virtio-fs":
+        assert shared.socket is not None
+        return [
+            # vhost-user needs the guest RAM in memory the daemon can map: a shared file backend.
+            "-object", f"memory-backend-file,id=dimm1,size={memory_mb}M,mem-path=/dev/shm,share=on",
+            "-numa", "node,memdev=dimm1",
+            "-chardev", f"socket,id=char-{shared.tag},path={shared.socket}",
+            "-device", f"vhost-user-fs-pci,chardev=char-{shared.tag},tag={shared.tag},queue-size=1024",
+        ]
+    if shared.kind == "virtio-9p":
+        assert shared.directory is not None
+        fsdev = f"extra-9p-{shared.tag}"
+        return [
+            "-device", f"virtio-9p-pci,disable-modern=false,fsdev={fsdev},mount_tag={shared.tag}",
+            "-fsdev", f"local,id={fsdev},path={shared.directory},security_model=none,multidevs=remap",
+        ]
+    raise ValueError(f"unknown shared filesystem {shared.kind!r}")
 
 
 @dataclass

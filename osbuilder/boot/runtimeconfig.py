@@ -10,6 +10,8 @@ from typing import Any
 from osbuilder.errors import ConfigError
 from osbuilder.kernelcmdline import VerityLine, parse_verity
 
+SHARED_FS_VALUES = ("virtio-fs", "virtio-9p", "none")
+
 
 @dataclass(frozen=True)
 class RuntimeBoot:
@@ -23,6 +25,11 @@ class RuntimeBoot:
     verity: VerityLine | None
     memory_mb: int | None
     vcpus: int | None
+    # How the runtime shares a container's root with the guest: "virtio-fs", "virtio-9p" or "none"
+    # (Kata's keys shared_fs, virtio_fs_daemon, virtio_fs_cache).
+    shared_fs: str = "virtio-fs"
+    virtio_fs_daemon: Path | None = None
+    virtio_fs_cache: str = "auto"
 
 
 def read_runtime_config(path: Path, root: Path | None = None) -> RuntimeBoot:
@@ -59,6 +66,10 @@ def read_runtime_config(path: Path, root: Path | None = None) -> RuntimeBoot:
                           fix="keep one of the two keys, as the runtime requires")
     if image is None and initrd is None:
         raise ConfigError(problem="neither image nor initrd is set", where=where, fix="set one of them")
+    shared_fs = str(section.get("shared_fs", "virtio-fs"))
+    if shared_fs not in SHARED_FS_VALUES:
+        raise ConfigError(problem=f"shared_fs = {shared_fs!r} is not one of {', '.join(SHARED_FS_VALUES)}",
+                          where=f"{where} shared_fs", fix='use shared_fs = "virtio-fs", as the runtime does by default')
     verity_text = section.get("kernel_verity_params", "")
     verity = parse_verity(verity_text, f"{where} kernel_verity_params") if verity_text else None
     return RuntimeBoot(
@@ -72,4 +83,7 @@ def read_runtime_config(path: Path, root: Path | None = None) -> RuntimeBoot:
         verity=verity,
         memory_mb=section.get("default_memory"),
         vcpus=section.get("default_vcpus"),
+        shared_fs=shared_fs,
+        virtio_fs_daemon=asset("virtio_fs_daemon"),
+        virtio_fs_cache=str(section.get("virtio_fs_cache", "auto")),
     )

@@ -27,9 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from osbuilder.image import mbr, pfn
-from osbuilder.kernelcmdline import FS_TYPES as FS_TYPES  # defined below image and boot; importable here too
-from osbuilder.kernelcmdline import RootSpec, root_params
-from osbuilder.kernelcmdline import VerityLine as VerityLine
+from osbuilder.kernelcmdline import RootSpec, VerityLine, root_params
 
 MIB = 1 << 20
 DAX_HEADER_SIZE = 2 * MIB  # MBR #1 + pfn block, before the inner disk

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-from osbuilder import metadata, progress, staging
+from osbuilder import metadata, progress, staging, userns
 from osbuilder.cache import BUILT, Cache
 from osbuilder.fetch import Fetcher
 from osbuilder.rootfs import manifest, provision
@@ -88,8 +88,9 @@ def build(plan: Plan, versions: Versions, cache: Cache, fetcher: Fetcher, verbos
     started = time.monotonic()
     timings: dict[str, float] = {}
     probe_output(plan.output)
-    # What a killed build left next to the output and in the cache, said as it is removed.
-    staging.sweep(plan.output.parent)
+    # What a killed build left next to the output and in the cache, said as it is removed; a rootless
+    # build's staging tree belongs to the caller's subordinate ids and is removed in their namespace.
+    staging.sweep(plan.output.parent, userns.remove_staging)
     cache.sweep_stale()
     with phase(timings, "cache_key"):
         key = plan.cache_key

@@ -58,7 +58,7 @@ def rootfs_input(given: Path | None, request: plan.Request, asset: str, output: 
         check_given(given, dataclasses.asdict(request), from_make)
         yield RootfsInput(given, request.agent_init, None, None)
         return
-    staging.sweep(output.parent)
+    staging.sweep(output.parent, userns.remove_staging)
     workdir = staging.make_directory(output.parent, "rootfs")
     target = workdir / "rootfs"
     try:

@@ -6,16 +6,21 @@ run it with ``--listen-unix`` (and ``--console -`` so that the start line lands 
 
 from __future__ import annotations
 
+import copy
+import json
 import os
 import select
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
+import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -178,6 +183,148 @@ def run_agent(tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
             assert "AddressSanitizer" not in err and "runtime error" not in err, err
 
 
+# ------------------------------------------------------------------------------- containers on this host
+
+BUSYBOX = Path("/bin/busybox")
+# The agent changes the hostname, mounts storages and configures interfaces: on this host it runs in
+# its own mount, UTS and network namespaces. Inside, "/" is made read-only so that nothing a test (or
+# the fuzzer) sends can create files on the host outside the test's directory, which stays writable.
+NAMESPACE_SCRIPT = 'mount -o remount,bind,ro / && mount --bind "$0" "$0" && mount -o remount,bind,rw "$0"'
+
+
+def namespaced_prefix(writable: Path, *, mount_cgroup2: Path | None = None) -> list[str]:
+    """unshare(1) prefix for start_agent; mount_cgroup2: a private cgroup2 mount for --cgroup-root."""
+    script = NAMESPACE_SCRIPT
+    if mount_cgroup2 is not None:
+        script += f" && mount -t cgroup2 none {mount_cgroup2}"
+    return ["unshare", "--mount", "--uts", "--net", "--propagation", "private", "sh", "-c",
+            script + ' && exec "$@"', str(writable)]
+
+
+def namespaces_usable() -> str | None:
+    """Why the agent cannot run containers here, or None."""
+    if os.geteuid() != 0:
+        return "needs root (namespaces, mounts)"
+    if shutil.which("unshare") is None:
+        return "unshare(1) is not installed"
+    probe = subprocess.run(["unshare", "--mount", "--uts", "--net", "--pid", "--fork", "--ipc", "true"],
+                           capture_output=True)
+    if probe.returncode != 0:
+        return f"cannot create namespaces here: {probe.stderr.decode(errors='replace').strip()}"
+    return None
+
+
+def make_busybox_root(root: Path) -> Path:
+    """A tiny container root: busybox-static with its applet links, /etc/passwd and /etc/group with a
+    user "tester" (1000:1000, home /home/tester, also in group "staff" 50)."""
+    if not BUSYBOX.is_file():
+        pytest.skip("busybox-static is not installed (/bin/busybox)")
+    (root / "bin").mkdir(parents=True)
+    shutil.copy2(BUSYBOX, root / "bin" / "busybox")
+    applets = subprocess.run([str(BUSYBOX), "--list"], capture_output=True, text=True, check=True).stdout.split()
+    for applet in applets:
+        if applet != "busybox":
+            (root / "bin" / applet).symlink_to("busybox")
+    for d in ("proc", "sys", "dev", "etc", "tmp", "mnt", "home/tester"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n"
+                                         "tester:x:1000:1000:Tester:/home/tester:/bin/sh\n")
+    (root / "etc" / "group").write_text("root:x:0:\nstaff:x:50:tester\ntester:x:1000:\n")
+    return root
+
+
+@pytest.fixture(scope="session")
+def busybox_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_busybox_root(tmp_path_factory.mktemp("bbroot") / "rootfs")
+
+
+def runc_spec() -> dict[str, Any]:
+    """`runc spec` (the reference's own defaults), with the two changes Kata makes for a workload whose
+    stdio are pipes: no terminal, no network namespace."""
+    if shutil.which("runc") is None:
+        pytest.skip("runc is not installed")
+    if not _RUNC_SPEC:
+        with tempfile.TemporaryDirectory(prefix="osb-runc-spec-") as d:
+            subprocess.run(["runc", "spec"], cwd=d, check=True, capture_output=True)
+            spec = json.loads((Path(d) / "config.json").read_text())
+        spec["process"]["terminal"] = False
+        spec["linux"]["namespaces"] = [n for n in spec["linux"]["namespaces"] if n["type"] != "network"]
+        _RUNC_SPEC.update(spec)
+    return copy.deepcopy(_RUNC_SPEC)
+
+
+_RUNC_SPEC: dict[str, Any] = {}
+
+
+@dataclass
+class RunResult:
+    status: int
+    stdout: bytes
+    stderr: bytes
+
+
+class Workloads:
+    """Container specs and runs against an agent (reached through the `workloads` fixture)."""
+
+    @staticmethod
+    def spec_json(root: Path, args: Sequence[str], **changes: Any) -> dict[str, Any]:
+        spec = runc_spec()
+        spec["root"]["path"] = str(root)
+        spec["process"]["args"] = list(args)
+        for key, value in changes.items():
+            spec[key] = value
+        return spec
+
+    @staticmethod
+    def to_proto(spec: Mapping[str, Any]) -> Any:
+        from osbuilder.sandbox.protospec import spec_message
+
+        return spec_message(spec, root_path=str(spec["root"]["path"]))
+
+    @classmethod
+    def spec(cls, root: Path, args: Sequence[str], **changes: Any) -> Any:
+        return cls.to_proto(cls.spec_json(root, args, **changes))
+
+    @staticmethod
+    def drain(client: TtrpcClient, cid: str, eid: str) -> tuple[list[bytes], list[bytes], list[threading.Thread]]:
+        """Starts two threads reading stdout and stderr to their end."""
+        out: list[bytes] = []
+        err: list[bytes] = []
+
+        def pump(read: Callable[[str, str], bytes], into: list[bytes]) -> None:
+            while chunk := read(cid, eid):
+                into.append(chunk)
+
+        threads = [threading.Thread(target=pump, args=(client.read_stdout, out), daemon=True),
+                   threading.Thread(target=pump, args=(client.read_stderr, err), daemon=True)]
+        for t in threads:
+            t.start()
+        return out, err, threads
+
+    @classmethod
+    def run(cls, client: TtrpcClient, cid: str, spec: Any, *, stdin: bytes | None = None,
+            remove: bool = True) -> RunResult:
+        """Create, start, stream, wait (and remove), as the runtime does."""
+        client.create_container(container_id=cid, exec_id=cid, spec=spec)
+        client.start_container(cid)
+        out, err, threads = cls.drain(client, cid, cid)
+        if stdin is not None:
+            client.write_stdin(cid, cid, stdin)
+        client.close_stdin(cid, cid)
+        status = client.wait_process(cid, cid, timeout=60)
+        for t in threads:
+            t.join(30)
+            assert not t.is_alive(), "a stream did not end after the process exited"
+        if remove:
+            client.remove_container(cid, timeout_seconds=10)
+        return RunResult(status, b"".join(out), b"".join(err))
+
+
+@pytest.fixture(scope="session")
+def workloads() -> type[Workloads]:
+    return Workloads
+
+
 class Harness:
     """Helpers for test modules (reached through the `harness` fixture, so no test imports conftest)."""
 
@@ -185,6 +332,9 @@ class Harness:
     make_env = staticmethod(make_env)
     start_agent = staticmethod(start_agent)
     agent_version_file = staticmethod(agent_version_file)
+    namespaced_prefix = staticmethod(namespaced_prefix)
+    namespaces_usable = staticmethod(namespaces_usable)
+    make_busybox_root = staticmethod(make_busybox_root)
     repo_root = REPO_ROOT
     agent_dir = AGENT_DIR
 
@@ -192,6 +342,17 @@ class Harness:
 @pytest.fixture(scope="session")
 def harness() -> type[Harness]:
     return Harness
+
+
+@pytest.fixture(params=["musl-static", "sanitizers"])
+def ns_agent(request: pytest.FixtureRequest, run_agent: Callable[..., AgentProcess], tmp_path: Path) -> AgentProcess:
+    """A running agent in its own mount, UTS and network namespaces (release and sanitizer builds)."""
+    reason = namespaces_usable()
+    if reason:
+        pytest.skip(reason)
+    binary: Path = request.getfixturevalue("agent_binary" if request.param == "musl-static"
+                                           else "sanitizer_binary")
+    return run_agent(binary, prefix=namespaced_prefix(tmp_path))
 
 
 @pytest.fixture(params=["musl-static", "sanitizers"])

@@ -129,7 +129,7 @@ def test_start_line_describes_the_root_mount(agent: AgentProcess) -> None:
 
 def test_unknown_service_and_method_keep_the_connection(agent: AgentProcess) -> None:
     with agent.connect() as c:
-        for service, method in [("grpc.Nope", "Check"), ("grpc.AgentService", "CreateContainer"),
+        for service, method in [("grpc.Nope", "Check"), ("grpc.AgentService", "GetOOMEvent"),
                                 ("grpc.Health", "Watch"), ("", "")]:
             with pytest.raises(TtrpcStatusError) as exc:
                 c.call(service, method, empty_pb2.Empty(), empty_pb2.Empty)

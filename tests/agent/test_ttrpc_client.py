@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import random
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -24,11 +26,12 @@ from osbuilder.ttrpc.client import (
     TtrpcProtocolError,
     TtrpcStatusError,
     TtrpcTimeout,
+    VersionInfo,
     decode_header,
     encode_frame,
     encode_request,
 )
-from osbuilder.ttrpc.protos import agent_pb2, health_pb2, ttrpc_pb2
+from osbuilder.ttrpc.protos import agent_pb2, health_pb2, oci_pb2, ttrpc_pb2, types_pb2
 
 # ---------------------------------------------------------------------------- wire format
 
@@ -84,6 +87,93 @@ def test_encode_request_carries_timeout_and_metadata() -> None:
         (agent_pb2.AgentDetails, "storage_handlers", 4),
         (agent_pb2.AgentDetails, "supports_seccomp", 5),
         (agent_pb2.AgentDetails, "extra_features", 6),
+        (agent_pb2.CreateSandboxRequest, "hostname", 1),
+        (agent_pb2.CreateSandboxRequest, "dns", 2),
+        (agent_pb2.CreateSandboxRequest, "storages", 3),
+        (agent_pb2.CreateSandboxRequest, "sandbox_pidns", 4),
+        (agent_pb2.CreateSandboxRequest, "sandbox_id", 5),
+        (agent_pb2.CreateSandboxRequest, "guest_hook_path", 6),
+        (agent_pb2.CreateSandboxRequest, "kernel_modules", 7),
+        (agent_pb2.Storage, "driver", 1),
+        (agent_pb2.Storage, "driver_options", 2),
+        (agent_pb2.Storage, "source", 3),
+        (agent_pb2.Storage, "fstype", 4),
+        (agent_pb2.Storage, "options", 5),
+        (agent_pb2.Storage, "mount_point", 6),
+        (agent_pb2.Storage, "fs_group", 7),
+        (agent_pb2.Storage, "shared", 8),
+        (agent_pb2.FSGroup, "group_id", 2),
+        (agent_pb2.FSGroup, "group_change_policy", 3),
+        (agent_pb2.CreateContainerRequest, "container_id", 1),
+        (agent_pb2.CreateContainerRequest, "exec_id", 2),
+        (agent_pb2.CreateContainerRequest, "string_user", 3),
+        (agent_pb2.CreateContainerRequest, "devices", 4),
+        (agent_pb2.CreateContainerRequest, "storages", 5),
+        (agent_pb2.CreateContainerRequest, "OCI", 6),
+        (agent_pb2.CreateContainerRequest, "sandbox_pidns", 7),
+        (agent_pb2.CreateContainerRequest, "shared_mounts", 8),
+        (agent_pb2.CreateContainerRequest, "stdin_port", 9),
+        (agent_pb2.CreateContainerRequest, "stdout_port", 10),
+        (agent_pb2.CreateContainerRequest, "stderr_port", 11),
+        (agent_pb2.StartContainerRequest, "container_id", 1),
+        (agent_pb2.RemoveContainerRequest, "container_id", 1),
+        (agent_pb2.RemoveContainerRequest, "timeout", 2),
+        (agent_pb2.ExecProcessRequest, "container_id", 1),
+        (agent_pb2.ExecProcessRequest, "exec_id", 2),
+        (agent_pb2.ExecProcessRequest, "string_user", 3),
+        (agent_pb2.ExecProcessRequest, "process", 4),
+        (agent_pb2.WaitProcessRequest, "exec_id", 2),
+        (agent_pb2.WaitProcessResponse, "status", 1),
+        (agent_pb2.ReadStreamRequest, "len", 3),
+        (agent_pb2.ReadStreamResponse, "data", 1),
+        (agent_pb2.WriteStreamRequest, "data", 3),
+        (agent_pb2.WriteStreamResponse, "len", 1),
+        (agent_pb2.CloseStdinRequest, "exec_id", 2),
+        (agent_pb2.SignalProcessRequest, "signal", 3),
+        (agent_pb2.UpdateInterfaceRequest, "interface", 1),
+        (agent_pb2.UpdateRoutesRequest, "routes", 1),
+        (agent_pb2.AddARPNeighborsRequest, "neighbors", 1),
+        (oci_pb2.Spec, "Version", 1),
+        (oci_pb2.Spec, "Process", 2),
+        (oci_pb2.Spec, "Root", 3),
+        (oci_pb2.Spec, "Hostname", 4),
+        (oci_pb2.Spec, "Mounts", 5),
+        (oci_pb2.Spec, "Hooks", 6),
+        (oci_pb2.Spec, "Annotations", 7),
+        (oci_pb2.Spec, "Linux", 8),
+        (oci_pb2.Process, "Terminal", 1),
+        (oci_pb2.Process, "User", 3),
+        (oci_pb2.Process, "Args", 4),
+        (oci_pb2.Process, "Env", 5),
+        (oci_pb2.Process, "Cwd", 6),
+        (oci_pb2.Process, "Capabilities", 7),
+        (oci_pb2.Process, "Rlimits", 8),
+        (oci_pb2.Process, "NoNewPrivileges", 9),
+        (oci_pb2.Process, "OOMScoreAdj", 11),
+        (oci_pb2.User, "AdditionalGids", 3),
+        (oci_pb2.LinuxCapabilities, "Ambient", 5),
+        (oci_pb2.POSIXRlimit, "Soft", 3),
+        (oci_pb2.Root, "Readonly", 2),
+        (oci_pb2.Mount, "options", 4),
+        (oci_pb2.Linux, "Resources", 4),
+        (oci_pb2.Linux, "CgroupsPath", 5),
+        (oci_pb2.Linux, "Namespaces", 6),
+        (oci_pb2.Linux, "Devices", 7),
+        (oci_pb2.Linux, "RootfsPropagation", 9),
+        (oci_pb2.Linux, "MaskedPaths", 10),
+        (oci_pb2.Linux, "ReadonlyPaths", 11),
+        (oci_pb2.LinuxDevice, "FileMode", 5),
+        (oci_pb2.LinuxResources, "Memory", 2),
+        (oci_pb2.LinuxResources, "CPU", 3),
+        (oci_pb2.LinuxResources, "Pids", 4),
+        (oci_pb2.LinuxCPU, "Quota", 2),
+        (oci_pb2.LinuxCPU, "Period", 3),
+        (types_pb2.Interface, "IPAddresses", 3),
+        (types_pb2.Interface, "hwAddr", 5),
+        (types_pb2.Interface, "raw_flags", 8),
+        (types_pb2.Route, "flags", 7),
+        (types_pb2.ARPNeighbor, "lladdr", 3),
+        (types_pb2.IPAddress, "mask", 3),
         (ttrpc_pb2.Status, "code", 1),
         (ttrpc_pb2.Status, "message", 2),
         (ttrpc_pb2.Status, "details", 3),
@@ -100,6 +190,8 @@ def test_kata_service_names_and_enums() -> None:
     agent = agent_pb2.DESCRIPTOR.services_by_name["AgentService"]
     assert agent.full_name == "grpc.AgentService"
     assert agent.methods_by_name["DestroySandbox"].output_type.full_name == "google.protobuf.Empty"
+    assert agent.methods_by_name["UpdateInterface"].output_type.full_name == "types.Interface"
+    assert oci_pb2.Spec.DESCRIPTOR.full_name == "grpc.Spec"
     status = health_pb2.HealthCheckResponse.ServingStatus
     assert (status.Value("UNKNOWN"), status.Value("SERVING"), status.Value("NOT_SERVING")) == (0, 1, 2)
 
@@ -265,6 +357,285 @@ def test_guest_details_and_version_are_decoded(fake_server: Callable[[Handler], 
     assert details.init_daemon and details.agent_version == "9" and details.device_handlers == ("blk",)
     v = client.version()
     assert (v.grpc_version, v.agent_version) == ("0.0.1", "9")
+
+
+# ---------------------------------------------------------------------------- concurrent calls
+
+
+def _serving(sid: int, status: int = health_pb2.HealthCheckResponse.SERVING) -> bytes:
+    return _response(sid, health_pb2.HealthCheckResponse(status=status).SerializeToString())
+
+
+def _in_threads(*fns: Callable[[], object]) -> list[object]:
+    """Runs each function in its own thread; returns results (or the exceptions raised) in order."""
+    results: list[object] = [None] * len(fns)
+
+    def run(i: int) -> None:
+        try:
+            results[i] = fns[i]()
+        except BaseException as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(fns))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+        assert not t.is_alive()
+    return results
+
+
+def test_concurrent_calls_get_their_own_answers_out_of_order(
+        fake_server: Callable[[Handler], TtrpcClient]) -> None:
+    def handler(s: socket.socket) -> None:
+        reqs = [_read_request(s) for _ in range(3)]
+        # answer in reverse order; each answer says which service string it belongs to
+        for sid, req in reversed(reqs):
+            status = 1 if req.method == "Check" else 2
+            s.sendall(_serving(sid, status) if req.method != "Version" else _response(
+                sid, health_pb2.VersionCheckResponse(agent_version=f"v{sid}").SerializeToString()))
+
+    client = fake_server(handler)
+    got = _in_threads(client.check, client.version, client.check)
+    assert got[0] == 1 and got[2] == 1
+    assert isinstance(got[1], VersionInfo) and got[1].agent_version.startswith("v")
+
+
+def test_a_blocked_call_does_not_block_others(fake_server: Callable[[Handler], TtrpcClient]) -> None:
+    order: list[str] = []
+    release = threading.Event()
+
+    def handler(s: socket.socket) -> None:
+        wait_sid, wait_req = _read_request(s)
+        assert wait_req.method == "WaitProcess"
+        assert wait_req.timeout_nano == 0  # wait_process waits forever by default
+        check_sid, _ = _read_request(s)
+        s.sendall(_serving(check_sid))
+        release.wait(5)
+        s.sendall(_response(wait_sid, agent_pb2.WaitProcessResponse(status=42).SerializeToString()))
+
+    client = fake_server(handler)
+
+    def waiter() -> int:
+        status = client.wait_process("c", "c")
+        order.append("wait")
+        return status
+
+    def checker() -> int:
+        time.sleep(0.2)  # after the WaitProcess request
+        status = client.check()
+        order.append("check")
+        release.set()
+        return status
+
+    assert _in_threads(waiter, checker) == [42, 1]
+    assert order == ["check", "wait"]
+
+
+def test_timeout_of_one_call_leaves_the_others(fake_server: Callable[[Handler], TtrpcClient]) -> None:
+    def handler(s: socket.socket) -> None:
+        slow_sid, _ = _read_request(s)
+        fast_sid, _ = _read_request(s)
+        s.sendall(_serving(fast_sid))
+        time.sleep(0.5)
+        s.sendall(_serving(slow_sid))  # too late: dropped
+        sid, _ = _read_request(s)
+        s.sendall(_serving(sid))
+
+    client = fake_server(handler)
+
+    def slow() -> int:
+        return client.check(timeout=0.2)
+
+    def fast() -> int:
+        time.sleep(0.05)
+        return client.check()
+
+    slow_result, fast_result = _in_threads(slow, fast)
+    assert isinstance(slow_result, TtrpcTimeout) and fast_result == 1
+    time.sleep(0.5)
+    assert client.check() == 1  # the late answer was dropped, the connection still works
+
+
+def test_close_fails_pending_calls(fake_server: Callable[[Handler], TtrpcClient]) -> None:
+    got_requests = threading.Event()
+
+    def handler(s: socket.socket) -> None:
+        _read_request(s)
+        _read_request(s)
+        got_requests.set()
+        s.recv(1)  # never answers; returns when the client closes
+
+    client = fake_server(handler)
+
+    def closer() -> None:
+        assert got_requests.wait(5)
+        client.close()
+
+    results = _in_threads(lambda: client.read_stdout("c", "e"), lambda: client.wait_process("c", "e"), closer)
+    assert all(isinstance(r, TtrpcConnectionClosed) for r in results[:2]), results
+    with pytest.raises(TtrpcConnectionClosed):
+        client.check()
+
+
+def test_peer_close_fails_every_pending_call(fake_server: Callable[[Handler], TtrpcClient]) -> None:
+    def handler(s: socket.socket) -> None:
+        _read_request(s)
+        _read_request(s)
+
+    client = fake_server(handler)
+    results = _in_threads(lambda: client.wait_process("c", "e"), lambda: client.read_stderr("c", "e"))
+    assert all(isinstance(r, TtrpcConnectionClosed) for r in results), results
+    with pytest.raises(TtrpcConnectionClosed):
+        client.check()
+
+
+def test_connection_level_error_fails_pending_calls(fake_server: Callable[[Handler], TtrpcClient]) -> None:
+    def handler(s: socket.socket) -> None:
+        _read_request(s)
+        s.sendall(_response(0, code=Code.INVALID_ARGUMENT, message="stream id must be odd"))
+
+    client = fake_server(handler)
+    with pytest.raises(TtrpcStatusError) as exc:
+        client.wait_process("c", "e")
+    assert exc.value.message == "stream id must be odd"
+
+
+def test_read_frame_is_refused_once_the_reader_runs(fake_server: Callable[[Handler], TtrpcClient]) -> None:
+    def handler(s: socket.socket) -> None:
+        sid, _ = _read_request(s)
+        s.sendall(_serving(sid))
+
+    client = fake_server(handler)
+    assert client.check() == 1
+    with pytest.raises(TtrpcProtocolError, match="reader thread"):
+        client.read_frame()
+
+
+def test_many_threads_share_one_connection(fake_server: Callable[[Handler], TtrpcClient]) -> None:
+    n = 64
+
+    def handler(s: socket.socket) -> None:
+        reqs = [_read_request(s) for _ in range(n)]
+        random.Random(7).shuffle(reqs)
+        for sid, req in reqs:
+            r = agent_pb2.ReadStreamRequest.FromString(req.payload)
+            s.sendall(_response(sid, agent_pb2.ReadStreamResponse(data=r.exec_id.encode()).SerializeToString()))
+
+    client = fake_server(handler)
+    got = _in_threads(*[lambda i=i: client.read_stdout("c", f"e{i}") for i in range(n)])  # type: ignore[misc]
+    assert got == [f"e{i}".encode() for i in range(n)]
+
+
+# ---------------------------------------------------------------------------- the typed agent calls
+
+
+TYPED_CALLS: list[tuple[str, Callable[[TtrpcClient], object], Message, bytes, object]] = [
+    ("UpdateInterface",
+     lambda c: c.update_interface(types_pb2.Interface(name="lo", mtu=65536)),
+     agent_pb2.UpdateInterfaceRequest(interface=types_pb2.Interface(name="lo", mtu=65536)),
+     types_pb2.Interface(name="lo", mtu=65536).SerializeToString(),
+     types_pb2.Interface(name="lo", mtu=65536)),
+    ("UpdateRoutes",
+     lambda c: c.update_routes([types_pb2.Route(dest="10.0.0.0/8", device="eth0")]),
+     agent_pb2.UpdateRoutesRequest(routes=agent_pb2.Routes(Routes=[types_pb2.Route(dest="10.0.0.0/8",
+                                                                                     device="eth0")])),
+     agent_pb2.Routes(Routes=[types_pb2.Route(dest="10.0.0.0/8", device="eth0")]).SerializeToString(),
+     [types_pb2.Route(dest="10.0.0.0/8", device="eth0")]),
+    ("AddARPNeighbors",
+     lambda c: c.add_arp_neighbors([types_pb2.ARPNeighbor(device="eth0", lladdr="aa:bb:cc:dd:ee:ff")]),
+     agent_pb2.AddARPNeighborsRequest(neighbors=agent_pb2.ARPNeighbors(
+         ARPNeighbors=[types_pb2.ARPNeighbor(device="eth0", lladdr="aa:bb:cc:dd:ee:ff")])),
+     b"", None),
+    ("CreateSandbox",
+     lambda c: c.create_sandbox(hostname="h", sandbox_id="s", dns=["nameserver 1.1.1.1"],
+                                storages=[agent_pb2.Storage(driver="virtio-fs", source="kataShared")]),
+     agent_pb2.CreateSandboxRequest(hostname="h", sandbox_id="s", dns=["nameserver 1.1.1.1"],
+                                    storages=[agent_pb2.Storage(driver="virtio-fs", source="kataShared")]),
+     b"", None),
+    ("CreateContainer",
+     lambda c: c.create_container(container_id="c", exec_id="c", spec=oci_pb2.Spec(Hostname="x")),
+     agent_pb2.CreateContainerRequest(container_id="c", exec_id="c", OCI=oci_pb2.Spec(Hostname="x")),
+     b"", None),
+    ("StartContainer", lambda c: c.start_container("c"), agent_pb2.StartContainerRequest(container_id="c"),
+     b"", None),
+    ("ExecProcess",
+     lambda c: c.exec_process(container_id="c", exec_id="e", process=oci_pb2.Process(Args=["ls"])),
+     agent_pb2.ExecProcessRequest(container_id="c", exec_id="e", process=oci_pb2.Process(Args=["ls"])),
+     b"", None),
+    ("WaitProcess", lambda c: c.wait_process("c", "e"),
+     agent_pb2.WaitProcessRequest(container_id="c", exec_id="e"),
+     agent_pb2.WaitProcessResponse(status=143).SerializeToString(), 143),
+    ("ReadStdout", lambda c: c.read_stdout("c", "e", 10),
+     agent_pb2.ReadStreamRequest(container_id="c", exec_id="e", len=10),
+     agent_pb2.ReadStreamResponse(data=b"out").SerializeToString(), b"out"),
+    ("ReadStderr", lambda c: c.read_stderr("c", "e"),
+     agent_pb2.ReadStreamRequest(container_id="c", exec_id="e", len=65536),
+     b"", b""),
+    ("WriteStdin", lambda c: c.write_stdin("c", "e", b"data"),
+     agent_pb2.WriteStreamRequest(container_id="c", exec_id="e", data=b"data"),
+     agent_pb2.WriteStreamResponse(len=4).SerializeToString(), 4),
+    ("CloseStdin", lambda c: c.close_stdin("c", "e"), agent_pb2.CloseStdinRequest(container_id="c", exec_id="e"),
+     b"", None),
+    ("SignalProcess", lambda c: c.signal_process("c", "", 15),
+     agent_pb2.SignalProcessRequest(container_id="c", exec_id="", signal=15), b"", None),
+    ("RemoveContainer", lambda c: c.remove_container("c", timeout_seconds=5),
+     agent_pb2.RemoveContainerRequest(container_id="c", timeout=5), b"", None),
+    ("DestroySandbox", lambda c: c.destroy_sandbox(), agent_pb2.DestroySandboxRequest(), b"", None),
+]
+
+
+@pytest.mark.parametrize(("method", "invoke", "expected", "reply", "result"), TYPED_CALLS,
+                         ids=[t[0] for t in TYPED_CALLS])
+def test_typed_call_sends_kata_method_and_fields(fake_server: Callable[[Handler], TtrpcClient], method: str,
+                                                 invoke: Callable[[TtrpcClient], object], expected: Message,
+                                                 reply: bytes, result: object) -> None:
+    seen: list[ttrpc_pb2.Request] = []
+
+    def handler(s: socket.socket) -> None:
+        sid, req = _read_request(s)
+        seen.append(req)
+        s.sendall(_response(sid, reply))
+
+    client = fake_server(handler)
+    assert invoke(client) == result
+    (req,) = seen
+    assert (req.service, req.method) == ("grpc.AgentService", method)
+    decoded = type(expected)()
+    decoded.ParseFromString(req.payload)
+    assert decoded == expected
+    # the agent's service descriptor knows the method with these message types
+    desc = agent_pb2.DESCRIPTOR.services_by_name["AgentService"].methods_by_name[method]
+    assert desc.input_type.full_name == expected.DESCRIPTOR.full_name
+
+
+def test_typed_call_status_error_carries_the_agent_message(fake_server: Callable[[Handler], TtrpcClient]) -> None:
+    def handler(s: socket.socket) -> None:
+        sid, _ = _read_request(s)
+        s.sendall(_response(sid, code=Code.NOT_FOUND, message="container_id: no container 'nope'"))
+
+    client = fake_server(handler)
+    with pytest.raises(TtrpcStatusError) as exc:
+        client.start_container("nope")
+    assert exc.value.code == Code.NOT_FOUND and "nope" in exc.value.message
+
+
+def test_call_timeouts_sent_to_the_agent(fake_server: Callable[[Handler], TtrpcClient]) -> None:
+    seen: list[int] = []
+
+    def handler(s: socket.socket) -> None:
+        for _ in range(3):
+            sid, req = _read_request(s)
+            seen.append(req.timeout_nano)
+            s.sendall(_response(sid))
+
+    client = fake_server(handler)
+    client.remove_container("c")  # timeout_seconds=0: waits forever
+    client.start_container("c")  # the client's default (5 s in this fixture)
+    client.remove_container("c", timeout_seconds=3)
+    assert seen[0] == 0
+    assert 4e9 < seen[1] <= 5e9
+    assert 12e9 < seen[2] <= 13e9
 
 
 # ---------------------------------------------------------------------------- hybrid vsock

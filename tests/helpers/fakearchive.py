@@ -25,15 +25,22 @@ class FakeArchive:
     version: str
 
 
+def _gpg(home: Path, *args: str, input: bytes | None = None) -> bytes:
+    """gpg with its own GNUPGHOME; the gpg-agent it starts for the secret key is stopped right after,
+    so that no agent outlives the test (an agent stays up as long as its home exists)."""
+    env = {**os.environ, "GNUPGHOME": str(home)}
+    try:
+        return subprocess.run(["gpg", "--batch", *args], input=input, env=env, check=True, capture_output=True).stdout
+    finally:
+        subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], capture_output=True)
+
+
 def make_key(home: Path, name: str) -> Path:
     """A new signing key in its own GNUPGHOME; returns the exported (binary) public keyring."""
     home.mkdir(mode=0o700, parents=True, exist_ok=True)
-    env = {**os.environ, "GNUPGHOME": str(home)}
-    subprocess.run(["gpg", "--batch", "--passphrase", "", "--quick-gen-key", f"{name} <{name}@example.invalid>",
-                    "ed25519", "sign", "never"], env=env, check=True, capture_output=True)
+    _gpg(home, "--passphrase", "", "--quick-gen-key", f"{name} <{name}@example.invalid>", "ed25519", "sign", "never")
     keyring = home / "keyring.gpg"
-    exported = subprocess.run(["gpg", "--export"], env=env, check=True, capture_output=True).stdout
-    keyring.write_bytes(exported)
+    keyring.write_bytes(_gpg(home, "--export"))
     return keyring
 
 
@@ -68,9 +75,7 @@ def publish(server: FixtureServer, work: Path, *, suite: str, package: str, vers
     server.add(packages_path, packages)
     release = (f"Origin: Test\nCodename: {suite}\nSuite: {suite}\nArchitectures: amd64\nComponents: main\n"
                f"SHA256:\n {hashlib.sha256(packages).hexdigest()} {len(packages)} main/binary-amd64/Packages.xz\n")
-    env = {**os.environ, "GNUPGHOME": str(signing_home)}
-    signed = subprocess.run(["gpg", "--batch", "--clearsign", "--output", "-"], input=release.encode(), env=env,
-                            check=True, capture_output=True).stdout
+    signed = _gpg(signing_home, "--clearsign", "--output", "-", input=release.encode())
     server.add(f"dists/{suite}/InRelease", signed)
     return FakeArchive(f"http://127.0.0.1:{server.port}", signing_home / "keyring.gpg", deb_sha, packages_path,
                        version)

@@ -11,6 +11,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,9 +22,12 @@ import pytest
 
 from osbuilder.arch import host_arch
 from osbuilder.boot.qemu import VmSpec, start_vm
+from osbuilder.image.layout import read_layout
+from osbuilder.image.superblock import probe
 from osbuilder.kernelcmdline import RootSpec, kernel_params
+from osbuilder.tree import resolve_in_root
 from osbuilder.ttrpc.client import TtrpcClient, TtrpcError, encode_frame
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, BuiltRootfs, run_cli
 from tests.helpers.assets import BootAssets, MeasuredImage
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -31,9 +35,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 TIMINGS = ("kernel_started", "root_mounted", "agent_ready", "powered_off")
 
 
-def _boot(kernel: Path, *args: str | os.PathLike[str], timeout: float = 240) -> tuple[int, dict[str, object]]:
-    result = run_cli("boot", "--kernel", kernel, "--accel", "tcg", "--timeout", str(timeout), "--json", *args,
-                     timeout=timeout + 60)
+def _boot(kernel: Path, *args: str | os.PathLike[str], timeout: float = 240,
+          wait: float | None = None) -> tuple[int, dict[str, object]]:
+    """Boot with the virtio-serial channel (whatever the host has) and TCG. `wait` bounds the whole
+    command, for failures that must be reported at once rather than at the --timeout deadline."""
+    result = run_cli("boot", "--kernel", kernel, "--accel", "tcg", "--transport", "serial", "--timeout", str(timeout),
+                     "--json", *args, timeout=wait if wait is not None else timeout + 60)
     assert result.stdout, result.stderr
     return result.returncode, json.loads(result.stdout)
 
@@ -120,6 +127,49 @@ def test_measured_image_with_a_wrong_root_hash_does_not_boot(assets: BootAssets,
     assert any("verity" in line.lower() for line in _guest_messages(report))
 
 
+def _flip_first_block_of_init(image: Path, rootfs: Path) -> int:
+    """Flip one byte in the first data block of the image's /sbin/init (as the rootfs tree resolves
+    it); the block number in the filesystem, which is the data device's block number for dm-verity."""
+    layout = read_layout(image)
+    info = probe(image, layout.root.offset)
+    assert info is not None and info.fs_type == "ext4"
+    resolved = resolve_in_root(rootfs, "sbin/init")
+    assert resolved is not None
+    bmap = subprocess.run(["debugfs", "-R", f"bmap /{resolved[0]} 0", f"{image}?offset={layout.root.offset}"],
+                          capture_output=True, text=True, check=True)
+    block = int(bmap.stdout.split()[-1])
+    offset = layout.root.offset + block * info.block_size + 100
+    with image.open("r+b") as handle:
+        handle.seek(offset)
+        byte = handle.read(1)
+        handle.seek(offset)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    return block
+
+
+def test_a_corrupt_block_of_a_measured_image_is_named_at_once(assets: BootAssets, noble_rootfs: BuiltRootfs,
+                                                               tmp_path: Path) -> None:
+    image = tmp_path / "measured-flipped.img"
+    shutil.copyfile(assets.measured_image.image, image)
+    block = _flip_first_block_of_init(image, noble_rootfs.path)
+    # A deadline far away, a command bound well before it: the failure must be reported when the
+    # guest stops, not when the deadline passes.
+    code, report = _boot(assets.kernel, "--image", image, "--verity", assets.measured_image.root_hash_file,
+                         timeout=900, wait=300)
+    assert code == 1 and report["ok"] is False
+    error = str(report["error"])
+    assert f"data block {block} of " in error and "is corrupted" in error, error
+    assert "the guest stopped before the agent answered" in error
+    assert "/sbin/init could not be executed" in error
+
+
+def test_an_init_that_cannot_run_is_named_at_once(assets: BootAssets) -> None:
+    code, report = _boot(assets.kernel, "--image", assets.agent_image, "--kernel-params", "init=/no/such/init",
+                         timeout=900, wait=300)
+    assert code == 1
+    assert "init /no/such/init could not be executed (error -2, ENOENT)" in str(report["error"]), report["error"]
+
+
 def test_image_without_pfn_block_is_refused_for_dax(assets: BootAssets) -> None:
     code, report = _boot(assets.kernel, "--image", assets.no_dax_header_image, timeout=120)
     assert code == 1
@@ -146,7 +196,7 @@ def test_kernel_without_the_agent_transport_times_out(assets: BootAssets) -> Non
 def test_text_report_and_console_log(assets: BootAssets, tmp_path: Path) -> None:
     log = tmp_path / "console.log"
     result = run_cli("boot", "--kernel", assets.kernel, "--initrd", assets.agent_initrd, "--accel", "tcg",
-                     "--console-log", log, timeout=300)
+                     "--transport", "serial", "--console-log", log, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "ok   check: Health/Check returned SERVING" in result.stdout
     assert "osbuilder-agent: version=" in log.read_text(errors="replace")
@@ -230,7 +280,8 @@ def test_twenty_runs_with_forced_timeouts_leave_no_qemu(assets: BootAssets) -> N
 def test_no_qemu_after_the_caller_is_interrupted_or_killed(assets: BootAssets, sig: signal.Signals) -> None:
     before = set(_qemu_processes(assets.systemd_image))
     process = subprocess.Popen([sys.executable, "-m", "osbuilder", "boot", "--kernel", str(assets.kernel), "--image",
-                                str(assets.systemd_image), "--accel", "tcg", "--timeout", "300"], cwd=REPO,
+                                str(assets.systemd_image), "--accel", "tcg", "--transport", "serial", "--timeout",
+                                "300"], cwd=REPO,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(100):

@@ -7,7 +7,6 @@ import hashlib
 import json
 import subprocess
 import tomllib
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -16,57 +15,19 @@ from osbuilder.boot.runtimeconfig import read_runtime_config
 from osbuilder.kernelcmdline import RootSpec, root_params
 from tests.conftest import REPO, run_cli
 from tests.helpers.assets import BootAssets
+from tests.helpers.bundle import EPOCH, Built, make_bundle
 from tests.helpers.httpserver import FixtureServer
 from tests.helpers.runtime import make_runtime_tarball
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-EPOCH = "1764000000"
 DEFAULTS = "opt/kata/share/defaults/kata-containers"
 SHARE = "opt/kata/share/kata-containers"
 
 
-@dataclass(frozen=True)
-class Built:
-    tarball: Path
-    report: dict[str, object]
-    extracted: Path
-
-
-def _bundle(assets: BootAssets, output: Path, runtime: Path, *extra: str | Path,
-            versions: Path | None = None) -> tuple[int, str, str]:
-    kernel_dir = assets.kernel.parent
-    args: list[str | Path] = ["bundle", "--kernel-dir", kernel_dir, "--image", assets.systemd_image, "--initrd",
-                              assets.agent_initrd, "--measured-image", assets.measured_image.image,
-                              "--measured-root-hash", assets.measured_image.root_hash_file,
-                              "--source-date-epoch", EPOCH, "-o", output, "--json", *extra]
-    if runtime.name != "-":
-        args += ["--runtime", runtime]
-    prefix: list[str | Path] = ["--versions", versions] if versions else []
-    result = run_cli(*prefix, *args, timeout=900)
-    return result.returncode, result.stdout, result.stderr
-
-
-@pytest.fixture(scope="session")
-def runtime_tarball(tmp_path_factory: pytest.TempPathFactory, assets: BootAssets) -> Path:
-    return make_runtime_tarball(tmp_path_factory.mktemp("runtime"), assets.agent_version)
-
-
-@pytest.fixture(scope="session")
-def built(tmp_path_factory: pytest.TempPathFactory, assets: BootAssets, runtime_tarball: Path) -> Built:
-    out = tmp_path_factory.mktemp("bundle")
-    code, stdout, stderr = _bundle(assets, out, runtime_tarball)
-    assert code == 0, stderr
-    report = json.loads(stdout)
-    extracted = out / "extracted"
-    extracted.mkdir()
-    subprocess.run(["tar", "--zstd", "-xf", report["bundle"], "-C", extracted], check=True)
-    return Built(Path(report["bundle"]), report, extracted)
-
-
-def test_layout_as_tar_shows_it(built: Built, assets: BootAssets) -> None:
-    assert built.tarball.name == f"kata-static-{assets.agent_version}-amd64.tar.zst"
-    listing = subprocess.run(["tar", "--zstd", "-tvf", built.tarball], capture_output=True, text=True,
+def test_layout_as_tar_shows_it(release_bundle: Built, assets: BootAssets) -> None:
+    assert release_bundle.tarball.name == f"kata-static-{assets.agent_version}-amd64.tar.zst"
+    listing = subprocess.run(["tar", "--zstd", "-tvf", release_bundle.tarball], capture_output=True, text=True,
                              check=True).stdout.splitlines()
     names = {line.split()[5].removeprefix("./"): line for line in listing}
     for link in ("vmlinux.container", "vmlinuz.container", "kata-containers.img", "kata-containers-initrd.img",
@@ -83,21 +44,21 @@ def test_layout_as_tar_shows_it(built: Built, assets: BootAssets) -> None:
     # Owner 0 and clamped times on every entry.
     assert all(" root/root " in line for line in listing)
     assert all(line.split()[3] == "2025-11-24" for line in listing)
-    assert (built.extracted / "opt/kata/VERSION").read_text().strip() == assets.agent_version
+    assert (release_bundle.extracted / "opt/kata/VERSION").read_text().strip() == assets.agent_version
 
 
-def test_sha256sums_pass_inside(built: Built) -> None:
-    result = subprocess.run(["sha256sum", "-c", "--strict", "SHA256SUMS"], cwd=built.extracted / "opt/kata",
+def test_sha256sums_pass_inside(release_bundle: Built) -> None:
+    result = subprocess.run(["sha256sum", "-c", "--strict", "SHA256SUMS"], cwd=release_bundle.extracted / "opt/kata",
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     checked = [line for line in result.stdout.splitlines() if line.endswith(": OK")]
     assert len(checked) >= 12
 
 
-def test_manifest_records_files_and_inputs(built: Built, assets: BootAssets, runtime_tarball: Path) -> None:
-    manifest = json.loads((built.extracted / "opt/kata/osbuilder-manifest.json").read_text())
+def test_manifest_records_files_and_inputs(release_bundle: Built, assets: BootAssets, runtime_tarball: Path) -> None:
+    manifest = json.loads((release_bundle.extracted / "opt/kata/osbuilder-manifest.json").read_text())
     files = {entry["path"]: entry for entry in manifest["files"]}
-    image = built.extracted / SHARE / "kata-ubuntu-noble.image"
+    image = release_bundle.extracted / SHARE / "kata-ubuntu-noble.image"
     assert files[f"{SHARE}/kata-ubuntu-noble.image"]["sha256"] == hashlib.sha256(image.read_bytes()).hexdigest()
     inputs = manifest["inputs"]
     assert inputs["kernel"]["source"]["sha256"] and inputs["kernel"]["config"]["sha256"]
@@ -108,31 +69,31 @@ def test_manifest_records_files_and_inputs(built: Built, assets: BootAssets, run
     assert inputs["agent"]["sha256"] and inputs["agent"]["version"] == assets.agent_version
 
 
-def test_rebuild_gives_the_same_bytes(built: Built, assets: BootAssets, runtime_tarball: Path,
+def test_rebuild_gives_the_same_bytes(release_bundle: Built, assets: BootAssets, runtime_tarball: Path,
                                       tmp_path: Path) -> None:
-    code, stdout, stderr = _bundle(assets, tmp_path, runtime_tarball)
+    code, stdout, stderr = make_bundle(assets, tmp_path, runtime_tarball)
     assert code == 0, stderr
     again = Path(json.loads(stdout)["bundle"])
-    assert hashlib.sha256(again.read_bytes()).hexdigest() == hashlib.sha256(built.tarball.read_bytes()).hexdigest()
+    assert hashlib.sha256(again.read_bytes()).hexdigest() == hashlib.sha256(release_bundle.tarball.read_bytes()).hexdigest()
 
 
-def test_configurations_parse_and_point_at_the_assets(built: Built) -> None:
-    defaults = built.extracted / DEFAULTS
+def test_configurations_parse_and_point_at_the_assets(release_bundle: Built) -> None:
+    defaults = release_bundle.extracted / DEFAULTS
     for path in defaults.glob("*.toml"):
         data = tomllib.loads(path.read_text())
         section = next(iter(data["hypervisor"].values()))
         assert ("image" in section) != ("initrd" in section), path.name
         assert section["kernel"] == "/opt/kata/share/kata-containers/vmlinux.container"
-    image = read_runtime_config(defaults / "configuration-qemu.toml", root=built.extracted)
+    image = read_runtime_config(defaults / "configuration-qemu.toml", root=release_bundle.extracted)
     assert image.image is not None and image.image.resolve().name == "kata-ubuntu-noble.image"
     assert image.nvdimm and image.verity is None
     assert root_params(RootSpec("image", image.rootfs_type, image.nvdimm, image.verity))[:2] == [
         "root=/dev/pmem0p1", "rootflags=dax,data=ordered,errors=remount-ro"]
-    initrd = read_runtime_config(defaults / "configuration-qemu-initrd.toml", root=built.extracted)
+    initrd = read_runtime_config(defaults / "configuration-qemu-initrd.toml", root=release_bundle.extracted)
     assert initrd.initrd is not None and initrd.initrd.resolve().name == "kata-debian-bookworm.initrd"
     assert root_params(RootSpec("initrd")) == []
-    measured = read_runtime_config(defaults / "configuration-qemu-measured.toml", root=built.extracted)
-    recorded = (built.extracted / SHARE / "root_hash_measured.txt").read_text().strip()
+    measured = read_runtime_config(defaults / "configuration-qemu-measured.toml", root=release_bundle.extracted)
+    recorded = (release_bundle.extracted / SHARE / "root_hash_measured.txt").read_text().strip()
     assert measured.verity is not None and measured.verity.format() == recorded
     params = root_params(RootSpec("image", measured.rootfs_type, measured.nvdimm, measured.verity))
     assert params[0].startswith('dm-mod.create="dm-verity,,,ro,0 ') and params[1] == "root=/dev/dm-0"
@@ -140,8 +101,8 @@ def test_configurations_parse_and_point_at_the_assets(built: Built) -> None:
     assert clh["disable_image_nvdimm"] is True and clh["image"].endswith("kata-containers.img")
 
 
-def test_boot_the_bundle_with_its_own_configuration(built: Built) -> None:
-    result = run_cli("boot", "--bundle", built.tarball, "--accel", "tcg", "--json", timeout=1200)
+def test_boot_the_bundle_with_its_own_configuration(release_bundle: Built) -> None:
+    result = run_cli("boot", "--bundle", release_bundle.tarball, "--accel", "tcg", "--json", timeout=1200)
     report = json.loads(result.stdout)
     assert result.returncode == 0, json.dumps(report, indent=1)[-3000:]
     boots = {boot["config"]: boot for boot in report["boots"]}
@@ -156,7 +117,7 @@ def test_a_runtime_of_another_version_is_refused(assets: BootAssets, tmp_path: P
     other = make_runtime_tarball(tmp_path / "runtime", "9.9.9")
     out = tmp_path / "out"
     out.mkdir()
-    code, _stdout, stderr = _bundle(assets, out, other)
+    code, _stdout, stderr = make_bundle(assets, out, other)
     assert code == 2
     assert "9.9.9" in stderr and assets.agent_version in stderr
     assert list(out.iterdir()) == []

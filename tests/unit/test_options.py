@@ -1,11 +1,12 @@
-"""Every option is declared once: the argparse options of build-rootfs, build-image, build-initrd and
-boot are their option tables, each Make variable means what its flag means, and the Makefile only
+"""Every option is declared once: the argparse options of build-rootfs, build-image, build-initrd,
+boot and run are their option tables, each Make variable means what its flag means, and the Makefile only
 passes its variables through."""
 
 from __future__ import annotations
 
 import argparse
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from osbuilder.options import Kind, Option
 from osbuilder.rootfs.options import ROOTFS
 from tests.conftest import REPO
 
-COMMANDS = ("build-rootfs", "build-image", "build-initrd", "boot")
+COMMANDS = ("build-rootfs", "build-image", "build-initrd", "boot", "run")
 GLOBAL = {"-h", "--help", "--versions", "--distros-dir", "--cache-dir", "--offline", "--json", "-v", "--verbose",
           "--remote-cache", "--remote-cache-mode", "--remote-cache-required", "--remote-cache-ca",
           options.MAKE_VARIABLES_FLAG}
@@ -84,7 +85,7 @@ def _parse(name: str, argv: list[str], environment: dict[str, str], monkeypatch:
     return found
 
 
-@pytest.mark.parametrize("name", ("build-rootfs", "build-image", "build-initrd", "boot"))
+@pytest.mark.parametrize("name", COMMANDS)
 def test_each_make_variable_means_its_option(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")  # --make-variables would default it
     tables = _commands()[name].options
@@ -122,7 +123,8 @@ def test_the_makefile_passes_the_table_variables_through() -> None:
     commands = _commands()
     step_variables = {option.make for name in ("build-rootfs", "build-image", "build-initrd")
                       for table in commands[name].options for option in table if option.make}
-    boot_variables = {option.make for table in commands["boot"].options for option in table if option.make}
+    boot_variables = {option.make for name in ("boot", "run") for table in commands[name].options for option in table
+                      if option.make}
     # The Makefile documents exactly the variables of the tables...
     header = makefile.split("ARCH ?=", 1)[0]
     named = set(re.findall(r"\b[A-Z][A-Z0-9_]{2,}\b", header.split("The build steps' own knobs", 1)[1]))
@@ -130,10 +132,30 @@ def test_the_makefile_passes_the_table_variables_through() -> None:
     # ...and interprets none of them: no recipe of these targets reads one, no default is assigned
     # (ARCH is the kernel's and the bundle's argument too).
     for target, command in (("rootfs", "build-rootfs"), ("image", "build-image"), ("initrd", "build-initrd"),
-                            ("boot", "boot")):
+                            ("boot", "boot"), ("run", "run")):
         recipe = _recipe(makefile, target)
         assert f"{command} $(MAKE_VARIABLES)" in recipe, target
         assert not {variable for variable in step_variables | boot_variables if f"$({variable})" in recipe}, target
     assigned = set(re.findall(r"^([A-Z][A-Z0-9_]*)\s*[?:]?=", makefile, re.MULTILINE))
     assert assigned & (step_variables | boot_variables) == {"ARCH"}
     assert "MAKE_VARIABLES := --make-variables" in makefile
+
+
+def test_boot_and_run_read_what_to_boot_and_how_from_the_same_tables() -> None:
+    from osbuilder.boot.options import ASSETS, HOW
+
+    commands = _commands()
+    for name in ("boot", "run"):
+        assert any(table is ASSETS for table in commands[name].options), name
+        assert any(table is HOW for table in commands[name].options), name
+
+
+@pytest.mark.parametrize(("argv", "command"), [
+    (["--", "sh", "-c", "echo hi"], ("sh", "-c", "echo hi")),
+    (["sh", "-c", "echo --x"], ("sh", "-c", "echo --x")),
+    ([], ()),
+])
+def test_the_command_after_double_dash_is_the_requests_tuple(argv: list[str], command: tuple[str, ...],
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    found = _parse("run", ["--rootfs", "/r", *argv], {}, monkeypatch)
+    assert found["command"] == command and found["rootfs"] == Path("/r")

@@ -70,6 +70,25 @@ def _running(pid: int) -> bool:
     return state != "Z"
 
 
+def _start_parent(script: str, pid_file: Path) -> tuple[subprocess.Popen[bytes], list[int]]:
+    """A Python parent running `script`, which writes the pids to watch into pid_file."""
+    process = subprocess.Popen([sys.executable, "-c", script])
+    for _ in range(200):
+        if pid_file.exists() and pid_file.read_text():
+            break
+        time.sleep(0.05)
+    return process, [int(word) for word in pid_file.read_text().split()]
+
+
+def _assert_gone(pid: int, what: str) -> None:
+    for _ in range(100):
+        if not _running(pid):
+            return
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    pytest.fail(f"{what} {pid} outlived its SIGKILLed parent")
+
+
 def test_streaming_calls_on_line() -> None:
     seen: list[str] = []
     runner.run(["sh", "-c", "echo a; echo b >&2; echo c"], stream=True, on_line=seen.append)
@@ -85,22 +104,11 @@ def test_spawned_child_dies_with_its_parent(tmp_path: Path) -> None:
         open({str(pid_file)!r}, "w").write(str(child.pid))
         time.sleep(300)
     """)
-    process = subprocess.Popen([sys.executable, "-c", parent])
-    for _ in range(100):
-        if pid_file.exists() and pid_file.read_text():
-            break
-        time.sleep(0.05)
-    child = int(pid_file.read_text())
+    process, (child,) = _start_parent(parent, pid_file)
     os.kill(child, 0)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    for _ in range(100):
-        if not _running(child):
-            break
-        time.sleep(0.05)
-    else:
-        os.kill(child, signal.SIGKILL)
-        pytest.fail("the spawned child outlived its SIGKILLed parent")
+    _assert_gone(child, "the spawned child")
 
 
 def test_tool_version_is_memoised_per_binary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -119,3 +127,58 @@ def test_tool_version_is_memoised_per_binary(tmp_path: Path, monkeypatch: pytest
     os.utime(tool, ns=(1, 1))
     assert runner.tool_version("slowtool", memo) == "slowtool 2.0"
     assert calls.read_text() == "run\nrun\n"
+
+
+def test_spawned_child_gets_pass_fds_as_3_and_up(tmp_path: Path) -> None:
+    """As Kata hands virtiofsd its socket: the descriptors are the child's 3, 4, ... in order, and the
+    child inherits no other descriptor of ours."""
+    first_read, first_write = os.pipe()
+    second_read, second_write = os.pipe()
+    os.write(first_write, b"first")
+    os.write(second_write, b"second")
+    os.close(first_write)
+    os.close(second_write)
+    script = ("import os; print(os.read(3, 16).decode(), os.read(4, 16).decode(), "
+              "sorted(int(fd) for fd in os.listdir('/proc/self/fd')))")
+    out = tmp_path / "out"
+    try:
+        with out.open("wb") as sink:
+            # Passed in the reverse order of their numbers: each must land at its position.
+            child = runner.spawn([sys.executable, "-c", script], stdout=sink, pass_fds=(second_read, first_read))
+            assert child.wait(timeout=30) == 0
+    finally:
+        os.close(first_read)
+        os.close(second_read)
+    words = out.read_text().split(" ", 2)
+    assert words[:2] == ["second", "first"]
+    assert words[2].strip() == "[0, 1, 2, 3, 4, 5]"  # stdio, the two passed, and listdir's own
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a private mount namespace needs root")
+def test_a_mount_namespace_is_private_and_dies_with_osbuilder(tmp_path: Path) -> None:
+    target = tmp_path / "inside"
+    target.mkdir()
+    pid_file = tmp_path / "holder.pid"
+    parent = textwrap.dedent(f"""
+        import time
+        from pathlib import Path
+        from osbuilder import runner
+        namespace = runner.MountNamespace("test").start()
+        namespace.run(["mount", "-t", "tmpfs", "osbuilder-test", {str(target)!r}], what="mount")
+        namespace.host_path(Path({str(target)!r}) / "file").write_text("in the namespace")
+        child = namespace.spawn(["sleep", "300"])
+        open({str(pid_file)!r}, "w").write(f"{{namespace.pid}} {{child.pid}}")
+        time.sleep(300)
+    """)
+    process, (holder, child) = _start_parent(parent, pid_file)
+    try:
+        assert os.readlink(f"/proc/{child}/ns/mnt") == os.readlink(f"/proc/{holder}/ns/mnt")
+        assert os.readlink(f"/proc/{holder}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
+        # The host sees neither the mount nor what was written into it.
+        assert not (target / "file").exists()
+        assert str(target) not in Path("/proc/self/mountinfo").read_text()
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    _assert_gone(holder, "the namespace's holder")
+    _assert_gone(child, "the process in the namespace")

@@ -55,3 +55,20 @@ def test_contained_commands_leave_nothing_running(tmp_path: Path) -> None:
     result = runner.run(["sh", "-c", f"(exec -a {marker} sleep 300 &) ; echo started"], contained=True)
     assert result.stdout.strip() == "started"
     assert subprocess.run(["pgrep", "-f", str(marker)], capture_output=True).returncode == 1  # none left
+
+
+def test_an_entry_that_cannot_be_removed_is_reported_and_the_sweep_goes_on(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    dead = _dead_pid()
+    stuck, fine = tmp_path / f".a.osbuilder-new.{dead}", tmp_path / f".b.osbuilder-new.{dead}"
+    stuck.mkdir()
+    fine.mkdir()
+
+    def remover(path: Path) -> None:
+        if path == stuck:
+            raise PermissionError("mounted, say")
+        path.rmdir()
+
+    with caplog.at_level(logging.WARNING, logger="osbuilder.staging"):
+        assert staging.sweep(tmp_path, remover) == [fine]
+    assert stuck.exists() and f"cannot remove {stuck}" in caplog.text

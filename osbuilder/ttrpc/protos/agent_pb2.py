@@ -27,23 +27,81 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
+from osbuilder.ttrpc.protos import oci_pb2 as osbuilder_dot_ttrpc_dot_protos_dot_oci__pb2
+from osbuilder.ttrpc.protos import types_pb2 as osbuilder_dot_ttrpc_dot_protos_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"osbuilder/ttrpc/protos/agent.proto\x12\x04grpc\x1a\x1bgoogle/protobuf/empty.proto\"H\n\x13GuestDetailsRequest\x12\x16\n\x0emem_block_size\x18\x01 \x01(\x08\x12\x19\n\x11mem_hotplug_probe\x18\x02 \x01(\x08\"\x99\x01\n\x0c\x41gentDetails\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x13\n\x0binit_daemon\x18\x02 \x01(\x08\x12\x17\n\x0f\x64\x65vice_handlers\x18\x03 \x03(\t\x12\x18\n\x10storage_handlers\x18\x04 \x03(\t\x12\x18\n\x10supports_seccomp\x18\x05 \x01(\x08\x12\x16\n\x0e\x65xtra_features\x18\x06 \x03(\t\"\x82\x01\n\x14GuestDetailsResponse\x12\x1c\n\x14mem_block_size_bytes\x18\x01 \x01(\x04\x12)\n\ragent_details\x18\x02 \x01(\x0b\x32\x12.grpc.AgentDetails\x12!\n\x19support_mem_hotplug_probe\x18\x03 \x01(\x08\"\x17\n\x15\x44\x65stroySandboxRequest2\x9f\x01\n\x0c\x41gentService\x12H\n\x0fGetGuestDetails\x12\x19.grpc.GuestDetailsRequest\x1a\x1a.grpc.GuestDetailsResponse\x12\x45\n\x0e\x44\x65stroySandbox\x12\x1b.grpc.DestroySandboxRequest\x1a\x16.google.protobuf.Emptyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"osbuilder/ttrpc/protos/agent.proto\x12\x04grpc\x1a\x1bgoogle/protobuf/empty.proto\x1a osbuilder/ttrpc/protos/oci.proto\x1a\"osbuilder/ttrpc/protos/types.proto\"\xbe\x02\n\x16\x43reateContainerRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\x12%\n\x0bstring_user\x18\x03 \x01(\x0b\x32\x10.grpc.StringUser\x12\x1d\n\x07\x64\x65vices\x18\x04 \x03(\x0b\x32\x0c.grpc.Device\x12\x1f\n\x08storages\x18\x05 \x03(\x0b\x32\r.grpc.Storage\x12\x17\n\x03OCI\x18\x06 \x01(\x0b\x32\n.grpc.Spec\x12\x15\n\rsandbox_pidns\x18\x07 \x01(\x08\x12(\n\rshared_mounts\x18\x08 \x03(\x0b\x32\x11.grpc.SharedMount\x12\x12\n\nstdin_port\x18\t \x01(\r\x12\x13\n\x0bstdout_port\x18\n \x01(\r\x12\x13\n\x0bstderr_port\x18\x0b \x01(\r\"-\n\x15StartContainerRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\"?\n\x16RemoveContainerRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07timeout\x18\x02 \x01(\r\"\x82\x01\n\x12\x45xecProcessRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\x12%\n\x0bstring_user\x18\x03 \x01(\x0b\x32\x10.grpc.StringUser\x12\x1e\n\x07process\x18\x04 \x01(\x0b\x32\r.grpc.Process\"M\n\x14SignalProcessRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\x12\x0e\n\x06signal\x18\x03 \x01(\r\";\n\x12WaitProcessRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\"%\n\x13WaitProcessResponse\x12\x0e\n\x06status\x18\x01 \x01(\x05\"I\n\x12WriteStreamRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\"\n\x13WriteStreamResponse\x12\x0b\n\x03len\x18\x01 \x01(\r\"G\n\x11ReadStreamRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\x12\x0b\n\x03len\x18\x03 \x01(\r\"\"\n\x12ReadStreamResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\":\n\x11\x43loseStdinRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\"Y\n\x13TtyWinResizeRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\x12\x0b\n\x03row\x18\x03 \x01(\r\x12\x0e\n\x06\x63olumn\x18\x04 \x01(\r\">\n\nStringUser\x12\x0b\n\x03uid\x18\x01 \x01(\t\x12\x0b\n\x03gid\x18\x02 \x01(\t\x12\x16\n\x0e\x61\x64\x64itionalGids\x18\x03 \x03(\t\"a\n\x0bSharedMount\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07src_ctr\x18\x02 \x01(\t\x12\x10\n\x08src_path\x18\x03 \x01(\t\x12\x0f\n\x07\x64st_ctr\x18\x04 \x01(\t\x12\x10\n\x08\x64st_path\x18\x05 \x01(\t\"0\n\x0cKernelModule\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nparameters\x18\x02 \x03(\t\"\xdc\x01\n\x14\x43reateSandboxRequest\x12\x10\n\x08hostname\x18\x01 \x01(\t\x12\x0b\n\x03\x64ns\x18\x02 \x03(\t\x12\x1f\n\x08storages\x18\x03 \x03(\x0b\x32\r.grpc.Storage\x12\x15\n\rsandbox_pidns\x18\x04 \x01(\x08\x12\x12\n\nsandbox_id\x18\x05 \x01(\t\x12\x17\n\x0fguest_hook_path\x18\x06 \x01(\t\x12*\n\x0ekernel_modules\x18\x07 \x03(\x0b\x32\x12.grpc.KernelModule\x12\x14\n\x0cguest_userns\x18\x08 \x01(\x08\"\x17\n\x15\x44\x65stroySandboxRequest\"T\n\x07\x46SGroup\x12\x10\n\x08group_id\x18\x02 \x01(\r\x12\x37\n\x13group_change_policy\x18\x03 \x01(\x0e\x32\x1a.types.FSGroupChangePolicy\"\xa8\x01\n\x07Storage\x12\x0e\n\x06\x64river\x18\x01 \x01(\t\x12\x16\n\x0e\x64river_options\x18\x02 \x03(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x0e\n\x06\x66stype\x18\x04 \x01(\t\x12\x0f\n\x07options\x18\x05 \x03(\t\x12\x13\n\x0bmount_point\x18\x06 \x01(\t\x12\x1f\n\x08\x66s_group\x18\x07 \x01(\x0b\x32\r.grpc.FSGroup\x12\x0e\n\x06shared\x18\x08 \x01(\x08\"\\\n\x06\x44\x65vice\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0f\n\x07vm_path\x18\x03 \x01(\t\x12\x16\n\x0e\x63ontainer_path\x18\x04 \x01(\t\x12\x0f\n\x07options\x18\x05 \x03(\t\"2\n\nInterfaces\x12$\n\nInterfaces\x18\x01 \x03(\x0b\x32\x10.types.Interface\"&\n\x06Routes\x12\x1c\n\x06Routes\x18\x01 \x03(\x0b\x32\x0c.types.Route\"=\n\x16UpdateInterfaceRequest\x12#\n\tinterface\x18\x01 \x01(\x0b\x32\x10.types.Interface\"3\n\x13UpdateRoutesRequest\x12\x1c\n\x06routes\x18\x01 \x01(\x0b\x32\x0c.grpc.Routes\"8\n\x0c\x41RPNeighbors\x12(\n\x0c\x41RPNeighbors\x18\x01 \x03(\x0b\x32\x12.types.ARPNeighbor\"?\n\x16\x41\x64\x64\x41RPNeighborsRequest\x12%\n\tneighbors\x18\x01 \x01(\x0b\x32\x12.grpc.ARPNeighbors\"H\n\x13GuestDetailsRequest\x12\x16\n\x0emem_block_size\x18\x01 \x01(\x08\x12\x19\n\x11mem_hotplug_probe\x18\x02 \x01(\x08\"\x99\x01\n\x0c\x41gentDetails\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x13\n\x0binit_daemon\x18\x02 \x01(\x08\x12\x17\n\x0f\x64\x65vice_handlers\x18\x03 \x03(\t\x12\x18\n\x10storage_handlers\x18\x04 \x03(\t\x12\x18\n\x10supports_seccomp\x18\x05 \x01(\x08\x12\x16\n\x0e\x65xtra_features\x18\x06 \x03(\t\"\x82\x01\n\x14GuestDetailsResponse\x12\x1c\n\x14mem_block_size_bytes\x18\x01 \x01(\x04\x12)\n\ragent_details\x18\x02 \x01(\x0b\x32\x12.grpc.AgentDetails\x12!\n\x19support_mem_hotplug_probe\x18\x03 \x01(\x08\"\x14\n\x12GetOOMEventRequest\" \n\x08OOMEvent\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t2\x89\t\n\x0c\x41gentService\x12G\n\x0f\x43reateContainer\x12\x1c.grpc.CreateContainerRequest\x1a\x16.google.protobuf.Empty\x12\x45\n\x0eStartContainer\x12\x1b.grpc.StartContainerRequest\x1a\x16.google.protobuf.Empty\x12G\n\x0fRemoveContainer\x12\x1c.grpc.RemoveContainerRequest\x1a\x16.google.protobuf.Empty\x12?\n\x0b\x45xecProcess\x12\x18.grpc.ExecProcessRequest\x1a\x16.google.protobuf.Empty\x12\x43\n\rSignalProcess\x12\x1a.grpc.SignalProcessRequest\x1a\x16.google.protobuf.Empty\x12\x42\n\x0bWaitProcess\x12\x18.grpc.WaitProcessRequest\x1a\x19.grpc.WaitProcessResponse\x12\x41\n\nWriteStdin\x12\x18.grpc.WriteStreamRequest\x1a\x19.grpc.WriteStreamResponse\x12?\n\nReadStdout\x12\x17.grpc.ReadStreamRequest\x1a\x18.grpc.ReadStreamResponse\x12?\n\nReadStderr\x12\x17.grpc.ReadStreamRequest\x1a\x18.grpc.ReadStreamResponse\x12=\n\nCloseStdin\x12\x17.grpc.CloseStdinRequest\x1a\x16.google.protobuf.Empty\x12\x41\n\x0fUpdateInterface\x12\x1c.grpc.UpdateInterfaceRequest\x1a\x10.types.Interface\x12\x37\n\x0cUpdateRoutes\x12\x19.grpc.UpdateRoutesRequest\x1a\x0c.grpc.Routes\x12G\n\x0f\x41\x64\x64\x41RPNeighbors\x12\x1c.grpc.AddARPNeighborsRequest\x1a\x16.google.protobuf.Empty\x12\x43\n\rCreateSandbox\x12\x1a.grpc.CreateSandboxRequest\x1a\x16.google.protobuf.Empty\x12\x45\n\x0e\x44\x65stroySandbox\x12\x1b.grpc.DestroySandboxRequest\x1a\x16.google.protobuf.Empty\x12H\n\x0fGetGuestDetails\x12\x19.grpc.GuestDetailsRequest\x1a\x1a.grpc.GuestDetailsResponse\x12\x37\n\x0bGetOOMEvent\x12\x18.grpc.GetOOMEventRequest\x1a\x0e.grpc.OOMEventb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'osbuilder.ttrpc.protos.agent_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GUESTDETAILSREQUEST']._serialized_start=73
-  _globals['_GUESTDETAILSREQUEST']._serialized_end=145
-  _globals['_AGENTDETAILS']._serialized_start=148
-  _globals['_AGENTDETAILS']._serialized_end=301
-  _globals['_GUESTDETAILSRESPONSE']._serialized_start=304
-  _globals['_GUESTDETAILSRESPONSE']._serialized_end=434
-  _globals['_DESTROYSANDBOXREQUEST']._serialized_start=436
-  _globals['_DESTROYSANDBOXREQUEST']._serialized_end=459
-  _globals['_AGENTSERVICE']._serialized_start=462
-  _globals['_AGENTSERVICE']._serialized_end=621
+  _globals['_CREATECONTAINERREQUEST']._serialized_start=144
+  _globals['_CREATECONTAINERREQUEST']._serialized_end=462
+  _globals['_STARTCONTAINERREQUEST']._serialized_start=464
+  _globals['_STARTCONTAINERREQUEST']._serialized_end=509
+  _globals['_REMOVECONTAINERREQUEST']._serialized_start=511
+  _globals['_REMOVECONTAINERREQUEST']._serialized_end=574
+  _globals['_EXECPROCESSREQUEST']._serialized_start=577
+  _globals['_EXECPROCESSREQUEST']._serialized_end=707
+  _globals['_SIGNALPROCESSREQUEST']._serialized_start=709
+  _globals['_SIGNALPROCESSREQUEST']._serialized_end=786
+  _globals['_WAITPROCESSREQUEST']._serialized_start=788
+  _globals['_WAITPROCESSREQUEST']._serialized_end=847
+  _globals['_WAITPROCESSRESPONSE']._serialized_start=849
+  _globals['_WAITPROCESSRESPONSE']._serialized_end=886
+  _globals['_WRITESTREAMREQUEST']._serialized_start=888
+  _globals['_WRITESTREAMREQUEST']._serialized_end=961
+  _globals['_WRITESTREAMRESPONSE']._serialized_start=963
+  _globals['_WRITESTREAMRESPONSE']._serialized_end=997
+  _globals['_READSTREAMREQUEST']._serialized_start=999
+  _globals['_READSTREAMREQUEST']._serialized_end=1070
+  _globals['_READSTREAMRESPONSE']._serialized_start=1072
+  _globals['_READSTREAMRESPONSE']._serialized_end=1106
+  _globals['_CLOSESTDINREQUEST']._serialized_start=1108
+  _globals['_CLOSESTDINREQUEST']._serialized_end=1166
+  _globals['_TTYWINRESIZEREQUEST']._serialized_start=1168
+  _globals['_TTYWINRESIZEREQUEST']._serialized_end=1257
+  _globals['_STRINGUSER']._serialized_start=1259
+  _globals['_STRINGUSER']._serialized_end=1321
+  _globals['_SHAREDMOUNT']._serialized_start=1323
+  _globals['_SHAREDMOUNT']._serialized_end=1420
+  _globals['_KERNELMODULE']._serialized_start=1422
+  _globals['_KERNELMODULE']._serialized_end=1470
+  _globals['_CREATESANDBOXREQUEST']._serialized_start=1473
+  _globals['_CREATESANDBOXREQUEST']._serialized_end=1693
+  _globals['_DESTROYSANDBOXREQUEST']._serialized_start=1695
+  _globals['_DESTROYSANDBOXREQUEST']._serialized_end=1718
+  _globals['_FSGROUP']._serialized_start=1720
+  _globals['_FSGROUP']._serialized_end=1804
+  _globals['_STORAGE']._serialized_start=1807
+  _globals['_STORAGE']._serialized_end=1975
+  _globals['_DEVICE']._serialized_start=1977
+  _globals['_DEVICE']._serialized_end=2069
+  _globals['_INTERFACES']._serialized_start=2071
+  _globals['_INTERFACES']._serialized_end=2121
+  _globals['_ROUTES']._serialized_start=2123
+  _globals['_ROUTES']._serialized_end=2161
+  _globals['_UPDATEINTERFACEREQUEST']._serialized_start=2163
+  _globals['_UPDATEINTERFACEREQUEST']._serialized_end=2224
+  _globals['_UPDATEROUTESREQUEST']._serialized_start=2226
+  _globals['_UPDATEROUTESREQUEST']._serialized_end=2277
+  _globals['_ARPNEIGHBORS']._serialized_start=2279
+  _globals['_ARPNEIGHBORS']._serialized_end=2335
+  _globals['_ADDARPNEIGHBORSREQUEST']._serialized_start=2337
+  _globals['_ADDARPNEIGHBORSREQUEST']._serialized_end=2400
+  _globals['_GUESTDETAILSREQUEST']._serialized_start=2402
+  _globals['_GUESTDETAILSREQUEST']._serialized_end=2474
+  _globals['_AGENTDETAILS']._serialized_start=2477
+  _globals['_AGENTDETAILS']._serialized_end=2630
+  _globals['_GUESTDETAILSRESPONSE']._serialized_start=2633
+  _globals['_GUESTDETAILSRESPONSE']._serialized_end=2763
+  _globals['_GETOOMEVENTREQUEST']._serialized_start=2765
+  _globals['_GETOOMEVENTREQUEST']._serialized_end=2785
+  _globals['_OOMEVENT']._serialized_start=2787
+  _globals['_OOMEVENT']._serialized_end=2819
+  _globals['_AGENTSERVICE']._serialized_start=2822
+  _globals['_AGENTSERVICE']._serialized_end=3983
 # @@protoc_insertion_point(module_scope)
