@@ -110,7 +110,8 @@ class RegistryClient:
                                 f"run `docker login {self.endpoint.host}`, or set {ENV_AUTH}=USER:PASSWORD",
                                 status=401)
         if answer.status_code not in (200, 401):
-            raise self._status_error("connect", answer)
+            # Whatever answers there (a 404 from a web server, a 500), it is not a registry this run can use.
+            raise self._status_error("connect", answer, unavailable=True)
         registry = oras.provider.Registry(hostname=self.endpoint.host, insecure=self.endpoint.plain_http,
                                           tls_verify=self.verify, auth_backend="basic" if scheme == "basic" else "token")
         registry.session = self.session
@@ -260,7 +261,7 @@ class RegistryClient:
             # oras raises ValueError for a status it does not accept (with the URL and the reason).
             raise RegistryError(f"{self.url}: {what} failed ({exc})", "see the registry's logs") from None
 
-    def _status_error(self, what: str, answer: requests.Response) -> RegistryError:
+    def _status_error(self, what: str, answer: requests.Response, *, unavailable: bool = False) -> RegistryError:
         status = answer.status_code
         if status in (401, 403):
             source = self.credentials.source if self.credentials is not None else "no credentials"
@@ -268,8 +269,9 @@ class RegistryClient:
                                  f"to {what}", f"check them: `docker login {self.endpoint.host}`, or set "
                                  f"{ENV_AUTH}=USER:PASSWORD", status=status)
         return RegistryError(f"{self.url} answered {status} {answer.reason} to {what}",
-                             "see the registry's logs; the build goes on without it", status=status,
-                             unavailable=status >= 500 or status == 429)
+                             "check the URL (oci://HOST[:PORT]/REPO names a registry's repository) and the "
+                             "registry's logs", status=status,
+                             unavailable=unavailable or status >= 500 or status == 429)
 
 
 def _check_digest(digest: str, size: int, actual_hex: str, actual_size: int) -> None:

@@ -219,6 +219,17 @@ def test_a_registry_that_is_down_hangs_or_fails_is_said_once(tmp_path: Path) -> 
     report = _report(fails)
     assert report["cache"] == "built" and report["remote_cache"]["error"]["status"] == 500
     assert fails.stderr.count(UNUSABLE) == 1 and "answered 500" in fails.stderr
+    # Not a registry at all (a web server's 404 for /v2/): said once too, not once per entry.
+    not_found = TcpProxy(None, answer=b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n").start()
+    try:
+        absent = run_cli("--cache-dir", tmp_path / "e", "--remote-cache", f"oci+http://127.0.0.1:{not_found.port}/x",
+                         "build-agent", "-o", tmp_path / "agent-e", "--json")
+    finally:
+        not_found.stop()
+    report = _report(absent)
+    assert report["cache"] == "built" and report["remote_cache"]["error"]["status"] == 404
+    assert absent.stderr.count(UNUSABLE) == 1 and "answered 404" in absent.stderr
+    assert "refused the remote" not in absent.stderr and "could not push" not in absent.stderr
 
 
 def _sha256(path: Path) -> str:
