@@ -210,27 +210,24 @@ def test_a_registry_that_is_down_hangs_or_fails_is_said_once(tmp_path: Path) -> 
     required = run_cli("--cache-dir", tmp_path / "c", "--remote-cache", down_url, "--remote-cache-required",
                        "build-agent", "-o", tmp_path / "agent-c")
     assert required.returncode == 1 and "cannot reach" in required.stderr
-    failing = TcpProxy(None, answer=b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n").start()
-    try:
-        fails = run_cli("--cache-dir", tmp_path / "d", "--remote-cache", f"oci+http://127.0.0.1:{failing.port}/x",
-                        "build-agent", "-o", tmp_path / "agent-d", "--json")
-    finally:
-        failing.stop()
-    report = _report(fails)
-    assert report["cache"] == "built" and report["remote_cache"]["error"]["status"] == 500
-    assert fails.stderr.count(UNUSABLE) == 1 and "answered 500" in fails.stderr
-    # Not a registry at all (a web server's 404 for /v2/): said once too, not once per entry.
-    not_found = TcpProxy(None, answer=b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n").start()
-    try:
-        absent = run_cli("--cache-dir", tmp_path / "e", "--remote-cache", f"oci+http://127.0.0.1:{not_found.port}/x",
-                         "build-agent", "-o", tmp_path / "agent-e", "--json")
-    finally:
-        not_found.stop()
-    report = _report(absent)
-    assert report["cache"] == "built" and report["remote_cache"]["error"]["status"] == 404
-    assert absent.stderr.count(UNUSABLE) == 1 and "answered 404" in absent.stderr
-    assert "refused the remote" not in absent.stderr and "could not push" not in absent.stderr
+    for status in ("500 Internal Server Error", "404 Not Found"):  # 404: not a registry (a web server)
+        answered = _with_a_server_that_answers(status, tmp_path / status[:3])
+        report = _report(answered)
+        assert report["cache"] == "built" and report["remote_cache"]["error"]["status"] == int(status[:3])
+        assert answered.stderr.count(UNUSABLE) == 1 and f"answered {status[:3]}" in answered.stderr
+        # Once for the run, not once per entry (the pull, then the push).
+        assert "refused the remote" not in answered.stderr and "could not push" not in answered.stderr
 
+
+def _with_a_server_that_answers(status: str, work: Path) -> subprocess.CompletedProcess[str]:
+    """build-agent against a server that answers every request with `status`."""
+    work.mkdir()
+    server = TcpProxy(None, answer=f"HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n".encode()).start()
+    try:
+        return run_cli("--cache-dir", work / "cache", "--remote-cache", f"oci+http://127.0.0.1:{server.port}/x",
+                       "build-agent", "-o", work / "agent", "--json")
+    finally:
+        server.stop()
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
