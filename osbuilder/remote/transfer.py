@@ -40,12 +40,11 @@ def push(cache: Cache, remote: RemoteStore, names: list[str]) -> list[dict[str, 
     wanted = [_split(name) for name in names]
     moved = []
     for kind, key in wanted:
-        kind = kind or local_kind(cache, key)
-        if kind is None or cache.lookup(kind, key) is None:
-            raise UsageError(problem=f"no entry {key[:16]} in the local cache", where=str(cache.root),
-                             fix="build it first, or check the key (osbuilder cache list)")
+        kind = kind or local_kind(cache, key) or "entry"
         with cache.reading(kind, key) as entry:
-            assert entry is not None
+            if entry is None:  # never there, or pruned since: reading holds it from here on
+                raise UsageError(problem=f"no entry {key[:16]} in the local cache", where=str(cache.root),
+                                 fix="build it first, or check the key (osbuilder cache list)")
             try:
                 pushed = remote.push(kind, key, entry)
             except RegistryError as error:
