@@ -107,6 +107,8 @@ test-fresh: venv
 lint: venv
 	$(VENV)/bin/ruff check osbuilder tests benchmarks
 	$(VENV)/bin/mypy osbuilder
+	$(VENV)/bin/actionlint -no-color .github/workflows/*.yml
+	$(VENV)/bin/zizmor --offline --persona auditor .github/workflows
 
 format: venv
 	$(VENV)/bin/ruff check --fix osbuilder tests benchmarks

@@ -22,7 +22,7 @@ from typing import Any
 
 from osbuilder import runner
 from osbuilder.arch import Arch, host_arch
-from osbuilder.cache import Cache, content_key, sha256_tree
+from osbuilder.cache import Cache, Hit, content_key, sha256_tree
 from osbuilder.errors import BuildError, UsageError
 from osbuilder.paths import AGENT_SOURCE_DIR
 
@@ -86,6 +86,12 @@ def plan_reference_agent(version: str, memo: Path | None, source_dir: Path = AGE
 
 def build_reference_agent(plan: AgentPlan, cache: Cache, verbose: bool = False) -> Path:
     """The reference agent for this plan, built (or taken from the cache): its path in the entry."""
+    return obtain_reference_agent(plan, cache, verbose).path / AGENT_BINARY
+
+
+def obtain_reference_agent(plan: AgentPlan, cache: Cache, verbose: bool = False) -> Hit:
+    """The cache entry of the reference agent for this plan (local, pulled from the remote cache, or
+    built), kept in use until the process ends."""
 
     def build(staging: Path) -> dict[str, Any]:
         work = staging / "build"
@@ -101,7 +107,7 @@ def build_reference_agent(plan: AgentPlan, cache: Cache, verbose: bool = False) 
         return plan.inputs
 
     cache.hold(CACHE_KIND, plan.cache_key)  # its path is read after we return
-    return cache.get_or_build(CACHE_KIND, plan.cache_key, build).path / AGENT_BINARY
+    return cache.get_or_build(CACHE_KIND, plan.cache_key, build, inputs=plan.inputs)
 
 
 def reference_agent(version: str, cache: Cache, source_dir: Path = AGENT_SOURCE_DIR, verbose: bool = False) -> Path:

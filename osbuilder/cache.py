@@ -10,6 +10,12 @@ Layout (all under the cache root):
 An interrupted build leaves at most a staging directory, which the next build removes once its
 owner process is gone. A cache entry is therefore either complete or absent.
 
+A cache may have a `Remote` (osbuilder.remote: an OCI registry shared by several machines): a local
+miss asks it before building, and what is built (or found here and missing there) is offered to it.
+Only entries built with their `inputs` (what the key is the digest of, recorded in the entry) are
+shared, since only they can be verified on another machine: the steps' outputs. Intermediate entries
+(unpacked kernel sources, patched trees) stay on the machine that made them.
+
 Whoever reads an entry holds its use lock shared for as long as it reads (`reading`, `using`), and
 marks the entry used (its metadata file's mtime: the least recently used go first when the cache
 is pruned, osbuilder.cachetool). Pruning takes the use lock exclusively and without waiting, so an
@@ -31,7 +37,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from osbuilder import staging, userns
 from osbuilder.errors import UsageError
@@ -79,15 +85,37 @@ def sha256_tree(root: Path, exclude: frozenset[str] = BYTECODE) -> str:
     return digest.hexdigest()
 
 
+# Where an entry came from (Hit.source, and `cache` in a step's --json).
+LOCAL = "local"
+REMOTE = "remote"
+BUILT = "built"
+
+
 @dataclass(frozen=True)
 class Hit:
     path: Path
-    hit: bool
+    hit: bool  # nothing was built here (found locally, or in the remote cache)
+    source: str = LOCAL  # LOCAL, REMOTE or BUILT
+
+
+class Remote(Protocol):
+    """A cache beyond this machine (osbuilder.remote.store.RemoteStore)."""
+
+    def fetch(self, kind: str, key: str, staging: Path) -> bool:
+        """Fill `staging` with the entry's files and its ENTRY_META, every byte verified; False when the
+        remote has no usable entry (absent, unreachable, or refused: said once, never raised unless
+        the remote cache is required)."""
+        ...
+
+    def publish(self, kind: str, key: str, entry: Path) -> None:
+        """Offer a complete local entry (pushed when the remote lacks it and the mode pushes)."""
+        ...
 
 
 class Cache:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, remote: Remote | None = None) -> None:
         self.root = root
+        self.remote = remote
         self._held: dict[str, IO[str]] = {}  # use locks held for the rest of the process (hold())
 
     def ensure(self) -> None:
@@ -146,10 +174,25 @@ class Cache:
 
     @contextlib.contextmanager
     def using(self, kind: str, key: str, build: Callable[[Path], Mapping[str, Any] | None], *,
-              remover: Callable[[Path], None] | None = None, force: bool = False) -> Iterator[Hit]:
+              remover: Callable[[Path], None] | None = None, force: bool = False,
+              inputs: Mapping[str, Any] | None = None) -> Iterator[Hit]:
         """get_or_build, with the entry protected from pruning until the block ends."""
         with self.use_lock(kind, key):
-            yield self.get_or_build(kind, key, build, remover=remover, force=force)
+            yield self.get_or_build(kind, key, build, remover=remover, force=force, inputs=inputs)
+
+    @contextlib.contextmanager
+    def finding(self, kind: str, key: str) -> Iterator[Hit | None]:
+        """The entry here or, failing that, from the remote cache (never built), protected from
+        pruning until the block ends; None when neither has it."""
+        with self.use_lock(kind, key):
+            existing = self.lookup(kind, key)
+            if existing is not None:
+                mark_used(existing)
+                yield Hit(existing, True, LOCAL)
+                return
+            with self.lock(f"{kind}-{key}"):
+                pulled = self._pull(kind, key, None)
+            yield pulled
 
     DOWNLOADS = "downloads"  # the kind of download blobs, for use locks and pruning
 
@@ -177,41 +220,83 @@ class Cache:
         *,
         remover: Callable[[Path], None] | None = None,
         force: bool = False,
+        inputs: Mapping[str, Any] | None = None,
     ) -> Hit:
-        """Return the entry for (kind, key), building it into a staging directory if absent.
+        """Return the entry for (kind, key): here, else from the remote cache, else built into a
+        staging directory.
 
-        `build(staging)` fills the directory and may return metadata to record with the entry.
-        The entry appears by one rename, so readers never see a half-built one. `remover` deletes
-        a staging directory whose contents the current user cannot remove directly (trees owned
-        by subordinate ids). `force` rebuilds even if the entry exists, then replaces it.
+        `build(staging)` fills the directory and may return metadata to record with the entry;
+        `inputs` (what the key is the digest of) are recorded too, so the entry can be verified on
+        another machine. The entry appears by one rename, so readers never see a half-built one.
+        `remover` deletes a staging directory whose contents the current user cannot remove directly
+        (trees owned by subordinate ids). `force` rebuilds even if the entry exists, then replaces it.
         """
+        shared = inputs is not None
         existing = self.lookup(kind, key)
         if existing and not force:
             mark_used(existing)
-            return Hit(existing, True)
+            if shared:
+                self._offer(kind, key, existing)
+            return Hit(existing, True, LOCAL)
         with self.lock(f"{kind}-{key}"):
             existing = self.lookup(kind, key)
+            found: Hit | None = None
             if existing and not force:
                 mark_used(existing)
-                return Hit(existing, True)
-            workdir = self.staging_dir(f"{kind}-{key[:16]}")
-            try:
-                meta = dict(build(workdir) or {})
-                meta.update(kind=kind, key=key, created=int(time.time()))
-                (workdir / ENTRY_META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-                final = self.entry(kind, key)
-                final.parent.mkdir(parents=True, exist_ok=True)
-                if final.exists():  # replaced (force), or a leftover without metadata
-                    retired = staging.make_directory(self.root / "tmp", f"{kind}-old")
-                    os.rename(final, retired / "entry")
-                    os.rename(workdir, final)
-                    _remove_tree(retired, remover)
-                else:
-                    os.rename(workdir, final)
-                return Hit(final, False)
-            except BaseException:
-                _remove_tree(workdir, remover)
-                raise
+                found = Hit(existing, True, LOCAL)
+            elif shared and not force:
+                found = self._pull(kind, key, remover)
+            if found is None:
+                workdir = self.staging_dir(f"{kind}-{key[:16]}")
+                try:
+                    meta = dict(build(workdir) or {})
+                    if inputs is not None:
+                        meta["inputs"] = dict(inputs)
+                    meta.update(kind=kind, key=key, created=int(time.time()))
+                    (workdir / ENTRY_META).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
+                except BaseException:
+                    _remove_tree(workdir, remover)
+                    raise
+                found = Hit(self._place(kind, key, workdir, remover), False, BUILT)
+        if shared and found.source != REMOTE:
+            self._offer(kind, key, found.path)
+        return found
+
+    def _pull(self, kind: str, key: str, remover: Callable[[Path], None] | None) -> Hit | None:
+        """The entry from the remote cache, placed here (the caller holds the entry's build lock)."""
+        if self.remote is None:
+            return None
+        workdir = self.staging_dir(f"{kind}-{key[:16]}-pull")
+        try:
+            pulled = self.remote.fetch(kind, key, workdir)
+        except BaseException:
+            _remove_tree(workdir, remover)
+            raise
+        if not pulled or not (workdir / ENTRY_META).is_file():
+            _remove_tree(workdir, remover)
+            return None
+        return Hit(self._place(kind, key, workdir, remover), True, REMOTE)
+
+    def _place(self, kind: str, key: str, workdir: Path, remover: Callable[[Path], None] | None) -> Path:
+        """A complete staging directory becomes the entry, by one rename (replacing an old one)."""
+        try:
+            final = self.entry(kind, key)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            if final.exists():  # replaced (force), or a leftover without metadata
+                retired = staging.make_directory(self.root / "tmp", f"{kind}-old")
+                os.rename(final, retired / "entry")
+                os.rename(workdir, final)
+                _remove_tree(retired, remover)
+            else:
+                os.rename(workdir, final)
+            return final
+        except BaseException:
+            _remove_tree(workdir, remover)
+            raise
+
+    def _offer(self, kind: str, key: str, entry: Path) -> None:
+        if self.remote is not None:
+            self.remote.publish(kind, key, entry)
 
     def entry_meta(self, kind: str, key: str) -> dict[str, Any]:
         path = self.lookup(kind, key)

@@ -1,7 +1,8 @@
 """`osbuilder cache list|prune`: what the cache holds, and making it smaller without breaking a build.
 
 Entries, by kind:
-  rootfs, kernel, agent, kernel-source, kernel-tree   <kind>/<key>/ (Cache.get_or_build)
+  rootfs, kernel, agent, image, initrd, bundle,      <kind>/<key>/ (Cache.get_or_build)
+  kernel-source, kernel-tree
   downloads                                           downloads/sha256/<digest>
   apt-archives                                        apt-archives/<archive>/<suite>/<arch>/ (packages)
   kernel-work                                         kept O= directories (--keep-build-dir)

@@ -19,6 +19,7 @@ from osbuilder.context import Context
 from osbuilder.errors import EXIT_BAD_INPUT, EXIT_FAILED, OsbuilderError, UsageError
 from osbuilder.options import MAKE_VARIABLES_FLAG, make_environment
 from osbuilder.paths import DEFAULT_DISTROS_DIR, DEFAULT_VERSIONS, default_cache_dir
+from osbuilder.remote.settings import settings as remote_settings
 
 log = logging.getLogger("osbuilder")
 
@@ -53,6 +54,17 @@ def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
                        help="print the result as one JSON object on stdout")
     group.add_argument("-v", "--verbose", action="count", default=default(0),
                        help="more logging (-vv: every command run)")
+    remote = parser.add_argument_group("remote cache (an OCI registry shared by several machines)")
+    remote.add_argument("--remote-cache", metavar="URL", default=default(None),
+                        help="oci://HOST[:PORT]/REPO (oci+http:// for plain HTTP): a local miss is pulled from it, "
+                             "what is built is pushed (default: $OSBUILDER_REMOTE_CACHE); credentials come from "
+                             "$OSBUILDER_REGISTRY_AUTH (USER:PASSWORD) or the docker configuration file")
+    remote.add_argument("--remote-cache-mode", choices=("pull", "push", "readwrite"), default=default(None),
+                        help="pull only, push only, or both (default: $OSBUILDER_REMOTE_CACHE_MODE, else readwrite)")
+    remote.add_argument("--remote-cache-required", action="store_true", default=default(False),
+                        help="fail when the remote cache cannot be used (default: say so once and build locally)")
+    remote.add_argument("--remote-cache-ca", type=Path, metavar="FILE", default=default(None),
+                        help="the CA (PEM) that signed the registry's certificate")
 
 
 def build_parser(commands: Sequence[Command]) -> argparse.ArgumentParser:
@@ -99,6 +111,8 @@ def _setup_logging(verbose: int, json_mode: bool) -> None:
     # Third-party chatter (urllib3, docker) only at -vv.
     for noisy in ("urllib3", "docker", "libarchive"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)
+    # oras repeats the registry's error messages; osbuilder.remote reports each failure itself.
+    logging.getLogger("oras").setLevel(logging.DEBUG if verbose >= 2 else logging.CRITICAL)
 
 
 def _raise_terminated(signum: int, _frame: FrameType | None) -> None:
@@ -147,8 +161,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             offline=args.offline,
             json=json_mode,
             verbose=args.verbose,
+            remote_settings=remote_settings(args.remote_cache, args.remote_cache_mode, args.remote_cache_required,
+                                            args.remote_cache_ca),
         )
         outcome = command.run(context, args)
+        if context.remote is not None:  # what the remote cache did in this run
+            outcome.data["remote_cache"] = context.remote.report()
         _emit(outcome, json_mode)
         return outcome.exit_code
     except OsbuilderError as error:

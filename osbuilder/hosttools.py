@@ -149,13 +149,21 @@ STEPS: tuple[Step, ...] = (
         "assemble the release tarball",
         (_T("zstd", "zstd"),),
     ),
+    Step(
+        "remote-cache",
+        "share cache entries through an OCI registry (--remote-cache)",
+        (_T("zstd", "zstd", why="compresses the entries' layers"),),
+    ),
 )
 
 # Packages the test suite needs beyond the build steps (fixtures and independent checkers).
 TEST_PACKAGES: tuple[str, ...] = ("docker.io", "runc", "gpg", "cpio", "fdisk", "e2fsprogs", "file", "util-linux", "procps",
                                   "cryptsetup-bin", "erofs-utils", "xfsprogs", "busybox-static", "passwd",
                                   # the report test renders the page in headless Chromium
-                                  "chromium", "chromium-driver")
+                                  "chromium", "chromium-driver",
+                                  # the remote cache's tests: the CNCF distribution registry, its htpasswd
+                                  # file and a throwaway CA
+                                  "docker-registry", "apache2-utils", "openssl")
 
 # Libraries the Python side needs at run time, checked by doctor as well.
 SHARED_LIBRARIES: tuple[tuple[str, str], ...] = (("libarchive.so.13", "libarchive13"), ("libext2fs.so.2", "libext2fs2"))

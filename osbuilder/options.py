@@ -171,7 +171,9 @@ class Table:
         for option in self.options:
             target: Any = group
             if option.exclusive is not None:
-                target = exclusive.setdefault(option.exclusive, group.add_mutually_exclusive_group())
+                if option.exclusive not in exclusive:  # setdefault would make an empty group each time
+                    exclusive[option.exclusive] = group.add_mutually_exclusive_group()
+                target = exclusive[option.exclusive]
             if option.flags:
                 target.add_argument(*option.flags, dest=option.dest, **option.argparse_kwargs())
             else:

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from osbuilder import options, runner
-from osbuilder.agent_build import build_reference_agent, plan_reference_agent
+from osbuilder.agent_build import AGENT_BINARY, obtain_reference_agent, plan_reference_agent
 from osbuilder.arch import host_arch, parse_arch
 from osbuilder.cache import sha256_file
 from osbuilder.commands import Command, Outcome
@@ -32,13 +32,15 @@ def run(context: Context, args: argparse.Namespace) -> Outcome:
     arch = parse_arch(args.arch) if args.arch else host_arch()
     plan = plan_reference_agent(context.versions.agent_version, context.cache.root / runner.TOOL_VERSIONS,
                                 arch=arch)
-    built = build_reference_agent(plan, context.cache, context.verbose > 0)
+    entry = obtain_reference_agent(plan, context.cache, context.verbose > 0)
+    built = entry.path / AGENT_BINARY
     with atomic_output(output) as temporary:
         shutil.copyfile(built, temporary)
         os.chmod(temporary, 0o755)
     data = {"ok": True, "output": str(output), "version": context.versions.agent_version,
             "sha256": sha256_file(output), "size": output.stat().st_size, "arch": arch.name,
-            "compiler": plan.inputs["compiler"], "cache_key": plan.cache_key, "cache_path": str(built), "duration": round(time.monotonic() - started, 3)}
+            "compiler": plan.inputs["compiler"], "cache_key": plan.cache_key, "cache": entry.source,
+            "cache_hit": entry.hit, "cache_path": str(built), "duration": round(time.monotonic() - started, 3)}
     if not options.values(args, BUDGETS)["no_budgets"]:
         from osbuilder.evidence.budgets import check_file
 

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from pathlib import Path
+from typing import Any
 
 from osbuilder import options
+from osbuilder.assetcache import ENTRY_INITRD, INITRD_KIND, deliver
+from osbuilder.cache import BUILT
 from osbuilder.commands import Command, Outcome
 from osbuilder.context import Context
 from osbuilder.evidence.options import BUDGETS
+from osbuilder.evidence.sbom import SUFFIX as SBOM_SUFFIX
 from osbuilder.initrd.options import INITRD
 from osbuilder.outputs import check_output_path
+from osbuilder.rootfs import plan
 from osbuilder.rootfs.options import ASSET, ROOTFS
 from osbuilder.rootfs.plan import Request
 from osbuilder.rootfs.source import rootfs_input
@@ -25,7 +31,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(context: Context, args: argparse.Namespace) -> Outcome:
     from osbuilder.arch import host_arch
-    from osbuilder.evidence.assets import after_build
+    from osbuilder.evidence.assets import after_build, after_entry_build
     from osbuilder.initrd.builder import InitrdOptions, build_initrd, validate
 
     values = options.values(args, *TABLES)
@@ -38,23 +44,49 @@ def run(context: Context, args: argparse.Namespace) -> Outcome:
     )
     validate(settings)
     request = options.request(Request, args, ROOTFS)
-    with rootfs_input(args.rootfs, request, "initrd", settings.output, versions=context.versions,
-                      recipe_named=context.recipe, cache=context.cache, fetcher=context.fetcher,
-                      verbose=context.verbose > 0, from_make=options.set_by_make(args, ROOTFS)) as source:
-        result = build_initrd(source.path, dataclasses.replace(settings, agent_init=source.agent_init))
-        sbom = after_build(source.path, result.path, "initrd", result.epoch, arch=request.arch or host_arch().name,
-                           versions=None if values["no_budgets"] else context.versions)
-    data = result.to_json()
-    data["sbom"] = str(sbom) if sbom else None
-    if source.built is not None and source.cache_key is not None:
-        data["rootfs"] = source.built
-        data["content_key"] = dataclasses.replace(settings, agent_init=source.agent_init).content_key(source.cache_key)
-    text = (f"{result.path}: {result.size} bytes, {result.compression} level {result.level}, {result.entries} entries "
-            f"({result.cpio_bytes} bytes of cpio)\n  /init -> {result.init_target}"
-            f"{' (added)' if result.init_added else ''}; built in {result.timings.get('total', 0):.2f} s"
-            + (f"\n  SBOM: {sbom}" if sbom else ""))
-    return Outcome(data, text)
+    arch = request.arch or host_arch().name
+    budgets = None if values["no_budgets"] else context.versions
+    if args.rootfs is not None:  # a tree of the user's: no key, no cache entry
+        with rootfs_input(args.rootfs, request, "initrd", settings.output, versions=context.versions,
+                          recipe_named=context.recipe, cache=context.cache, fetcher=context.fetcher,
+                          from_make=options.set_by_make(args, ROOTFS)) as source:
+            result = build_initrd(source.path, dataclasses.replace(settings, agent_init=source.agent_init))
+            sbom = after_build(source.path, result.path, "initrd", result.epoch, arch=arch, versions=budgets)
+        data = {**result.to_json(), "sbom": str(sbom) if sbom else None, "cache": BUILT, "cache_hit": False}
+        return Outcome(data, describe(data))
+    # A rootfs osbuilder builds has a cache key: the initrd is keyed by it and its options, and a
+    # cached initrd (here or in the remote cache) needs no rootfs at all.
+    planned = plan.plan(request, context.versions, context.recipe, context.cache.root, "initrd", key_only=True)
+    keyed = dataclasses.replace(settings, agent_init=plan.is_agent_init(planned))
+
+    def build(staging: Path) -> dict[str, Any]:
+        with rootfs_input(None, request, "initrd", settings.output, versions=context.versions,
+                          recipe_named=context.recipe, cache=context.cache, fetcher=context.fetcher,
+                          verbose=context.verbose > 0, from_make=options.set_by_make(args, ROOTFS)) as source:
+            result = build_initrd(source.path, dataclasses.replace(keyed, output=staging / ENTRY_INITRD))
+            # The SBOM is part of the entry: a hit needs no rootfs to have it.
+            after_entry_build(source.path, result.path, settings.output, "initrd", result.epoch, arch=arch,
+                              versions=budgets)
+        return {"report": result.to_json(), "rootfs": source.built}
+
+    sbom = settings.output.with_name(settings.output.name + SBOM_SUFFIX)
+    delivered = deliver(context.cache, INITRD_KIND, keyed.content_key(planned.cache_key),
+                        keyed.key_inputs(planned.cache_key), build,
+                        {ENTRY_INITRD: settings.output, ENTRY_INITRD + SBOM_SUFFIX: sbom})
+    data = {**delivered.report, "initrd": str(settings.output), "sbom": str(sbom),
+            "rootfs": delivered.meta.get("rootfs") if delivered.source == BUILT else None,
+            **delivered.cache_fields()}
+    return Outcome(data, describe(data))
+
+
+def describe(data: dict[str, Any]) -> str:
+    how = {"local": "from the cache", "remote": "pulled from the remote cache"}.get(data["cache"], "built")
+    return (f"{data['initrd']}: {data['size']} bytes, {data['compression']} level {data['level']}, {data['entries']} "
+            f"entries ({data['cpio_bytes']} bytes of cpio)\n  /init -> {data['init']}"
+            f"{' (added)' if data['init_added'] else ''}; {how}" + (f"\n  SBOM: {data['sbom']}" if data.get("sbom") else ""))
 
 
 COMMAND = Command("build-initrd", "build a reproducible, compressed cpio initrd from a rootfs directory",
-                  configure, run, order=31, options=TABLES)
+                  configure, run, order=31, options=TABLES,
+                  epilog="Without ROOTFS_DIR the initrd is a cache entry keyed by its rootfs's key and its options "
+                         "(content_key in --json): a hit, here or in the remote cache, builds no rootfs.")

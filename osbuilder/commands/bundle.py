@@ -24,18 +24,27 @@ version recorded in every guest asset; a mismatch is refused.
 Timestamps are clamped to --source-date-epoch, else $SOURCE_DATE_EPOCH, else the commit time of
 this checkout, so a rebuild from the same inputs gives the same bytes.
 
-example:
+--from-cache assembles the release from the cache entries of its parts instead of files: the
+default kernel, image, measured image and initrd of `osbuilder matrix`, found by their keys in the
+local cache or pulled from --remote-cache; a part found in neither is an error naming the command
+that builds it. The bundle is itself a cache entry, keyed by its parts' keys, its code, the runtime
+and the epoch (cache_key in --json).
+
+examples:
   osbuilder bundle --kernel-dir build/kernel --image build/kata-containers.img \\
       --initrd build/kata-containers-initrd.img --measured-image build/kata-containers-measured.img \\
       --measured-root-hash build/root_hash_measured.txt --runtime ./kata-static-4.1.0-amd64.tar.zst -o build/
+  osbuilder --remote-cache oci://ghcr.io/owner/osbuilder-cache bundle --from-cache -o build/
 """
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--kernel-dir", type=Path, required=True, metavar="DIR",
+    parser.add_argument("--from-cache", action="store_true",
+                        help="take the parts from the cache by their keys (local, else --remote-cache), not from files")
+    parser.add_argument("--kernel-dir", type=Path, metavar="DIR",
                         help="output directory of osbuilder build-kernel (vmlinux-*, vmlinuz-*, .container links)")
-    parser.add_argument("--image", type=Path, required=True, help="the rootfs image (systemd)")
-    parser.add_argument("--initrd", type=Path, required=True, help="the initrd (the agent is init)")
+    parser.add_argument("--image", type=Path, help="the rootfs image (systemd)")
+    parser.add_argument("--initrd", type=Path, help="the initrd (the agent is init)")
     parser.add_argument("--measured-image", type=Path, metavar="IMAGE", help="the measured (dm-verity) image")
     parser.add_argument("--measured-root-hash", type=Path, metavar="FILE",
                         help="its root hash record (root_hash*.txt written next to it)")
@@ -60,6 +69,25 @@ def _epoch(value: str | None) -> int:
 
 def run(context: Context, args: argparse.Namespace) -> Outcome:
     arch = parse_arch(args.arch) if args.arch else host_arch()
+    if args.from_cache:
+        given = [flag for flag, value in (("--kernel-dir", args.kernel_dir), ("--image", args.image),
+                                          ("--initrd", args.initrd), ("--measured-image", args.measured_image),
+                                          ("--measured-root-hash", args.measured_root_hash)) if value is not None]
+        if given:
+            raise UsageError(problem=f"{', '.join(given)} name files; --from-cache takes the parts from the cache",
+                             where=given[0], fix="drop them, or drop --from-cache")
+        from osbuilder.bundle.fromcache import bundle_from_cache
+
+        data = bundle_from_cache(context, arch, args.output, args.runtime, args.runtime_version,
+                                 _epoch(args.source_date_epoch))
+        return Outcome(data, f"{data['bundle']}: Kata {data['version']} for {arch.name}, sha256 {data['sha256']} "
+                             f"({data['cache']}; parts: "
+                             + ", ".join(f"{part} {info['cache']}" for part, info in data["parts"].items()) + ")")
+    missing = [flag for flag, value in (("--kernel-dir", args.kernel_dir), ("--image", args.image),
+                                        ("--initrd", args.initrd)) if value is None]
+    if missing:
+        raise UsageError(problem=f"{', '.join(missing)} missing", where=missing[0],
+                         fix="give the kernel directory, the image and the initrd, or --from-cache")
     if not args.kernel_dir.is_dir():
         raise UsageError(problem="no such directory", where=f"--kernel-dir {args.kernel_dir}",
                          fix="build the kernel first: osbuilder build-kernel -o DIR (make kernel)")

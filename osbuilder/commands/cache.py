@@ -1,4 +1,5 @@
-"""osbuilder cache list|prune: what the cache holds (kinds, sizes, last use), and pruning it."""
+"""osbuilder cache list|prune|push|pull: what the cache holds (kinds, sizes, last use), pruning it, and
+moving entries to and from the remote cache by key."""
 
 from __future__ import annotations
 
@@ -16,15 +17,23 @@ prune removes the least recently used entries first: every entry unused for more
 An entry that a build is reading or writing is never removed (it is skipped and reported), and what
 is kept still serves cache hits.
 
+push and pull move entries by key (what a build's --json reports as cache_key, or KIND/KEY) between
+this cache and --remote-cache, whatever --remote-cache-mode says; a failure is an error (exit 1).
+push skips an entry the remote has; pull verifies everything before the entry appears here.
+
 examples:
   osbuilder cache list
   osbuilder cache prune --max-size 20G
   osbuilder cache prune --older-than 30 --json
+  osbuilder --remote-cache oci://ghcr.io/owner/osbuilder-cache cache push 3f9a...e1 kernel/77c0...9b
+  osbuilder --remote-cache oci://ghcr.io/owner/osbuilder-cache cache pull 3f9a...e1
 """
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=("list", "prune"), help="list the entries, or prune them")
+    parser.add_argument("action", choices=("list", "prune", "push", "pull"),
+                        help="list the entries, prune them, or push/pull entries to/from --remote-cache")
+    parser.add_argument("keys", nargs="*", metavar="KEY", help="push, pull: the entries' keys (or KIND/KEY)")
     parser.add_argument("--max-size", metavar="SIZE", help="prune: remove least recently used entries until the "
                                                            "cache is at most SIZE")
     parser.add_argument("--older-than", type=float, metavar="DAYS", help="prune: remove entries unused for longer")
@@ -46,6 +55,11 @@ def _ago(moment: float) -> str:
 
 def run(context: Context, args: argparse.Namespace) -> Outcome:
     cache = context.cache
+    if args.action in ("push", "pull"):
+        return _transfer(context, args.action, args.keys)
+    if args.keys:
+        raise UsageError(problem=f"{args.action} takes no keys", where=f"cache {args.action} {args.keys[0]}",
+                         fix="keys are for cache push and cache pull")
     if args.action == "list":
         if args.max_size is not None or args.older_than is not None:
             raise UsageError(problem="--max-size and --older-than are for prune", where="cache list",
@@ -75,5 +89,21 @@ def run(context: Context, args: argparse.Namespace) -> Outcome:
     return Outcome(data, "\n".join(lines))
 
 
-COMMAND = Command("cache", "list the cache's entries (kind, size, last use) or prune it, least recently used first",
+def _transfer(context: Context, action: str, keys: list[str]) -> Outcome:
+    from osbuilder.remote import transfer  # oras, only when a registry is used
+
+    if not keys:
+        raise UsageError(problem=f"cache {action} needs the keys of the entries", where=f"cache {action}",
+                         fix=f"osbuilder --remote-cache oci://HOST/REPO cache {action} KEY... (cache_key in a build's "
+                             "--json, or KIND/KEY from `osbuilder cache list`)")
+    if context.remote is None:
+        raise UsageError(problem=f"cache {action} needs a remote cache", where=f"cache {action}",
+                         fix="give --remote-cache oci://HOST[:PORT]/REPO (or set OSBUILDER_REMOTE_CACHE)")
+    moved = (transfer.push if action == "push" else transfer.pull)(context.cache, context.remote, keys)
+    lines = [f"{item['kind']} {item['key']}: {item['result']}" for item in moved]
+    return Outcome({"ok": True, "action": action, "entries": moved}, "\n".join(lines))
+
+
+COMMAND = Command("cache", "list the cache's entries (kind, size, last use), prune it least recently used first, "
+                           "or push/pull entries to/from the remote cache",
                   configure, run, order=85, epilog=EPILOG)

@@ -4,8 +4,10 @@ Each variant carries the key its local build has: the kernel's and the rootfs's 
 from the same planners the builds run (osbuilder.kernel.build.plan_kernel, osbuilder.rootfs.plan),
 with the environment make gives them (SOURCE_DATE_EPOCH: the checkout's commit time unless set, the
 kernel excepted); an image's and an initrd's content key from their options and their rootfs's key;
-the bundle's from its parts, its code and the pinned runtime. A CI pipeline restores and saves each
-variant's cache under its key, so an unchanged variant is never rebuilt. Planning asks the host's
+the bundle's from its parts, its code, the pinned runtime and SOURCE_DATE_EPOCH. Each variant names
+the make target and the osbuilder command that build it (`command`: with --remote-cache, a build job
+pushes what it built), and `osbuilder bundle --from-cache` assembles the release from the parts'
+entries by these keys, locally or from the remote cache. Planning asks the host's
 tools for their versions (gcc, the cross compiler, mmdebstrap, musl-gcc, strip): run it where the
 builders' toolchain is (`make deps`), or a missing tool is reported.
 """
@@ -13,7 +15,6 @@ builders' toolchain is (`make deps`), or a missing tool is reported.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -26,6 +27,7 @@ from osbuilder.context import Context
 from osbuilder.options import make_environment
 from osbuilder.paths import REPO_ROOT
 from osbuilder.runner import TOOL_VERSIONS
+from osbuilder.tree import environment_epoch
 
 BUNDLE_MODULE = "osbuilder.bundle.builder"
 
@@ -37,9 +39,16 @@ class Variant:
     asset: str  # kernel | image | initrd | bundle
     variant: str
     key: str
-    make: str  # the command that builds it in a checkout
+    make: str  # the make target that builds it in a checkout
+    command: str  # the osbuilder command that builds it (what make runs)
     outputs: list[str]
     needs: list[str]
+
+
+def bundle_inputs(parts: list[str], runtime_version: str, runtime_sha256: str | None, epoch: int | None) -> dict[str, Any]:
+    """What a bundle's key is the digest of: its parts' keys, its code, the runtime, the epoch."""
+    return {"parts": parts, "code": codegraph.code_digest(BUNDLE_MODULE),
+            "runtime": {"version": runtime_version, "sha256": runtime_sha256}, "source_date_epoch": epoch}
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -68,13 +77,14 @@ def variants(context: Context, arches: list[str]) -> list[Variant]:
             result.append(Variant(
                 f"kernel-{arch}-{name}", arch, "kernel", name, plan_kernel(options, versions, memo).cache_key,
                 f"make kernel ARCH={arch} KERNEL_DIR={out}" + (f' KERNEL_FLAGS="{flag}"' if flag else ""),
-                [out], []))
+                f"osbuilder build-kernel --arch {arch} -o {out}" + (f" {flag}" if flag else ""), [out], []))
         for asset in ("image", "initrd"):
             rootfs = plan(Request(arch=arch), versions, context.recipe, context.cache.root, asset, made,
                           key_only=True)
-            image_variants = [("default", "")] + ([("measured", "MEASURED_ROOTFS=yes BUILD_VARIANT=measured")]
-                                                  if asset == "image" else [])
-            for name, knobs in image_variants:
+            image_variants = [("default", "", "")] + ([("measured", "MEASURED_ROOTFS=yes BUILD_VARIANT=measured",
+                                                          "--measured --variant measured")]
+                                                        if asset == "image" else [])
+            for name, knobs, flags in image_variants:
                 if asset == "image":
                     key = ImageOptions(measured=name == "measured", seed=rootfs.cache_key).content_key(made)
                 else:
@@ -86,15 +96,17 @@ def variants(context: Context, arches: list[str]) -> list[Variant]:
                 result.append(Variant(
                     f"{asset}-{arch}-{name}", arch, asset, name, key,
                     f"make {asset} ARCH={arch} {target}={out} {knobs}".strip(),
+                    f"osbuilder build-{asset} --make-variables --arch {arch} -o {out} {flags}".strip(),
                     [out] + ([f"build/{arch}/root_hash_measured.txt"] if name == "measured" else []), []))
         parts = [variant for variant in result if variant.arch == arch and variant.variant in ("default", "measured")]
         runtime = versions.assets.runtime
-        download = next((dataclasses.asdict(entry) for entry in runtime.architecture if entry.arch == arch), None)
+        download = next((entry for entry in runtime.architecture if entry.arch == arch), None)
         result.append(Variant(
             f"bundle-{arch}", arch, "bundle", "default",
-            content_key({"parts": [variant.key for variant in parts], "code": codegraph.code_digest(BUNDLE_MODULE),
-                         "runtime": {"version": runtime.version, "download": download}}),
-            f"make bundle-only ARCH={arch} BUILD_DIR=build/{arch}", [f"build/{arch}/kata-static-*.tar.zst"],
+            content_key(bundle_inputs([variant.key for variant in parts], runtime.version,
+                                      download.sha256 if download is not None else None, environment_epoch(made))),
+            f"make bundle-only ARCH={arch} BUILD_DIR=build/{arch}",
+            f"osbuilder bundle --from-cache --arch {arch} -o build/{arch}", [f"build/{arch}/kata-static-*.tar.zst"],
             [variant.id for variant in parts]))
     return result
 

@@ -3,10 +3,13 @@ to it, then its size budgets (exit 1 over them, the asset kept for inspection)."
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
+from osbuilder.errors import BuildError
 from osbuilder.evidence.budgets import check_rootfs_asset
 from osbuilder.evidence.sbom import for_built_asset
+from osbuilder.outputs import atomic_output
 from osbuilder.versions import Versions
 
 
@@ -18,3 +21,18 @@ def after_build(rootfs_dir: Path, asset: Path, kind: str, epoch: int, *, arch: s
     if versions is not None:
         check_rootfs_asset(versions, arch, kind, rootfs_dir, asset, free_bytes)
     return sbom
+
+
+def after_entry_build(rootfs_dir: Path, staged: Path, output: Path, kind: str, epoch: int, *, arch: str,
+                      versions: Versions | None, free_bytes: int | None = None) -> Path | None:
+    """after_build of an asset built into a cache entry's staging directory (its SBOM goes into the
+    entry too). Over a budget the entry is not stored, and the asset is copied to `output` for
+    inspection, as after_build keeps it."""
+    try:
+        return after_build(rootfs_dir, staged, kind, epoch, arch=arch, versions=versions, free_bytes=free_bytes)
+    except BuildError as error:
+        if staged.is_file():
+            with atomic_output(output) as temporary:
+                shutil.copyfile(staged, temporary)
+            error.problem = error.problem.replace(str(staged), str(output))
+        raise

@@ -68,11 +68,16 @@ class ImageOptions:
 
     def content_key(self, environment: Mapping[str, str] | None = None) -> str:
         """The key of the image these options make from a keyed rootfs (seed: its cache key): what
-        `osbuilder matrix` reports for CI and build-image --json as content_key."""
+        `osbuilder matrix` reports for CI, build-image --json as content_key, and the image's cache
+        entry is named by."""
+        return content_key(self.key_inputs(environment))
+
+    def key_inputs(self, environment: Mapping[str, str] | None = None) -> dict[str, object]:
+        """What content_key is the digest of (recorded with the cache entry)."""
         inputs = {**self.cache_inputs(), "code": codegraph.code_digest(BUILDER_MODULE)}
         if self.source_date_epoch is None:  # else the newest mtime in the tree, which the seed covers
             inputs["source_date_epoch"] = environment_epoch(environment)
-        return content_key(inputs)
+        return inputs
 
     def cache_inputs(self) -> dict[str, object]:
         """The options that determine the output bytes (for a pipeline's cache key)."""

@@ -61,11 +61,15 @@ class InitrdOptions:
 
     def content_key(self, rootfs_key: str, environment: Mapping[str, str] | None = None) -> str:
         """The key of the initrd these options make from a keyed rootfs: what `osbuilder matrix`
-        reports for CI and build-initrd --json as content_key."""
+        reports for CI, build-initrd --json as content_key, and the initrd's cache entry is named by."""
+        return content_key(self.key_inputs(rootfs_key, environment))
+
+    def key_inputs(self, rootfs_key: str, environment: Mapping[str, str] | None = None) -> dict[str, object]:
+        """What content_key is the digest of (recorded with the cache entry)."""
         epoch = self.source_date_epoch if self.source_date_epoch is not None else environment_epoch(environment)
-        return content_key({"code": codegraph.code_digest(BUILDER_MODULE), "rootfs": rootfs_key,
-                            "compression": self.compression, "level": self.effective_level(),
-                            "agent_init": self.agent_init, "source_date_epoch": epoch})
+        return {"code": codegraph.code_digest(BUILDER_MODULE), "rootfs": rootfs_key,
+                "compression": self.compression, "level": self.effective_level(),
+                "agent_init": self.agent_init, "source_date_epoch": epoch}
 
     def effective_level(self) -> int:
         return self.codec().default_level if self.level is None else self.level

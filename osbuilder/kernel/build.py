@@ -36,7 +36,7 @@ from typing import Any
 
 from osbuilder import __version__, codegraph, progress, runner, staging
 from osbuilder.arch import Arch, host_arch, parse_arch
-from osbuilder.cache import Cache, content_key, sha256_file
+from osbuilder.cache import BUILT, Cache, content_key, sha256_file
 from osbuilder.errors import BuildError, UsageError
 from osbuilder.fetch import Fetcher
 from osbuilder.hosttools import find_tool
@@ -156,6 +156,7 @@ class KernelBuild:
     duration: float
     info: dict[str, Any]  # the build record
     warnings: tuple[str, ...] = ()
+    cache_source: str = "built"  # local | remote | built (osbuilder.cache)
 
     def to_json(self) -> dict[str, Any]:
         def describe(path: Path) -> dict[str, Any]:
@@ -170,7 +171,7 @@ class KernelBuild:
             "links": {"vmlinux": str(self.vmlinux_container) if self.vmlinux_container else None,
                       "vmlinuz": str(self.vmlinuz_container) if self.vmlinuz_container else None},
             "config_sha256": self.config_sha256, "cache_key": self.cache_key, "cache_hit": self.cache_hit,
-            "cache_entry": str(self.cache_entry) if self.cache_entry else None,
+            "cache": self.cache_source, "cache_entry": str(self.cache_entry) if self.cache_entry else None,
             "duration": round(self.duration, 3), "warnings": list(self.warnings),
             "source": self.info.get("source"), "variant": self.info.get("variant"),
         }
@@ -682,14 +683,15 @@ def _deliver(plan: KernelPlan, options: KernelOptions, output_dir: Path | None, 
         if options.use_cache:
             hit = in_use.enter_context(cache.using(
                 CACHE_KIND, plan.cache_key,
-                lambda staging_dir: _build_into(plan, options, staging_dir, cache, fetcher, verbose)))
-            entry, cache_hit, kept = hit.path, hit.hit, True
+                lambda staging_dir: _build_into(plan, options, staging_dir, cache, fetcher, verbose),
+                inputs=plan.key_inputs))
+            entry, cache_hit, kept, source = hit.path, hit.hit, True, hit.source
         else:
             staging = cache.staging_dir(f"kernel-nocache-{plan.cache_key[:16]}")
             _build_into(plan, options, staging, cache, fetcher, verbose)
-            entry, cache_hit, kept = staging, False, False
+            entry, cache_hit, kept, source = staging, False, False, BUILT
         if cache_hit:
-            log.info("cache hit: %s", entry)
+            log.info("cache hit (%s): %s", source, entry)
         record = json.loads((entry / plan.names.record).read_text())
         config_text = (entry / plan.names.config).read_text()
         warnings = []
@@ -715,7 +717,7 @@ def _deliver(plan: KernelPlan, options: KernelOptions, output_dir: Path | None, 
             vmlinux_container=where / names.vmlinux_link, vmlinuz_container=where / names.vmlinuz_link,
             output_dir=output_dir, cache_entry=entry if kept else None, cache_key=plan.cache_key,
             cache_hit=cache_hit, config_sha256=record["config"]["sha256"], duration=time.monotonic() - started,
-            info=record, warnings=tuple(warnings),
+            info=record, warnings=tuple(warnings), cache_source=source,
         )
     finally:
         if staging is not None:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from osbuilder import metadata, progress, staging, userns
-from osbuilder.cache import Cache
+from osbuilder.cache import BUILT, Cache
 from osbuilder.fetch import Fetcher
 from osbuilder.rootfs import manifest, packagefacts, provision
 from osbuilder.rootfs.bootstrappers.base import Workspace
@@ -50,6 +50,7 @@ class Result:
     duration: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
     tarball: Path | None = None  # the cache entry's rootfs.tar (later steps may read it directly)
+    cache_source: str = BUILT  # local | remote | built (osbuilder.cache)
 
     def to_json(self) -> dict[str, Any]:
         plan = self.plan
@@ -64,6 +65,7 @@ class Result:
             "backend": plan.request.backend,
             "mode": plan.mode,
             "cache_hit": self.cache_hit,
+            "cache": self.cache_source,
             "cache_key": self.cache_key,
             "cache_tarball": str(self.tarball) if self.tarball else None,
             "packages": self.meta.get("packages"),
@@ -102,10 +104,11 @@ def build(plan: Plan, versions: Versions, cache: Cache, fetcher: Fetcher, verbos
         return _build_entry(prepared, workdir, cache, fetcher, versions, timings, installer)
 
     try:
-        with cache.using(CACHE_KIND, key, build_entry, force=plan.request.no_cache) as made:
+        with cache.using(CACHE_KIND, key, build_entry, force=plan.request.no_cache,
+                         inputs=plan.cache_inputs()) as made:
             meta = cache.entry_meta(CACHE_KIND, key)
             if made.hit:
-                log.info("cache hit: reusing rootfs %s (no bootstrap)", key[:16])
+                log.info("cache hit (%s): reusing rootfs %s (no bootstrap)", made.source, key[:16])
             with phase(timings, "install"):
                 if installer.started:
                     installer.finish()  # the build filled it (in place, or by streaming the tarball)
@@ -115,7 +118,8 @@ def build(plan: Plan, versions: Versions, cache: Cache, fetcher: Fetcher, verbos
     except BaseException:
         installer.abort()
         raise
-    return Result(plan, key, made.hit, meta, time.monotonic() - started, timings, cache.entry(CACHE_KIND, key) / ROOTFS_TAR)
+    return Result(plan, key, made.hit, meta, time.monotonic() - started, timings, cache.entry(CACHE_KIND, key) / ROOTFS_TAR,
+                  made.source)
 
 
 def _phase_logger(description: str) -> tuple[Any, Callable[[str], None]]:
@@ -223,7 +227,8 @@ def _provision(prepared: Prepared, tree: RootfsTree, agent: provision.AgentInsta
 
 def describe(result: Result) -> str:
     plan = result.plan
-    verb = "reused the cached rootfs" if result.cache_hit else "built the rootfs"
+    verb = {"local": "reused the cached rootfs", "remote": "pulled the rootfs from the remote cache"}.get(
+        result.cache_source, "built the rootfs")
     kind = f"{plan.init.name} init" if plan.init is not None else "container root"
     lines = [
         f"{verb} {plan.recipe.name} {plan.release.codename} ({kind}, {plan.arch.name}, {plan.mode} mode) in "

@@ -149,6 +149,28 @@ def test_matrix_lists_every_variant_with_stable_keys() -> None:
                                     "initrd-x86_64-default"}
     again = json.loads(run_cli("matrix", "--json").stdout)["include"]
     assert [variant["key"] for variant in again] == keys
+    # Each names the command that builds it (what a pipeline's job runs), its output among its words.
+    subcommands = {"kernel": "build-kernel", "image": "build-image", "initrd": "build-initrd",
+                   "bundle": "bundle --from-cache"}
+    for variant in include:
+        assert variant["command"].startswith(f"osbuilder {subcommands[variant['asset']]} "), variant
+        assert f"-o {variant['outputs'][0].rsplit('/kata-static-', 1)[0]}" in variant["command"], variant
+
+
+def test_bundle_from_cache_names_the_commands_of_the_missing_parts(tmp_path: Path) -> None:
+    from tests.helpers.runtime import make_runtime_tarball
+
+    runtime = make_runtime_tarball(tmp_path / "runtime", "4.1.0")
+    matrix = {v["id"]: v for v in json.loads(run_cli("matrix", "--arch", "x86_64", "--json").stdout)["include"]}
+    out = tmp_path / "out"
+    out.mkdir()
+    result = run_cli("--cache-dir", tmp_path / "empty-cache", "bundle", "--from-cache", "--arch", "x86_64",
+                     "--runtime", runtime, "-o", out)
+    assert result.returncode == 1, result.stderr
+    for part in matrix["bundle-x86_64"]["needs"]:
+        assert f"{part} ({matrix[part]['key'][:16]})" in result.stderr
+        assert matrix[part]["command"] in result.stderr
+    assert list(out.iterdir()) == []
 
 
 def test_matrix_keys_follow_their_inputs(tmp_path: Path) -> None:

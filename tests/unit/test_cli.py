@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+from osbuilder.cli import build_parser, discover
 from tests.conftest import run_cli
 
 
@@ -16,6 +18,15 @@ def test_help_lists_the_subcommands() -> None:
     assert result.returncode == 0
     for command in ("versions", "distros", "doctor", "fetch"):
         assert command in result.stdout
+
+
+def test_every_subcommand_has_help() -> None:
+    # In-process: argparse refuses to format the usage of a parser with an empty exclusive group.
+    parser = build_parser(discover())
+    subparsers = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
+    for name, sub in subparsers.choices.items():
+        assert f"usage: osbuilder {name}" in sub.format_help()
+        assert all(group._group_actions for group in sub._mutually_exclusive_groups), name
 
 
 def test_unknown_option_is_exit_2() -> None:

@@ -20,6 +20,7 @@ from tests.conftest import REPO
 
 COMMANDS = ("build-rootfs", "build-image", "build-initrd", "boot", "run")
 GLOBAL = {"-h", "--help", "--versions", "--distros-dir", "--cache-dir", "--offline", "--json", "-v", "--verbose",
+          "--remote-cache", "--remote-cache-mode", "--remote-cache-required", "--remote-cache-ca",
           options.MAKE_VARIABLES_FLAG}
 
 
