@@ -17,7 +17,6 @@ from typing import Any
 from osbuilder.arch import Arch
 from osbuilder.assetcache import (
     BUNDLE_KIND,
-    ENTRY_BUNDLE,
     ENTRY_IMAGE,
     ENTRY_INITRD,
     ENTRY_ROOT_HASH,
@@ -29,6 +28,7 @@ from osbuilder.cache import content_key
 from osbuilder.commands.matrix import Variant, bundle_inputs, variants
 from osbuilder.context import Context
 from osbuilder.errors import BuildError
+from osbuilder.evidence.provenance import UNSIGNED_SUFFIX
 from osbuilder.outputs import check_output_path
 
 
@@ -38,8 +38,10 @@ def bundle_from_cache(context: Context, arch: Arch, output: Path, runtime_path: 
     bundle = planned[f"bundle-{arch.name}"]
     parts = [planned[name] for name in bundle.needs]
     runtime = acquire_runtime(context.versions, context.fetcher, arch.name, runtime_path, runtime_version)
+    # The release's own name, inside the entry too: the provenance names its subject by it.
+    released = f"kata-static-{runtime.version}-{arch.debian}.tar.zst"
     if output.is_dir():
-        output = output / f"kata-static-{runtime.version}-{arch.debian}.tar.zst"
+        output = output / released
     output = check_output_path(output)
     inputs = bundle_inputs([part.key for part in parts], runtime.version, runtime.sha256, epoch)
     sources: dict[str, dict[str, Any]] = {}
@@ -66,9 +68,12 @@ def bundle_from_cache(context: Context, arch: Arch, output: Path, runtime_path: 
                 arch=arch, kernel_dir=entries["kernel"], image=entries["default"] / ENTRY_IMAGE,
                 initrd=entries["initrd"] / ENTRY_INITRD, measured_image=entries["measured"] / ENTRY_IMAGE,
                 measured_root_hash=entries["measured"] / ENTRY_ROOT_HASH, runtime=runtime, source_date_epoch=epoch,
-                versions_file=context.versions_path), staging / ENTRY_BUNDLE)
+                versions_file=context.versions_path), staging / released)
         return {"report": result.to_json(), "parts": sources}
 
-    delivered = deliver(context.cache, BUNDLE_KIND, content_key(inputs), inputs, build, {ENTRY_BUNDLE: output})
-    return {**delivered.report, "bundle": str(output), "parts": sources or delivered.meta.get("parts", {}),
+    # The provenance is part of the entry and goes next to the tarball, as `bundle` writes it.
+    provenance = output.with_name(output.name + UNSIGNED_SUFFIX)
+    delivered = deliver(context.cache, BUNDLE_KIND, content_key(inputs), inputs, build,
+                        {released: output, released + UNSIGNED_SUFFIX: provenance})
+    return {**delivered.report, "bundle": str(output), "provenance": str(provenance), "parts": sources or delivered.meta.get("parts", {}),
             "runtime": {"version": runtime.version, "source": runtime.source}, **delivered.cache_fields()}

@@ -176,6 +176,19 @@ def test_fan_in_gives_the_bundle_of_one_machine(fanned_out: dict[str, Built], re
     assert set(fan_in["parts"]) == set(matrix[f"bundle-{ARCH}"]["needs"])
     assert fan_in["cache_key"] == one_machine["cache_key"]
     assert _sha256(Path(fan_in["bundle"])) == _sha256(Path(one_machine["bundle"])) == one_machine["sha256"]
+    # With its provenance next to it, naming the tarball as released.
+    statement = json.loads(Path(fan_in["provenance"]).read_text())
+    assert statement["subject"][0] == {"name": Path(fan_in["bundle"]).name, "digest": {"sha256": one_machine["sha256"]}}
+    # The bundle's own entry goes through the registry as well: pushed from the one machine's cache,
+    # a third, empty cache pulls it whole and needs none of the parts.
+    pushed = run_cli("--cache-dir", rootfs_cache, "--remote-cache", registry.url, "cache", "push",
+                     f"bundle/{one_machine['cache_key']}", "--json", env=NO_EPOCH)
+    assert pushed.returncode == 0, pushed.stderr
+    pulled = bundle_from_cache(tmp_path / "third-cache", tmp_path / "pulled", runtime, "--remote-cache", registry.url,
+                               "--remote-cache-mode", "pull")
+    assert pulled["cache"] == "remote"
+    assert _sha256(Path(pulled["bundle"])) == one_machine["sha256"]
+    assert not (tmp_path / "third-cache" / "kernel").exists()
 
 
 def _sha256(path: Path) -> str:
