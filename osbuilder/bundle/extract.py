@@ -45,6 +45,7 @@ def check_members(bundle: Path) -> None:
 
 def extract_bundle(bundle: Path, destination: Path) -> Path:
     """Extract into destination (which must exist) and return it: the bundle's root (it holds opt/)."""
+    bundle = bundle.resolve()  # the extraction runs in the destination
     try:
         check_members(bundle)
         with _cwd(destination):

@@ -34,7 +34,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(context: Context, args: argparse.Namespace) -> Outcome:
     from osbuilder.arch import host_arch
-    from osbuilder.evidence.assets import after_build, after_entry_build
+    from osbuilder.evidence.assets import after_build, after_entry_build, check_hit
     from osbuilder.image.builder import build_image, validate
 
     values = options.values(args, *TABLES)
@@ -51,7 +51,7 @@ def run(context: Context, args: argparse.Namespace) -> Outcome:
     if args.rootfs is not None:  # a tree of the user's: no key, no cache entry
         with rootfs_input(args.rootfs, request, "image", output, versions=context.versions,
                           recipe_named=context.recipe, cache=context.cache, fetcher=context.fetcher,
-                          from_make=options.set_by_make(args, ROOTFS)) as source:
+                          verbose=context.verbose > 0, from_make=options.set_by_make(args, ROOTFS)) as source:
             result = build_image(source.path, dataclasses.replace(settings, agent_init=source.agent_init))
             sbom = after_build(source.path, result.path, "image", result.epoch, arch=arch, versions=budgets,
                                free_bytes=free_bytes(result))
@@ -70,14 +70,20 @@ def run(context: Context, args: argparse.Namespace) -> Outcome:
                           from_make=options.set_by_make(args, ROOTFS)) as source:
             result = build_image(source.path, _into(keyed, staging))
             # The SBOM is part of the entry: a hit needs no rootfs to have it.
-            after_entry_build(source.path, result.path, output, "image", result.epoch, arch=arch, versions=budgets,
-                              free_bytes=free_bytes(result))
+            after_entry_build(source.path, result.path, output, "image", result.epoch, arch=planned.arch.name,
+                              versions=budgets, free_bytes=free_bytes(result))
         return {"report": result.to_json(), "rootfs": source.built}
 
     root_hash = settings.root_hash_path() if settings.measured else None
     sbom = output.with_name(output.name + SBOM_SUFFIX)
     delivered = deliver(context.cache, IMAGE_KIND, keyed.content_key(), inputs, build,
                         {ENTRY_IMAGE: output, ENTRY_ROOT_HASH: root_hash, ENTRY_IMAGE + SBOM_SUFFIX: sbom})
+    if delivered.source != BUILT:  # built: checked above, with the rootfs's contributors
+        filesystem = delivered.report.get("filesystem") or {}
+        free, block = filesystem.get("free_blocks"), filesystem.get("block_size")
+        check_hit(budgets, planned.arch.name, "image", output,
+                  (planned.recipe.name, planned.release.codename, plan.is_agent_init(planned)),
+                  free * block if isinstance(free, int) and isinstance(block, int) else None)
     data = {**delivered.report, "image": str(output), "root_hash_file": str(root_hash) if root_hash else None,
             "sbom": str(sbom),
             "rootfs": delivered.meta.get("rootfs") if delivered.source == BUILT else None,

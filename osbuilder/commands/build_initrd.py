@@ -31,7 +31,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(context: Context, args: argparse.Namespace) -> Outcome:
     from osbuilder.arch import host_arch
-    from osbuilder.evidence.assets import after_build, after_entry_build
+    from osbuilder.evidence.assets import after_build, after_entry_build, check_hit
     from osbuilder.initrd.builder import InitrdOptions, build_initrd, validate
 
     values = options.values(args, *TABLES)
@@ -49,7 +49,7 @@ def run(context: Context, args: argparse.Namespace) -> Outcome:
     if args.rootfs is not None:  # a tree of the user's: no key, no cache entry
         with rootfs_input(args.rootfs, request, "initrd", settings.output, versions=context.versions,
                           recipe_named=context.recipe, cache=context.cache, fetcher=context.fetcher,
-                          from_make=options.set_by_make(args, ROOTFS)) as source:
+                          verbose=context.verbose > 0, from_make=options.set_by_make(args, ROOTFS)) as source:
             result = build_initrd(source.path, dataclasses.replace(settings, agent_init=source.agent_init))
             sbom = after_build(source.path, result.path, "initrd", result.epoch, arch=arch, versions=budgets)
         data = {**result.to_json(), "sbom": str(sbom) if sbom else None, "cache": BUILT, "cache_hit": False}
@@ -65,14 +65,17 @@ def run(context: Context, args: argparse.Namespace) -> Outcome:
                           verbose=context.verbose > 0, from_make=options.set_by_make(args, ROOTFS)) as source:
             result = build_initrd(source.path, dataclasses.replace(keyed, output=staging / ENTRY_INITRD))
             # The SBOM is part of the entry: a hit needs no rootfs to have it.
-            after_entry_build(source.path, result.path, settings.output, "initrd", result.epoch, arch=arch,
-                              versions=budgets)
+            after_entry_build(source.path, result.path, settings.output, "initrd", result.epoch,
+                              arch=planned.arch.name, versions=budgets)
         return {"report": result.to_json(), "rootfs": source.built}
 
     sbom = settings.output.with_name(settings.output.name + SBOM_SUFFIX)
     delivered = deliver(context.cache, INITRD_KIND, keyed.content_key(planned.cache_key),
                         keyed.key_inputs(planned.cache_key), build,
                         {ENTRY_INITRD: settings.output, ENTRY_INITRD + SBOM_SUFFIX: sbom})
+    if delivered.source != BUILT:  # built: checked above, with the rootfs's contributors
+        check_hit(budgets, planned.arch.name, "initrd", settings.output,
+                  (planned.recipe.name, planned.release.codename, plan.is_agent_init(planned)))
     data = {**delivered.report, "initrd": str(settings.output), "sbom": str(sbom),
             "rootfs": delivered.meta.get("rootfs") if delivered.source == BUILT else None,
             **delivered.cache_fields()}

@@ -14,7 +14,7 @@ per accelerator. `--no-budgets` turns the checks off.
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -147,7 +147,8 @@ def check_file(versions: Versions, arch: str, asset: str, path: Path, contributo
 
 def check_rootfs_asset(versions: Versions, arch: str, kind: str, rootfs: Path, asset: Path,
                        free: int | None = None) -> None:
-    """An image or initrd built from `rootfs` against the budgets of the pinned asset."""
+    """An image or initrd built from `rootfs` against the budgets of the pinned asset (the tree's
+    own architecture, as its osbuilder.yaml records it, wins over `arch`)."""
     import yaml
 
     from osbuilder.metadata import OSBUILDER_YAML
@@ -158,12 +159,25 @@ def check_rootfs_asset(versions: Versions, arch: str, kind: str, rootfs: Path, a
     metadata = yaml.safe_load(metadata_file.read_text()) or {}
     distro = metadata.get("base-distro") or {}
     agent_init = (metadata.get("agent") or {}).get("agent-is-init-daemon") == "yes"
-    if not applies_to_pinned(versions, kind, arch, str(distro.get("name")), str(distro.get("version")), agent_init):
+    tree_arch = str(metadata.get("architecture") or arch)
+    check_asset(versions, tree_arch, kind, asset, (str(distro.get("name")), str(distro.get("version")), agent_init),
+                free, lambda: tree_contributors(rootfs))
+
+
+def check_asset(versions: Versions, arch: str, kind: str, asset: Path, made_as: tuple[str, str, bool],
+                free: int | None, contributors: Callable[[], Sequence[tuple[str, Sequence[Contributor]]]] = list,
+                ) -> None:
+    """An image or initrd made as (distro, release, agent as init) against the budgets of the pinned
+    asset, if it is that one. A cache hit has no rootfs to name contributors from."""
+    from osbuilder.arch import parse_arch
+
+    arch = parse_arch(arch).name  # amd64, arm64: the budgets are by osbuilder's names
+    if not applies_to_pinned(versions, kind, arch, *made_as):
         return
     budget = limit(versions, arch, kind, "size")
     size = asset.stat().st_size
     if budget is not None and size > budget.value:
-        raise exceeded(f"the {kind} {asset.name}", size, budget, tree_contributors(rootfs), asset)
+        raise exceeded(f"the {kind} {asset.name}", size, budget, contributors(), asset)
     minimum = limit(versions, arch, kind, "free") if kind == "image" else None
     if minimum is not None and free is not None and free < minimum.value:
         raise free_too_small(free, minimum, asset)

@@ -258,19 +258,20 @@ def serial_link(text: str) -> str:
     return f"{data['serialNumber'].replace('urn:uuid:', 'urn:cdx:')}/{data.get('version', 1)}"
 
 
-def write_asset_sbom(asset: Path, facts: AssetFacts, kind: str, epoch: int) -> Path:
-    """Write `<asset>.cdx.json` next to a freshly built asset (atomically)."""
+def write_asset_sbom(asset: Path, facts: AssetFacts, kind: str, epoch: int, file_name: str | None = None) -> Path:
+    """Write `<asset>.cdx.json` next to a freshly built asset (atomically); `file_name`: the name the
+    asset is delivered under, when it is built elsewhere (a cache entry)."""
     digest = hashlib.sha256()
     with asset.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
-    text = render(asset_bom(facts, file_name=asset.name, sha256=digest.hexdigest(), kind=kind, epoch=epoch))
+    text = render(asset_bom(facts, file_name=file_name or asset.name, sha256=digest.hexdigest(), kind=kind, epoch=epoch))
     destination = sbom_path(asset)
     write_atomically(destination, text.encode())
     return destination
 
 
-def for_built_asset(rootfs_dir: Path, asset: Path, kind: str, epoch: int) -> Path | None:
+def for_built_asset(rootfs_dir: Path, asset: Path, kind: str, epoch: int, file_name: str | None = None) -> Path | None:
     """The build commands' hook: the SBOM next to the asset, from the rootfs it was built from;
     None (with a warning) for a tree that osbuilder did not build, which carries no metadata."""
     import logging
@@ -282,4 +283,4 @@ def for_built_asset(rootfs_dir: Path, asset: Path, kind: str, epoch: int) -> Pat
         logging.getLogger(__name__).warning("%s has no /%s: no SBOM written for %s", rootfs_dir, MANIFEST_JSON,
                                             asset)
         return None
-    return write_asset_sbom(asset, from_tree(rootfs_dir), kind, epoch)
+    return write_asset_sbom(asset, from_tree(rootfs_dir), kind, epoch, file_name)

@@ -33,6 +33,7 @@ from osbuilder.tree import TreeScan, environment_epoch, scan_tree, source_date_e
 
 log = logging.getLogger(__name__)
 
+EVIDENCE_MODULE = "osbuilder.evidence.assets"  # the SBOM and budgets, which its cache entry holds
 BUILDER_MODULE = "osbuilder.image.builder"  # the code part of an image's content key
 MAX_GROW = 3  # times an image is enlarged when mkfs reports no space despite the estimate
 VERITY_BLOCK_SIZE = 4096
@@ -74,7 +75,7 @@ class ImageOptions:
 
     def key_inputs(self, environment: Mapping[str, str] | None = None) -> dict[str, object]:
         """What content_key is the digest of (recorded with the cache entry)."""
-        inputs = {**self.cache_inputs(), "code": codegraph.code_digest(BUILDER_MODULE)}
+        inputs = {**self.cache_inputs(), "code": codegraph.code_digest(BUILDER_MODULE, EVIDENCE_MODULE)}
         if self.source_date_epoch is None:  # else the newest mtime in the tree, which the seed covers
             inputs["source_date_epoch"] = environment_epoch(environment)
         return inputs

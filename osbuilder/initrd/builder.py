@@ -41,6 +41,7 @@ from osbuilder.tree import (
 log = logging.getLogger(__name__)
 
 INIT_AGENT = "/sbin/init"
+EVIDENCE_MODULE = "osbuilder.evidence.assets"  # the SBOM and budgets, which its cache entry holds
 BUILDER_MODULE = "osbuilder.initrd.builder"  # the code part of an initrd's content key
 INIT_SYSTEMD = "/lib/systemd/systemd"  # direct: multi-level links were not followed reliably (Kata)
 
@@ -67,7 +68,7 @@ class InitrdOptions:
     def key_inputs(self, rootfs_key: str, environment: Mapping[str, str] | None = None) -> dict[str, object]:
         """What content_key is the digest of (recorded with the cache entry)."""
         epoch = self.source_date_epoch if self.source_date_epoch is not None else environment_epoch(environment)
-        return {"code": codegraph.code_digest(BUILDER_MODULE), "rootfs": rootfs_key,
+        return {"code": codegraph.code_digest(BUILDER_MODULE, EVIDENCE_MODULE), "rootfs": rootfs_key,
                 "compression": self.compression, "level": self.effective_level(),
                 "agent_init": self.agent_init, "source_date_epoch": epoch}
 

@@ -11,6 +11,7 @@ mount namespace with every bind and socket in it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import secrets
@@ -306,16 +307,22 @@ class Sandbox:
 
     def close(self) -> None:
         """Stop everything that still runs, in order: the agent connection, QEMU, virtiofsd (which
-        exits with QEMU), the namespace (its binds and sockets go with it)."""
-        if self._client is not None:
-            self._client.close()
-        if self.vm is not None:
-            self.vm.stop()
-        if self._virtiofsd is not None:
-            try:
-                self._virtiofsd.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                runner.terminate(self._virtiofsd, grace=2)
-        self.namespace.close()
-        if self._virtiofsd_log is not None:
-            self._virtiofsd_log.close()
+        exits with QEMU), the namespace (its binds and sockets go with it). One that fails to stop
+        does not keep the later ones running."""
+        with contextlib.ExitStack() as later:  # exits in reverse: the namespace last
+            if self._virtiofsd_log is not None:
+                later.callback(self._virtiofsd_log.close)
+            later.callback(self.namespace.close)
+            if self._virtiofsd is not None:
+                later.callback(self._stop_virtiofsd)
+            if self.vm is not None:
+                later.callback(self.vm.stop)
+            if self._client is not None:
+                later.callback(self._client.close)
+
+    def _stop_virtiofsd(self) -> None:
+        assert self._virtiofsd is not None
+        try:
+            self._virtiofsd.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            runner.terminate(self._virtiofsd, grace=2)

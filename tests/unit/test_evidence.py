@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from osbuilder.errors import BuildError, ConfigError, UsageError
 from osbuilder.evidence import provenance, refvalues, sbom
 from osbuilder.evidence.assetfacts import AssetFacts
+from osbuilder.modes import InitMode
 from osbuilder.rootfs import packagefacts
 from osbuilder.rootfs.tree import RootfsTree
 
@@ -280,3 +281,25 @@ def test_elf_sections_name_what_makes_a_binary_big() -> None:
     sections = elf_sections(Path("/bin/true"))
     assert sections and ".text" in {section.name for section in sections}
     assert sections == sorted(sections, key=lambda section: -section.size)
+
+
+def test_a_cached_asset_is_held_to_the_budgets_too(tmp_path: Path) -> None:
+    """A hit (local or pulled) may come from a --no-budgets build or looser budgets: it is checked
+    like a build, by the pinned asset's architecture under either of its names."""
+    from osbuilder.evidence.assets import check_hit
+    from osbuilder.paths import DEFAULT_VERSIONS
+    from osbuilder.versions import load_versions
+
+    versions = load_versions(DEFAULT_VERSIONS)
+    pin = versions.distro_pin("initrd", "x86_64")
+    made_as = (pin.distro, pin.release, pin.init is InitMode.AGENT)
+    asset = tmp_path / "kata-containers-initrd.img"
+    with asset.open("wb") as handle:
+        handle.truncate((26 << 20) + 1)  # one byte over the initrd's 26 MiB
+    for arch in ("x86_64", "amd64"):
+        with pytest.raises(BuildError, match=r"over its budget of 26\.0 MiB \(27262976 bytes\) by 1 bytes"):
+            check_hit(versions, arch, "initrd", asset, made_as)
+    check_hit(None, "x86_64", "initrd", asset, made_as)  # --no-budgets
+    check_hit(versions, "x86_64", "initrd", asset, ("debian", "trixie", True))  # not the pinned asset
+    asset.write_bytes(b"small")
+    check_hit(versions, "x86_64", "initrd", asset, made_as)
