@@ -13,7 +13,6 @@ from osbuilder.cache import BUILT
 from osbuilder.commands import Command, Outcome
 from osbuilder.context import Context
 from osbuilder.evidence.options import BUDGETS
-from osbuilder.evidence.sbom import SUFFIX as SBOM_SUFFIX
 from osbuilder.initrd.options import INITRD
 from osbuilder.outputs import check_output_path
 from osbuilder.rootfs import plan
@@ -32,6 +31,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(context: Context, args: argparse.Namespace) -> Outcome:
     from osbuilder.arch import host_arch
     from osbuilder.evidence.assets import after_build, after_entry_build, check_hit
+    from osbuilder.evidence.sbom import SUFFIX as SBOM_SUFFIX
     from osbuilder.initrd.builder import InitrdOptions, build_initrd, validate
 
     values = options.values(args, *TABLES)

@@ -82,7 +82,7 @@ def _processes_mentioning(text: str) -> list[str]:
     return found
 
 
-def _wait_until_gone(marker: str, timeout: float = 20.0) -> list[str]:
+def _wait_until_gone(marker: str, timeout: float = 60.0) -> list[str]:
     deadline = time.monotonic() + timeout
     while True:
         left = _processes_mentioning(marker)
