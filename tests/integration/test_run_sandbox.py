@@ -82,8 +82,10 @@ def test_a_memory_limit_shows_in_memory_max(sandbox: Sandbox, container_rootfs: 
 
 
 def test_a_pids_limit_stops_a_fork_bomb_and_the_agent_survives(sandbox: Sandbox, container_rootfs: Path) -> None:
-    # Shell builtins only after the bomb (read, echo): a fork may fail while it runs.
-    bomb = ("f() { f | f & }; f; sleep 3; read -r cg < /proc/self/cgroup; cg=${cg#0::}; "
+    # The bomb runs in a subshell, and the shell uses builtins only after it (a loop to let it hit the
+    # limit, read, echo): dash, Ubuntu's sh, exits when one of its own forks fails.
+    bomb = ("(f() { f | f & }; f); i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; "
+            "read -r cg < /proc/self/cgroup; cg=${cg#0::}; "
             "read -r max < /sys/fs/cgroup$cg/pids.max; read -r events < /sys/fs/cgroup$cg/pids.events; "
             "echo $max; echo $events")
     config = _config(container_rootfs, ["sh", "-c", bomb],
