@@ -47,7 +47,7 @@ MAKE_VARIABLES := --make-variables
 STAMP_DEPS := $(VENV)/.deps-installed
 STAMP_VENV := $(VENV)/.osbuilder-installed
 
-.PHONY: all deps venv test test-unit test-integration test-cross test-fresh lint format rootfs image initrd kernel agent \
+.PHONY: all deps venv test test-unit test-integration test-cross binfmt test-fresh lint format rootfs image initrd kernel agent \
         measured-image bundle bundle-only boot run verify report clean distclean
 
 # The default assets, boot-checked: kernel, image (systemd) and initrd (the agent is init); then the
@@ -80,7 +80,9 @@ $(STAMP_VENV): pyproject.toml $(STAMP_DEPS)
 # The arm64 tier (marker `cross`: the arm64 kernel cross build, ~15 min cold on 2 cores; a Debian
 # bookworm arm64 rootfs bootstrapped through qemu-user, root and rootless; its image and initrd booted
 # under qemu-system-aarch64 with TCG; a container run) is not part of `make test`; `make test-cross`
-# runs it. It needs qemu-user registered with binfmt_misc (`osbuilder doctor` says how).
+# runs it. It needs qemu-user registered with binfmt_misc: as root, `make binfmt` (which it runs first)
+# mounts binfmt_misc where nothing has (no systemd) and enables Debian's qemu-aarch64 handler, so the
+# tier does not depend on an earlier session having done it by hand; otherwise `osbuilder doctor` says how.
 test: venv
 	$(PYTEST) $(PYTEST_FLAGS) -m 'not cross' tests
 
@@ -90,8 +92,14 @@ test-unit: venv
 test-integration: venv
 	$(PYTEST) $(PYTEST_FLAGS) -m 'integration and not cross' tests
 
-test-cross: venv
+test-cross: venv binfmt
 	$(PYTEST) $(PYTEST_FLAGS) -m cross tests
+
+binfmt: venv
+	@if [ "$$(id -u)" = 0 ]; then \
+	  [ -e /proc/sys/fs/binfmt_misc/register ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc; \
+	  grep -qx enabled /proc/sys/fs/binfmt_misc/qemu-aarch64 2>/dev/null || update-binfmts --enable qemu-aarch64; \
+	fi
 
 # The whole suite as CI runs it on a fresh machine (as root): first forget what earlier runs left
 # (the test users and their homes, the project's docker images, osbuilder's containers), then test

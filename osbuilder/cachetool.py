@@ -25,7 +25,7 @@ import re
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -129,9 +129,7 @@ def entries(cache: Cache) -> list[Entry]:
         for directory in sorted(work.iterdir()):
             found.append(Entry(KERNEL_WORK, directory.name, directory, disk_usage(directory), _mtime(directory),
                                (f"{KERNEL_WORK}-{directory.name}.lock",)))
-    return [entry if entry.kind not in NEVER_PRUNED else Entry(entry.kind, entry.key, entry.path, entry.size,
-                                                               entry.last_used, (), prunable=False)
-            for entry in found]
+    return [replace(entry, locks=(), prunable=False) if entry.kind in NEVER_PRUNED else entry for entry in found]
 
 
 def summary(found: list[Entry], cache: Cache) -> dict[str, Any]:

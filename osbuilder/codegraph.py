@@ -16,13 +16,13 @@ import contextlib
 import functools
 import hashlib
 import json
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from osbuilder.cache import content_key, sha256_file, sha256_tree
+from osbuilder.outputs import write_atomically
 
 PACKAGE = "osbuilder"
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -175,10 +175,8 @@ class Graph:
         if self.memo is None or not self._changed:
             return
         data = {"package": str(self.package_dir), "modules": sorted(self.known), "files": self._remembered}
-        temporary = self.memo.with_name(f".{self.memo.name}.{os.getpid()}")
         with contextlib.suppress(OSError):
-            temporary.write_text(json.dumps(data, sort_keys=True) + "\n")
-            os.replace(temporary, self.memo)
+            write_atomically(self.memo, (json.dumps(data, sort_keys=True) + "\n").encode())
         self._changed = False
 
     def _read(self, name: str, path: Path) -> Module:

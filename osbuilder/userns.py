@@ -20,13 +20,12 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from osbuilder import runner
-from osbuilder.errors import BuildError
+from osbuilder.errors import BuildError, OsbuilderError
 from osbuilder.hosttools import find_tool
 
 SUBUID = Path("/etc/subuid")
@@ -173,12 +172,18 @@ def unshare_problem() -> str | None:
     name = _user_name(os.geteuid()) or str(os.geteuid())
     if subid_range("uid") is None or subid_range("gid") is None:
         return f"no /etc/subuid and /etc/subgid range for user {name}"
+    return user_namespace_problem()
+
+
+def user_namespace_problem() -> str | None:
+    """Why this caller cannot create a user namespace with `unshare --user` (None: it can)."""
     try:
-        probe = subprocess.run(["unshare", "--user", "--map-root-user", "true"], capture_output=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"cannot create a user namespace: {exc}"
+        probe = runner.run(["unshare", "--user", "--map-root-user", "true"], check=False, timeout=10,
+                           what="create a user namespace")
+    except OsbuilderError as exc:
+        return f"cannot create a user namespace: {exc.problem}"
     if probe.returncode != 0:
-        detail = probe.stderr.decode(errors="replace").strip().splitlines()
+        detail = probe.stderr.strip().splitlines()
         return "unprivileged user namespaces are disabled here" + (f" ({detail[-1]})" if detail else "")
     return None
 

@@ -12,12 +12,13 @@ from osbuilder.arch import ARCHES
 from osbuilder.yamlconfig import Str, Text, entry_name, location, setting
 
 UNITS = {"": 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
-SIZE = Str(pattern=r"\d+(\.\d+)? ?(B|KiB|MiB|GiB)?", hint='a size such as "160 MiB", "128 KiB" or a number of bytes')
+SIZE_PATTERN = r"(?P<number>\d+(?:\.\d+)?) ?(?P<unit>B|KiB|MiB|GiB)?"
+SIZE = Str(pattern=SIZE_PATTERN, hint='a size such as "160 MiB", "128 KiB" or a number of bytes')
 SECONDS = Str(pattern=r"\d+(\.\d+)?", hint='seconds, quoted, e.g. "12"')
 
 
 def parse_size(text: str) -> int:
-    match = re.fullmatch(r"(?P<number>\d+(?:\.\d+)?) ?(?P<unit>B|KiB|MiB|GiB)?", text.strip())
+    match = re.fullmatch(SIZE_PATTERN, text.strip())
     if match is None:
         raise ValueError(f"not a size: {text!r}")
     return int(float(match["number"]) * UNITS[match["unit"] or ""])

@@ -12,8 +12,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -71,35 +69,34 @@ def boot_check(spec: VmSpec, options: CheckOptions) -> BootReport:
                         kind="initrd" if spec.image is None else "image",
                         nvdimm=None if spec.image is None else spec.nvdimm)
     staging.sweep_temporary()  # what a killed boot left (its QEMU died with it: PR_SET_PDEATHSIG)
-    workdir = staging.make_directory(Path(tempfile.gettempdir()), "boot")  # short: sockets have 108 bytes
-    spec = _with_socket(spec, workdir)
-    vm: RunningVm | None = None
-    deadline = time.monotonic() + options.timeout
-    try:
-        vm = start_vm(spec, options.console_log)
-        deadline = vm.started + options.timeout
-        client = guest.connect(_open_channel(spec), vm, deadline)
+    with staging.temporary_directory(None, "boot") as workdir:  # short: sockets have 108 bytes
+        spec = _with_socket(spec, workdir)
+        vm: RunningVm | None = None
+        deadline = time.monotonic() + options.timeout
         try:
-            _run_checks(client, vm, spec, options, report, deadline)
+            vm = start_vm(spec, options.console_log)
+            deadline = vm.started + options.timeout
+            client = guest.connect(_open_channel(spec), vm, deadline)
+            try:
+                _run_checks(client, vm, spec, options, report, deadline)
+            finally:
+                client.close()
+            powered_off = vm.wait_exit(deadline - time.monotonic())
+            if powered_off is None:
+                raise guest.failure(f"the VM did not power off after DestroySandbox within the {options.timeout:.0f} s "
+                                    "deadline", vm)
+            report.timings["powered_off"] = round(powered_off, 3)
+            report.qemu_exit = vm.process.returncode
+            _add(report, "powered_off", True, f"QEMU exited with status {vm.process.returncode}")
+            report.ok = True
+        except GuestFailed as failure:
+            report.error = str(failure)
         finally:
-            client.close()
-        powered_off = vm.wait_exit(deadline - time.monotonic())
-        if powered_off is None:
-            raise guest.failure(f"the VM did not power off after DestroySandbox within the {options.timeout:.0f} s "
-                                "deadline", vm)
-        report.timings["powered_off"] = round(powered_off, 3)
-        report.qemu_exit = vm.process.returncode
-        _add(report, "powered_off", True, f"QEMU exited with status {vm.process.returncode}")
-        report.ok = True
-    except GuestFailed as failure:
-        report.error = str(failure)
-    finally:
-        if vm is not None:
-            vm.stop()
-            if report.qemu_exit is None:
-                report.qemu_exit = vm.process.returncode
-            _fill_console(report, vm)
-        shutil.rmtree(workdir, ignore_errors=True)
+            if vm is not None:
+                vm.stop()
+                if report.qemu_exit is None:
+                    report.qemu_exit = vm.process.returncode
+                _fill_console(report, vm)
     return report
 
 

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,8 +115,7 @@ def bundle_configs(bundle: Path, names: tuple[str, ...] = ()) -> Iterator[tuple[
         raise UsageError(problem=f"{bundle} does not exist or is not a file", where=f"--bundle {bundle}",
                          fix="give a kata-static-*.tar.zst made by osbuilder bundle")
     staging.sweep_temporary()  # what a killed run left
-    workdir = staging.make_directory(Path(tempfile.gettempdir()), "bundle")
-    try:
+    with staging.temporary_directory(None, "bundle") as workdir:
         root = extract_bundle(bundle, workdir)
         version_file = root / "opt/kata/VERSION"
         version = version_file.read_text().strip() if version_file.is_file() else ""
@@ -128,8 +125,6 @@ def bundle_configs(bundle: Path, names: tuple[str, ...] = ()) -> Iterator[tuple[
                              where=f"--bundle {bundle}", fix="rebuild the bundle with osbuilder bundle")
         yield version, [(label, _config_assets(read_runtime_config(path, root=root), f"{bundle}: {label}"))
                         for label, path in configs]
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def plan_vm(choices: VmChoices, assets: Assets) -> tuple[VmSpec, RootSpec]:

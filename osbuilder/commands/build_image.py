@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,13 +17,11 @@ from osbuilder.evidence.options import BUDGETS
 from osbuilder.image.layout import MIB
 from osbuilder.image.options import IDENTIFIERS, IMAGE, image_options
 from osbuilder.outputs import check_output_path
-from osbuilder.rootfs import plan
 from osbuilder.rootfs.options import ASSET, ROOTFS
-from osbuilder.rootfs.plan import Request
-from osbuilder.rootfs.source import rootfs_input
 
 if TYPE_CHECKING:
     from osbuilder.image.builder import ImageOptions, ImageResult
+    from osbuilder.rootfs.source import RootfsInput
 
 TABLES = (ASSET, IMAGE, IDENTIFIERS, ROOTFS, BUDGETS)
 
@@ -33,9 +32,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(context: Context, args: argparse.Namespace) -> Outcome:
     from osbuilder.arch import host_arch
-    from osbuilder.evidence.assets import after_build, after_entry_build, check_hit
+    from osbuilder.evidence.assets import after_build
+    from osbuilder.evidence.budgets import check_asset
     from osbuilder.evidence.sbom import SUFFIX as SBOM_SUFFIX
     from osbuilder.image.builder import build_image, validate
+    from osbuilder.rootfs import plan  # the planners load every bootstrapper: not at start-up
+    from osbuilder.rootfs.plan import Request
+    from osbuilder.rootfs.source import rootfs_input
 
     values = options.values(args, *TABLES)
     settings = validate(image_options(values))
@@ -48,10 +51,13 @@ def run(context: Context, args: argparse.Namespace) -> Outcome:
         free = result.filesystem.details.get("free_blocks")
         return free * result.filesystem.block_size if isinstance(free, int) else None
 
+    def rootfs(given: Path | None) -> AbstractContextManager[RootfsInput]:
+        return rootfs_input(given, request, "image", output, versions=context.versions,
+                            recipe_named=context.recipe, cache=context.cache, fetcher=context.fetcher,
+                            verbose=context.verbose > 0, from_make=options.set_by_make(args, ROOTFS))
+
     if args.rootfs is not None:  # a tree of the user's: no key, no cache entry
-        with rootfs_input(args.rootfs, request, "image", output, versions=context.versions,
-                          recipe_named=context.recipe, cache=context.cache, fetcher=context.fetcher,
-                          verbose=context.verbose > 0, from_make=options.set_by_make(args, ROOTFS)) as source:
+        with rootfs(args.rootfs) as source:
             result = build_image(source.path, dataclasses.replace(settings, agent_init=source.agent_init))
             sbom = after_build(source.path, result.path, "image", result.epoch, arch=arch, versions=budgets,
                                free_bytes=free_bytes(result))
@@ -65,25 +71,25 @@ def run(context: Context, args: argparse.Namespace) -> Outcome:
     inputs = keyed.key_inputs()
 
     def build(staging: Path) -> dict[str, Any]:
-        with rootfs_input(None, request, "image", output, versions=context.versions, recipe_named=context.recipe,
-                          cache=context.cache, fetcher=context.fetcher, verbose=context.verbose > 0,
-                          from_make=options.set_by_make(args, ROOTFS)) as source:
+        with rootfs(None) as source:
             result = build_image(source.path, _into(keyed, staging))
             # The SBOM is part of the entry: a hit needs no rootfs to have it.
-            after_entry_build(source.path, result.path, output, "image", result.epoch, arch=planned.arch.name,
-                              versions=budgets, free_bytes=free_bytes(result))
+            after_build(source.path, result.path, "image", result.epoch, arch=planned.arch.name, versions=budgets,
+                        free_bytes=free_bytes(result), delivered_as=output)
         return {"report": result.to_json(), "rootfs": source.built}
 
     root_hash = settings.root_hash_path() if settings.measured else None
     sbom = output.with_name(output.name + SBOM_SUFFIX)
     delivered = deliver(context.cache, IMAGE_KIND, keyed.content_key(), inputs, build,
                         {ENTRY_IMAGE: output, ENTRY_ROOT_HASH: root_hash, ENTRY_IMAGE + SBOM_SUFFIX: sbom})
-    if delivered.source != BUILT:  # built: checked above, with the rootfs's contributors
+    if budgets is not None and delivered.source != BUILT:
+        # A hit may come from a --no-budgets build or looser budgets; built: checked above, with
+        # the rootfs's contributors.
         filesystem = delivered.report.get("filesystem") or {}
         free, block = filesystem.get("free_blocks"), filesystem.get("block_size")
-        check_hit(budgets, planned.arch.name, "image", output,
-                  (planned.recipe.name, planned.release.codename, plan.is_agent_init(planned)),
-                  free * block if isinstance(free, int) and isinstance(block, int) else None)
+        check_asset(budgets, planned.arch.name, "image", output,
+                    (planned.recipe.name, planned.release.codename, plan.is_agent_init(planned)),
+                    free * block if isinstance(free, int) and isinstance(block, int) else None)
     data = {**delivered.report, "image": str(output), "root_hash_file": str(root_hash) if root_hash else None,
             "sbom": str(sbom),
             "rootfs": delivered.meta.get("rootfs") if delivered.source == BUILT else None,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from osbuilder import options
 from osbuilder.assetcache import ENTRY_INITRD, INITRD_KIND, deliver
@@ -15,11 +16,11 @@ from osbuilder.context import Context
 from osbuilder.evidence.options import BUDGETS
 from osbuilder.initrd.options import INITRD
 from osbuilder.outputs import check_output_path
-from osbuilder.rootfs import plan
 from osbuilder.rootfs.options import ASSET, ROOTFS
-from osbuilder.rootfs.plan import Request
-from osbuilder.rootfs.source import rootfs_input
 from osbuilder.tree import parse_epoch
+
+if TYPE_CHECKING:
+    from osbuilder.rootfs.source import RootfsInput
 
 TABLES = (ASSET, INITRD, ROOTFS, BUDGETS)
 
@@ -30,9 +31,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(context: Context, args: argparse.Namespace) -> Outcome:
     from osbuilder.arch import host_arch
-    from osbuilder.evidence.assets import after_build, after_entry_build, check_hit
+    from osbuilder.evidence.assets import after_build
+    from osbuilder.evidence.budgets import check_asset
     from osbuilder.evidence.sbom import SUFFIX as SBOM_SUFFIX
     from osbuilder.initrd.builder import InitrdOptions, build_initrd, validate
+    from osbuilder.rootfs import plan  # the planners load every bootstrapper: not at start-up
+    from osbuilder.rootfs.plan import Request
+    from osbuilder.rootfs.source import rootfs_input
 
     values = options.values(args, *TABLES)
     settings = InitrdOptions(
@@ -46,10 +51,14 @@ def run(context: Context, args: argparse.Namespace) -> Outcome:
     request = options.request(Request, args, ROOTFS)
     arch = request.arch or host_arch().name
     budgets = None if values["no_budgets"] else context.versions
+
+    def rootfs(given: Path | None) -> AbstractContextManager[RootfsInput]:
+        return rootfs_input(given, request, "initrd", settings.output, versions=context.versions,
+                            recipe_named=context.recipe, cache=context.cache, fetcher=context.fetcher,
+                            verbose=context.verbose > 0, from_make=options.set_by_make(args, ROOTFS))
+
     if args.rootfs is not None:  # a tree of the user's: no key, no cache entry
-        with rootfs_input(args.rootfs, request, "initrd", settings.output, versions=context.versions,
-                          recipe_named=context.recipe, cache=context.cache, fetcher=context.fetcher,
-                          verbose=context.verbose > 0, from_make=options.set_by_make(args, ROOTFS)) as source:
+        with rootfs(args.rootfs) as source:
             result = build_initrd(source.path, dataclasses.replace(settings, agent_init=source.agent_init))
             sbom = after_build(source.path, result.path, "initrd", result.epoch, arch=arch, versions=budgets)
         data = {**result.to_json(), "sbom": str(sbom) if sbom else None, "cache": BUILT, "cache_hit": False}
@@ -60,22 +69,22 @@ def run(context: Context, args: argparse.Namespace) -> Outcome:
     keyed = dataclasses.replace(settings, agent_init=plan.is_agent_init(planned))
 
     def build(staging: Path) -> dict[str, Any]:
-        with rootfs_input(None, request, "initrd", settings.output, versions=context.versions,
-                          recipe_named=context.recipe, cache=context.cache, fetcher=context.fetcher,
-                          verbose=context.verbose > 0, from_make=options.set_by_make(args, ROOTFS)) as source:
+        with rootfs(None) as source:
             result = build_initrd(source.path, dataclasses.replace(keyed, output=staging / ENTRY_INITRD))
             # The SBOM is part of the entry: a hit needs no rootfs to have it.
-            after_entry_build(source.path, result.path, settings.output, "initrd", result.epoch,
-                              arch=planned.arch.name, versions=budgets)
+            after_build(source.path, result.path, "initrd", result.epoch, arch=planned.arch.name,
+                        versions=budgets, delivered_as=settings.output)
         return {"report": result.to_json(), "rootfs": source.built}
 
     sbom = settings.output.with_name(settings.output.name + SBOM_SUFFIX)
     delivered = deliver(context.cache, INITRD_KIND, keyed.content_key(planned.cache_key),
                         keyed.key_inputs(planned.cache_key), build,
                         {ENTRY_INITRD: settings.output, ENTRY_INITRD + SBOM_SUFFIX: sbom})
-    if delivered.source != BUILT:  # built: checked above, with the rootfs's contributors
-        check_hit(budgets, planned.arch.name, "initrd", settings.output,
-                  (planned.recipe.name, planned.release.codename, plan.is_agent_init(planned)))
+    if budgets is not None and delivered.source != BUILT:
+        # A hit may come from a --no-budgets build or looser budgets; built: checked above, with
+        # the rootfs's contributors.
+        check_asset(budgets, planned.arch.name, "initrd", settings.output,
+                    (planned.recipe.name, planned.release.codename, plan.is_agent_init(planned)), None)
     data = {**delivered.report, "initrd": str(settings.output), "sbom": str(sbom),
             "rootfs": delivered.meta.get("rootfs") if delivered.source == BUILT else None,
             **delivered.cache_fields()}

@@ -8,7 +8,6 @@ import argparse
 from osbuilder import options
 from osbuilder.commands import Command, Outcome
 from osbuilder.context import Context
-from osbuilder.rootfs import build, plan
 from osbuilder.rootfs.options import OUTPUT, ROOTFS
 
 EPILOG = """\
@@ -35,6 +34,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(context: Context, args: argparse.Namespace) -> Outcome:
+    from osbuilder.rootfs import build, plan  # here, not at start-up: every command module is imported then
+
     request = options.request(plan.Request, args, OUTPUT, ROOTFS)
     planned = plan.plan(request, context.versions, context.recipe, context.cache.root)
     result = build.build(planned, context.versions, context.cache, context.fetcher, context.verbose > 0)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import ctypes.util
 import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ from osbuilder.binfmt import emulation
 from osbuilder.commands import Command, Outcome
 from osbuilder.context import Context
 from osbuilder.hosttools import SHARED_LIBRARIES, STEPS, find_tool
+from osbuilder.userns import user_namespace_problem
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -21,18 +21,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="check only this step (repeatable); steps: " + ", ".join(step.name for step in STEPS))
 
 
-def _userns_available() -> bool:
-    try:
-        result = subprocess.run(["unshare", "--user", "--map-root-user", "true"], capture_output=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return result.returncode == 0
-
-
 def _host_facts() -> dict[str, Any]:
     return {
         "root": os.geteuid() == 0,
-        "user_namespaces": _userns_available(),
+        "user_namespaces": user_namespace_problem() is None,
         "kvm_device": Path("/dev/kvm").exists(),
         "vhost_vsock": Path("/dev/vhost-vsock").exists(),
         "docker_socket": Path("/var/run/docker.sock").exists(),

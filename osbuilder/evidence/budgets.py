@@ -132,9 +132,6 @@ def check_boot(versions: Versions, arch: str, kind: str, accel: str, agent_ready
 
 # --- the commands' hooks ----------------------------------------------------------------------------
 
-NO_BUDGETS_HELP = "do not check the size and boot-time budgets of versions.yaml"
-
-
 def check_file(versions: Versions, arch: str, asset: str, path: Path, contributors: Sequence[tuple[str, Sequence[
         Contributor]]] = ()) -> None:
     """A kernel or agent file against its size budget (its largest ELF sections as contributors)."""
@@ -146,9 +143,10 @@ def check_file(versions: Versions, arch: str, asset: str, path: Path, contributo
 
 
 def check_rootfs_asset(versions: Versions, arch: str, kind: str, rootfs: Path, asset: Path,
-                       free: int | None = None) -> None:
+                       free: int | None = None, kept: Path | None = None) -> None:
     """An image or initrd built from `rootfs` against the budgets of the pinned asset (the tree's
-    own architecture, as its osbuilder.yaml records it, wins over `arch`)."""
+    own architecture, as its osbuilder.yaml records it, wins over `arch`); `kept`: where the asset
+    is kept for inspection, when not at `asset`."""
     import yaml
 
     from osbuilder.metadata import OSBUILDER_YAML
@@ -161,12 +159,12 @@ def check_rootfs_asset(versions: Versions, arch: str, kind: str, rootfs: Path, a
     agent_init = (metadata.get("agent") or {}).get("agent-is-init-daemon") == "yes"
     tree_arch = str(metadata.get("architecture") or arch)
     check_asset(versions, tree_arch, kind, asset, (str(distro.get("name")), str(distro.get("version")), agent_init),
-                free, lambda: tree_contributors(rootfs))
+                free, lambda: tree_contributors(rootfs), kept)
 
 
 def check_asset(versions: Versions, arch: str, kind: str, asset: Path, made_as: tuple[str, str, bool],
                 free: int | None, contributors: Callable[[], Sequence[tuple[str, Sequence[Contributor]]]] = list,
-                ) -> None:
+                kept: Path | None = None) -> None:
     """An image or initrd made as (distro, release, agent as init) against the budgets of the pinned
     asset, if it is that one. A cache hit has no rootfs to name contributors from."""
     from osbuilder.arch import parse_arch
@@ -174,10 +172,11 @@ def check_asset(versions: Versions, arch: str, kind: str, asset: Path, made_as: 
     arch = parse_arch(arch).name  # amd64, arm64: the budgets are by osbuilder's names
     if not applies_to_pinned(versions, kind, arch, *made_as):
         return
+    kept = kept or asset
     budget = limit(versions, arch, kind, "size")
     size = asset.stat().st_size
     if budget is not None and size > budget.value:
-        raise exceeded(f"the {kind} {asset.name}", size, budget, contributors(), asset)
+        raise exceeded(f"the {kind} {kept.name}", size, budget, contributors(), kept)
     minimum = limit(versions, arch, kind, "free") if kind == "image" else None
     if minimum is not None and free is not None and free < minimum.value:
-        raise free_too_small(free, minimum, asset)
+        raise free_too_small(free, minimum, kept)

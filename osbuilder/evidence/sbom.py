@@ -15,7 +15,6 @@ build epoch, and the library writes components in a stable order.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from cyclonedx.validation.json import JsonStrictValidator
 from packageurl import PackageURL
 
 from osbuilder import __version__
+from osbuilder.cache import sha256_file
 from osbuilder.debarchive import parse_stanzas
 from osbuilder.evidence.assetfacts import AssetFacts
 from osbuilder.outputs import write_atomically
@@ -261,11 +261,7 @@ def serial_link(text: str) -> str:
 def write_asset_sbom(asset: Path, facts: AssetFacts, kind: str, epoch: int, file_name: str | None = None) -> Path:
     """Write `<asset>.cdx.json` next to a freshly built asset (atomically); `file_name`: the name the
     asset is delivered under, when it is built elsewhere (a cache entry)."""
-    digest = hashlib.sha256()
-    with asset.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    text = render(asset_bom(facts, file_name=file_name or asset.name, sha256=digest.hexdigest(), kind=kind, epoch=epoch))
+    text = render(asset_bom(facts, file_name=file_name or asset.name, sha256=sha256_file(asset), kind=kind, epoch=epoch))
     destination = sbom_path(asset)
     write_atomically(destination, text.encode())
     return destination

@@ -20,7 +20,6 @@ import logging
 import os
 import re
 import shutil
-import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,25 +140,19 @@ def tree_version(tree: Path) -> str:
 
 def tarball_version(path: Path) -> str:
     """The kernel version in a source tarball's top Makefile, read without unpacking anything."""
-    with path.open("rb") as handle:
-        head = handle.read(8)
-    if head.startswith(b"\x28\xb5\x2f\xfd"):  # zstd, which tarfile cannot read: tar prints the Makefile
-        listing = runner.run([runner.require_tool("tar"), "--zstd", "-xOf", path, "--wildcards",
-                              "--no-wildcards-match-slash", "*/Makefile", "Makefile"], check=False,
-                             what=f"read the Makefile of {path.name}")
-        return _makefile_version(listing.stdout.splitlines(), path)
+    import libarchive  # only a local tarball needs it
+
     try:
-        with tarfile.open(path, "r|*") as archive:
+        with libarchive.file_reader(str(path)) as archive:
             top: str | None = None  # the one top directory, if the tarball has one
-            for index, member in enumerate(archive):
-                parts = [part for part in member.name.split("/") if part not in ("", ".")]
-                if index == 0 and (member.isdir() or len(parts) > 1):
+            for index, entry in enumerate(archive):
+                parts = [part for part in entry.pathname.split("/") if part not in ("", ".")]
+                if index == 0 and (entry.isdir or len(parts) > 1):
                     top = parts[0]
-                if member.isfile() and (parts == ["Makefile"] or parts == [top, "Makefile"]):
-                    extracted = archive.extractfile(member)
-                    assert extracted is not None
-                    return _makefile_version(extracted.read().decode(errors="replace").splitlines(), path)
-    except (tarfile.TarError, OSError, EOFError) as exc:
+                if entry.isreg and (parts == ["Makefile"] or parts == [top, "Makefile"]):
+                    text = b"".join(entry.get_blocks()).decode(errors="replace")
+                    return _makefile_version(text.splitlines(), path)
+    except libarchive.ArchiveError as exc:
         raise UsageError(problem=f"cannot read the tarball: {exc}", where=f"--source {path}",
                          fix="give a Linux source tarball (tar.xz, tar.gz, tar.bz2 or tar.zst)") from exc
     raise UsageError(problem="the tarball has no top-level Makefile", where=f"--source {path}",

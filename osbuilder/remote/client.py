@@ -165,7 +165,7 @@ class RegistryClient:
         _check_digest(digest, size, hashlib.sha256(body).hexdigest(), len(body))
         return body
 
-    def download(self, digest: str, size: int, target: Path, progress: Callable[[int], object] | None = None) -> None:
+    def download(self, digest: str, size: int, target: Path) -> None:
         """A blob streamed into `target`, verified by its digest and size as it is read (a blob that
         does not match is refused and `target` removed)."""
         answer = self._get_blob(digest)
@@ -179,8 +179,6 @@ class RegistryClient:
                         break
                     hasher.update(block)
                     handle.write(block)
-                    if progress is not None:
-                        progress(len(block))
             _check_digest(digest, size, hasher.hexdigest(), count)
         except BaseException:
             target.unlink(missing_ok=True)

@@ -13,12 +13,10 @@ pulled, pushed, already there or refused, bytes each way, and the error if there
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import shutil
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -125,10 +123,10 @@ class RemoteStore:
         log.info("remote cache: pulled %s %s (%.1f MiB in %.1f s)", kind, key[:16], received / 2**20, seconds)
         return True
 
-    def push(self, kind: str, key: str, entry: Path, *, check: bool = True) -> bool:
+    def push(self, kind: str, key: str, entry: Path) -> bool:
         """The entry, unless the remote has it already (True: pushed). Blobs first, the manifest last."""
         client = self.client()
-        if check and client.has_manifest(key):
+        if client.has_manifest(key):
             self.present.append({"kind": kind, "key": key})
             return False
         meta = json.loads((entry / ENTRY_META).read_text())
@@ -137,7 +135,8 @@ class RemoteStore:
                                 "no other machine could check it", "rebuild it: osbuilder cache prune, then build",
                                 unavailable=False)
         started = time.monotonic()
-        with self._workdir("push") as workdir:
+        (self.root / "tmp").mkdir(parents=True, exist_ok=True)
+        with staging.temporary_directory(self.root / "tmp", "remote-push") as workdir:
             packed = artifact.pack(entry, kind, key, workdir, self.environment)
             sent = 0
             for layer in packed.layers:
@@ -178,16 +177,6 @@ class RemoteStore:
             verb = "refused the remote" if action == "pull" else "could not push the"
             log.warning("remote cache: %s %s entry %s: %s%s", verb, kind, key[:16], error.problem,
                         "; building it here" if action == "pull" else "")
-
-    @contextlib.contextmanager
-    def _workdir(self, label: str) -> Iterator[Path]:
-        tmp = self.root / "tmp"
-        tmp.mkdir(parents=True, exist_ok=True)
-        workdir = staging.make_directory(tmp, f"remote-{label}")
-        try:
-            yield workdir
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
 
     def report(self) -> dict[str, Any]:
         return {**self.settings.to_json(), "pulled": self.pulled, "pushed": self.pushed, "present": self.present,

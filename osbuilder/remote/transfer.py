@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from osbuilder.cache import ENTRY_META, Cache
+from osbuilder.cache import ENTRY_META, REMOTE, Cache
 from osbuilder.errors import BuildError, UsageError
 from osbuilder.remote import artifact
 from osbuilder.remote.client import RegistryError
@@ -36,43 +36,46 @@ def local_kind(cache: Cache, key: str) -> str | None:
 
 
 def push(cache: Cache, remote: RemoteStore, names: list[str]) -> list[dict[str, Any]]:
-    remote.explicit()
-    wanted = [_split(name) for name in names]
-    moved = []
-    for kind, key in wanted:
-        kind = kind or local_kind(cache, key) or "entry"
-        with cache.reading(kind, key) as entry:
-            if entry is None:  # never there, or pruned since: reading holds it from here on
-                raise UsageError(problem=f"no entry {key[:16]} in the local cache", where=str(cache.root),
-                                 fix="build it first, or check the key (osbuilder cache list)")
-            try:
-                pushed = remote.push(kind, key, entry)
-            except RegistryError as error:
-                raise remote.error(error, kind, key) from None
-        moved.append({"kind": kind, "key": key, "result": "pushed" if pushed else "present"})
-    return moved
+    return [_push_one(cache, remote, kind, key) for kind, key in _wanted(remote, names)]
 
 
 def pull(cache: Cache, remote: RemoteStore, names: list[str]) -> list[dict[str, Any]]:
-    remote.explicit()
-    wanted = [_split(name) for name in names]
-    moved = []
-    for kind, key in wanted:
-        try:
-            found_kind = remote.kind_of(key)
-        except RegistryError as error:
-            raise remote.error(error, kind or "entry", key) from None
-        if found_kind is None:
-            raise BuildError(problem=f"the remote cache has no entry {key[:16]}", where=remote.url,
-                             fix="push it first (a build with --remote-cache, or osbuilder cache push)")
-        if kind is not None and found_kind != kind:
-            raise BuildError(problem=f"the remote entry {key[:16]} is a {found_kind} entry, not {kind}",
-                             where=remote.url, fix=f"ask for {found_kind}/{key}")
-        with cache.finding(found_kind, key) as hit:
-            if hit is None:  # said by the store (strict): only a refusal ends here
-                raise BuildError(problem=f"the remote entry {found_kind} {key[:16]} could not be pulled",
-                                 where=remote.url, fix="see the message above")
-            source = hit.source
-        moved.append({"kind": found_kind, "key": key, "result": "pulled" if source == "remote" else "already here"})
-    return moved
+    return [_pull_one(cache, remote, kind, key) for kind, key in _wanted(remote, names)]
 
+
+def _wanted(remote: RemoteStore, names: list[str]) -> list[tuple[str | None, str]]:
+    """Every name checked before anything moves; the remote in both directions, failures errors."""
+    remote.explicit()
+    return [_split(name) for name in names]
+
+
+def _push_one(cache: Cache, remote: RemoteStore, kind: str | None, key: str) -> dict[str, Any]:
+    kind = kind or local_kind(cache, key) or "entry"
+    with cache.reading(kind, key) as entry:
+        if entry is None:  # never there, or pruned since: reading holds it from here on
+            raise UsageError(problem=f"no entry {key[:16]} in the local cache", where=str(cache.root),
+                             fix="build it first, or check the key (osbuilder cache list)")
+        try:
+            pushed = remote.push(kind, key, entry)
+        except RegistryError as error:
+            raise remote.error(error, kind, key) from None
+    return {"kind": kind, "key": key, "result": "pushed" if pushed else "present"}
+
+
+def _pull_one(cache: Cache, remote: RemoteStore, kind: str | None, key: str) -> dict[str, Any]:
+    try:
+        found_kind = remote.kind_of(key)
+    except RegistryError as error:
+        raise remote.error(error, kind or "entry", key) from None
+    if found_kind is None:
+        raise BuildError(problem=f"the remote cache has no entry {key[:16]}", where=remote.url,
+                         fix="push it first (a build with --remote-cache, or osbuilder cache push)")
+    if kind is not None and found_kind != kind:
+        raise BuildError(problem=f"the remote entry {key[:16]} is a {found_kind} entry, not {kind}",
+                         where=remote.url, fix=f"ask for {found_kind}/{key}")
+    with cache.finding(found_kind, key) as hit:
+        if hit is None:  # said by the store (strict): only a refusal ends here
+            raise BuildError(problem=f"the remote entry {found_kind} {key[:16]} could not be pulled",
+                             where=remote.url, fix="see the message above")
+        source = hit.source
+    return {"kind": found_kind, "key": key, "result": "pulled" if source == REMOTE else "already here"}

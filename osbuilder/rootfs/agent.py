@@ -29,6 +29,9 @@ ELF_MAGIC = b"\x7fELF"
 # e_machine (ELF header offset 18, little-endian on both) of the architectures osbuilder builds for
 ELF_MACHINES = {62: "x86_64", 183: "aarch64"}
 VERSION_MEMBER = "VERSION"
+# Under /usr/bin. Here rather than in rootfs.plan: the option tables, which every command loads at
+# start-up, name it, and the plan would pull in the bootstrappers with it.
+DEFAULT_AGENT_NAME = "kata-agent"
 
 
 @dataclass(frozen=True)

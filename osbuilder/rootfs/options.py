@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from osbuilder.modes import Backend
 from osbuilder.options import Kind, Option, Table, make_flag
-from osbuilder.rootfs.plan import DEFAULT_AGENT_NAME
+from osbuilder.rootfs.agent import DEFAULT_AGENT_NAME
 
 
 def _use_docker(value: str) -> Backend:

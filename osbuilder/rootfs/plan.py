@@ -25,7 +25,7 @@ from osbuilder.errors import UsageError
 from osbuilder.modes import Backend, BuildMode, InitMode
 from osbuilder.recipes import InitPackages, Recipe, Release
 from osbuilder.rootfs import bootstrappers
-from osbuilder.rootfs.agent import AgentChoice, check_arch, from_file, from_tarball
+from osbuilder.rootfs.agent import DEFAULT_AGENT_NAME, AgentChoice, check_arch, from_file, from_tarball
 from osbuilder.rootfs.bootstrappers.base import Bootstrapper, Choice, Job
 from osbuilder.rootfs.bootstrappers.mmdebstrap import bootstrap_mirror
 from osbuilder.rootfs.distro import Selection, select
@@ -38,7 +38,6 @@ CACHE_FORMAT = 1  # bump when the entry layout changes
 BUILDER_MODULE = "osbuilder.rootfs.build"
 PACKAGE_NAME = re.compile(r"[a-z0-9][a-z0-9+.-]+")
 AGENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
-DEFAULT_AGENT_NAME = "kata-agent"
 CONTAINER_VARIANT = "minbase"  # a container root: the essential packages and apt, like a distro's base image
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from osbuilder.ttrpc.client import TtrpcClient
+from osbuilder.ttrpc.protos import health_pb2
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 AGENT_DIR = REPO_ROOT / "agent"
@@ -109,6 +110,21 @@ class AgentProcess:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
+    def assert_serving(self, timeout: float = 10.0) -> None:
+        """Alive, and answering a health check on a new connection."""
+        assert self.alive(), self.stop()[1]
+        with self.connect(timeout=timeout) as c:
+            assert c.check() == health_pb2.HealthCheckResponse.SERVING
+
+    def assert_clean_stop(self) -> None:
+        """Stops an agent that must have lived through the test: still running, exit 0 on SIGTERM, and
+        no sanitizer report."""
+        alive = self.alive()
+        code, err = self.stop()
+        assert alive, f"the agent died during the test (exit {code}):\n{err}"
+        assert code == 0, f"agent exited with {code} on SIGTERM:\n{err}"
+        assert "AddressSanitizer" not in err and "runtime error" not in err, err
+
     def wait(self, timeout: float = 10.0) -> int:
         return self.proc.wait(timeout)
 
@@ -178,9 +194,7 @@ def run_agent(tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
     yield _run
     for agent in started:
         if agent.alive():
-            code, err = agent.stop()
-            assert code == 0, f"agent exited with {code} on SIGTERM:\n{err}"
-            assert "AddressSanitizer" not in err and "runtime error" not in err, err
+            agent.assert_clean_stop()
 
 
 # ------------------------------------------------------------------------------- containers on this host

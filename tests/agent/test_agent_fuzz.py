@@ -52,11 +52,7 @@ def fuzz_agent(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
     prefix = harness.namespaced_prefix(workdir) if harness.namespaces_usable() is None else []
     agent = harness.start_agent(binary, workdir, prefix=prefix)
     yield agent
-    alive = agent.alive()
-    code, err = agent.stop()
-    assert alive, f"agent died during fuzzing (exit {code}):\n{err}"
-    assert code == 0, f"agent exit status {code}:\n{err}"
-    assert "AddressSanitizer" not in err and "runtime error" not in err, err
+    agent.assert_clean_stop()
 
 
 def valid_frames(sid: int) -> list[bytes]:
@@ -150,12 +146,6 @@ def read_to_eof(s: socket.socket) -> bytes:
         data += chunk
 
 
-def assert_serving(agent: AgentProcess) -> None:
-    assert agent.alive(), agent.stop()[1]
-    with agent.connect(timeout=10) as c:
-        assert c.check() == health_pb2.HealthCheckResponse.SERVING
-
-
 def test_seeded_fuzz_sessions(fuzz_agent: AgentProcess) -> None:
     rng = random.Random(SEED)
     replies = 0
@@ -178,9 +168,9 @@ def test_seeded_fuzz_sessions(fuzz_agent: AgentProcess) -> None:
         finally:
             s.close()
         if i % 50 == 0:
-            assert_serving(fuzz_agent)
+            fuzz_agent.assert_serving()
     assert replies > SESSIONS // 2  # the agent really answered (valid frames and error replies)
-    assert_serving(fuzz_agent)
+    fuzz_agent.assert_serving()
     with fuzz_agent.connect() as c:
         assert c.version().grpc_version == "0.0.1"
         assert c.guest_details().agent_version
@@ -200,4 +190,4 @@ def test_hypothesis_blobs(fuzz_agent: AgentProcess, blob: bytes, close_early: bo
             pass
     finally:
         s.close()
-    assert_serving(fuzz_agent)
+    fuzz_agent.assert_serving()

@@ -32,7 +32,7 @@ from osbuilder.ttrpc.client import (
     encode_frame,
     encode_request,
 )
-from osbuilder.ttrpc.protos import agent_pb2, health_pb2, oci_pb2, ttrpc_pb2, types_pb2
+from osbuilder.ttrpc.protos import agent_pb2, oci_pb2, ttrpc_pb2, types_pb2
 
 if TYPE_CHECKING:
     from conftest import AgentProcess, Harness, Workloads  # type: ignore[import-not-found,unused-ignore]
@@ -246,11 +246,7 @@ def fuzzed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     root = harness.make_busybox_root(workdir / "rootfs")
     agent = harness.start_agent(binary, workdir, prefix=harness.namespaced_prefix(workdir))
     yield Fuzzed(agent, seed_requests(root, workdir, workloads))
-    alive = agent.alive()
-    code, err = agent.stop()
-    assert alive, f"agent died during fuzzing (exit {code}):\n{err}"
-    assert code == 0, f"agent exit status {code}:\n{err}"
-    assert "AddressSanitizer" not in err and "runtime error" not in err, err
+    agent.assert_clean_stop()
 
 
 def parse_replies(data: bytes) -> tuple[list[tuple[int, int]], int]:
@@ -302,12 +298,6 @@ def session(agent: AgentProcess, frames: list[bytes], idle: float = 0.15) -> lis
     return replies
 
 
-def assert_serving(agent: AgentProcess) -> None:
-    assert agent.alive(), agent.stop()[1]
-    with agent.connect(timeout=20) as c:
-        assert c.check() == health_pb2.HealthCheckResponse.SERVING
-
-
 def test_mutated_lifecycle_requests(fuzzed: Fuzzed) -> None:
     rng = random.Random(SEED)
     answered = 0
@@ -327,8 +317,8 @@ def test_mutated_lifecycle_requests(fuzzed: Fuzzed) -> None:
             by_method.setdefault(names[(sid - 1) // 2], set()).add(code)
         answered += len(replies)
         if i % 50 == 0:
-            assert_serving(fuzzed.agent)
-    assert_serving(fuzzed.agent)
+            fuzzed.agent.assert_serving(timeout=20)
+    fuzzed.agent.assert_serving(timeout=20)
     assert answered > SESSIONS  # the agent answered (not only closed)
     # valid requests got through too: containers were created and removed, calls succeeded
     assert {name for name, codes in by_method.items() if 0 in codes} >= {
@@ -434,7 +424,7 @@ def _generated_request() -> st.SearchStrategy[tuple[str, bytes]]:
 def test_generated_lifecycle_messages(fuzzed: Fuzzed, requests: list[tuple[str, bytes]]) -> None:
     replies = session(fuzzed.agent, [frame(2 * i + 1, name, payload) for i, (name, payload) in enumerate(requests)])
     assert all(code in KNOWN_CODES for _, code in replies)
-    assert_serving(fuzzed.agent)
+    fuzzed.agent.assert_serving(timeout=20)
 
 
 def test_every_lifecycle_method_has_seeds(fuzzed: Fuzzed) -> None:

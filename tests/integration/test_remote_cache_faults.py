@@ -7,7 +7,6 @@ and no credential appears in any output."""
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import subprocess
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 import pytest
 import requests
 
+from osbuilder.cache import sha256_file
 from osbuilder.remote.client import RegistryClient
 from osbuilder.remote.settings import RemoteSettings, parse_endpoint
 from tests.conftest import run_cli
@@ -111,7 +111,7 @@ def test_a_damaged_blob_is_refused_by_its_digest_and_rebuilt(tmp_path: Path, reg
     # Built here, from nothing that was downloaded: the same bytes as the first machine's.
     entry_b = tmp_path / "b" / "rootfs" / key
     assert "pulled" not in json.loads((entry_b / ".osbuilder-cache.json").read_text())
-    assert _sha256(entry_b / "rootfs.tar") == _sha256(tmp_path / "a" / "rootfs" / key / "rootfs.tar")
+    assert sha256_file(entry_b / "rootfs.tar") == sha256_file(tmp_path / "a" / "rootfs" / key / "rootfs.tar")
 
 
 def test_a_tag_that_points_at_another_entry_is_refused(tmp_path: Path, registry: Registry, test_agent: Path) -> None:
@@ -134,7 +134,7 @@ def test_a_tag_that_points_at_another_entry_is_refused(tmp_path: Path, registry:
     config["kind"], config["key"] = "agent", agent["cache_key"]
     forged.write_bytes(json.dumps(config, sort_keys=True, separators=(",", ":")).encode())
     descriptor = {"mediaType": manifest["config"]["mediaType"], "size": forged.stat().st_size,
-                  "digest": "sha256:" + _sha256(forged)}
+                  "digest": "sha256:" + sha256_file(forged)}
     client.upload(forged, descriptor)
     manifest["config"] = descriptor
     manifest["annotations"]["dev.osbuilder.step"] = "agent"
@@ -185,7 +185,7 @@ def test_credentials_tls_and_a_401_said_once_and_never_shown(tmp_path: Path) -> 
         pulled = osbuilder("e", *ca, "build-agent", "-o", tmp_path / "agent-e", "--json",
                            env={"OSBUILDER_REGISTRY_AUTH": f"{USER}:{PASSWORD}"})
         assert json.loads(pulled.stdout)["cache"] == "remote"
-        assert _sha256(tmp_path / "agent-e") == _sha256(tmp_path / "agent-d")
+        assert sha256_file(tmp_path / "agent-e") == sha256_file(tmp_path / "agent-d")
     finally:
         registry.stop()
     secrets = (PASSWORD, PASSWORD[::-1], base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode())
@@ -229,9 +229,6 @@ def _with_a_server_that_answers(status: str, work: Path) -> subprocess.Completed
     finally:
         server.stop()
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
 
 def test_cache_push_and_pull_move_entries_by_key(tmp_path: Path, registry: Registry) -> None:
     built = _report(run_cli("--cache-dir", tmp_path / "a", "build-agent", "-o", tmp_path / "agent", "--json"))
@@ -243,7 +240,7 @@ def test_cache_push_and_pull_move_entries_by_key(tmp_path: Path, registry: Regis
     assert again["entries"][0]["result"] == "present"
     pulled = _report(run_cli("--cache-dir", tmp_path / "b", *remote, "cache", "pull", key, "--json"))
     assert pulled["entries"] == [{"kind": "agent", "key": key, "result": "pulled"}]
-    assert _sha256(tmp_path / "b" / "agent" / key / "kata-agent") == built["sha256"]
+    assert sha256_file(tmp_path / "b" / "agent" / key / "kata-agent") == built["sha256"]
     missing = run_cli("--cache-dir", tmp_path / "b", *remote, "cache", "pull", "0" * 64)
     assert missing.returncode == 1 and "has no entry 0000000000000000" in missing.stderr
     unknown = run_cli("--cache-dir", tmp_path / "b", *remote, "cache", "push", "1" * 64)

@@ -16,7 +16,6 @@ SOURCE_DATE_EPOCH is left unset, as in a pipeline: the matrix's commands run wit
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shlex
 import shutil
@@ -26,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from osbuilder.cache import sha256_file
 from osbuilder.kernel.build import KernelBuild
 from tests.conftest import run_cli
 from tests.helpers.kernel import user_context
@@ -139,14 +139,14 @@ def test_runner_b_downloads_every_step_and_boots_the_bundle(fanned_out: dict[str
     rootfs = json.loads(result.stdout)
     a_rootfs = fanned_out[IMAGE].report["rootfs"]
     assert rootfs["cache"] == "remote" and rootfs["cache_key"] == a_rootfs["cache_key"]
-    assert _sha256(Path(rootfs["cache_tarball"])) == _sha256(Path(a_rootfs["cache_tarball"]))
+    assert sha256_file(Path(rootfs["cache_tarball"])) == sha256_file(Path(a_rootfs["cache_tarball"]))
     assert (rootfs_dir / "var/lib/osbuilder/osbuilder.yaml").is_file()
     # Byte for byte what runner A built.
     for variant in (IMAGE, MEASURED, INITRD):
-        assert _sha256(runner_b[variant].output(matrix[variant])) == _sha256(fanned_out[variant].output(matrix[variant]))
+        assert sha256_file(runner_b[variant].output(matrix[variant])) == sha256_file(fanned_out[variant].output(matrix[variant]))
     kernel_a, kernel_b = fanned_out[KERNEL].output(matrix[KERNEL]), runner_b[KERNEL].output(matrix[KERNEL])
     files = sorted(path.name for path in kernel_a.iterdir() if path.is_file() and not path.is_symlink())
-    assert len(files) == 5 and [_sha256(kernel_b / name) for name in files] == [_sha256(kernel_a / name)
+    assert len(files) == 5 and [sha256_file(kernel_b / name) for name in files] == [sha256_file(kernel_a / name)
                                                                                   for name in files]
     hashes = [built.cwd / "build" / ARCH / "root_hash_measured.txt" for built in (fanned_out[MEASURED],
                                                                                   runner_b[MEASURED])]
@@ -175,7 +175,7 @@ def test_fan_in_gives_the_bundle_of_one_machine(fanned_out: dict[str, Built], re
     assert {part["cache"] for part in fan_in["parts"].values()} == {"remote"}
     assert set(fan_in["parts"]) == set(matrix[f"bundle-{ARCH}"]["needs"])
     assert fan_in["cache_key"] == one_machine["cache_key"]
-    assert _sha256(Path(fan_in["bundle"])) == _sha256(Path(one_machine["bundle"])) == one_machine["sha256"]
+    assert sha256_file(Path(fan_in["bundle"])) == sha256_file(Path(one_machine["bundle"])) == one_machine["sha256"]
     # With its provenance next to it, naming the tarball as released.
     statement = json.loads(Path(fan_in["provenance"]).read_text())
     assert statement["subject"][0] == {"name": Path(fan_in["bundle"]).name, "digest": {"sha256": one_machine["sha256"]}}
@@ -187,13 +187,5 @@ def test_fan_in_gives_the_bundle_of_one_machine(fanned_out: dict[str, Built], re
     pulled = bundle_from_cache(tmp_path / "third-cache", tmp_path / "pulled", runtime, "--remote-cache", registry.url,
                                "--remote-cache-mode", "pull")
     assert pulled["cache"] == "remote"
-    assert _sha256(Path(pulled["bundle"])) == one_machine["sha256"]
+    assert sha256_file(Path(pulled["bundle"])) == one_machine["sha256"]
     assert not (tmp_path / "third-cache" / "kernel").exists()
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()

@@ -67,7 +67,8 @@ def test_list_and_prune_least_recently_used_first(tmp_path: Path, test_agent: Pa
     assert _build(cache, tmp_path / "old-again", test_agent, "--agent-name", "old-agent")["cache_hit"] is False
     # --max-size: least recently used first, until the cache fits.
     _age(cache, "rootfs", new, 2)
-    size_without_new = _cache(cache, "list")["total_bytes"] - _cache(cache, "list")["kinds"]["rootfs"]["bytes"] // 2
+    listing = _cache(cache, "list")
+    size_without_new = listing["total_bytes"] - listing["kinds"]["rootfs"]["bytes"] // 2
     pruned = _cache(cache, "prune", "--max-size", str(size_without_new))
     assert [entry["key"] for entry in pruned["removed"]][:1] == [new]
     assert pruned["total_bytes"] <= size_without_new

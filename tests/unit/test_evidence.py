@@ -286,7 +286,7 @@ def test_elf_sections_name_what_makes_a_binary_big() -> None:
 def test_a_cached_asset_is_held_to_the_budgets_too(tmp_path: Path) -> None:
     """A hit (local or pulled) may come from a --no-budgets build or looser budgets: it is checked
     like a build, by the pinned asset's architecture under either of its names."""
-    from osbuilder.evidence.assets import check_hit
+    from osbuilder.evidence.budgets import check_asset
     from osbuilder.paths import DEFAULT_VERSIONS
     from osbuilder.versions import load_versions
 
@@ -298,8 +298,55 @@ def test_a_cached_asset_is_held_to_the_budgets_too(tmp_path: Path) -> None:
         handle.truncate((26 << 20) + 1)  # one byte over the initrd's 26 MiB
     for arch in ("x86_64", "amd64"):
         with pytest.raises(BuildError, match=r"over its budget of 26\.0 MiB \(27262976 bytes\) by 1 bytes"):
-            check_hit(versions, arch, "initrd", asset, made_as)
-    check_hit(None, "x86_64", "initrd", asset, made_as)  # --no-budgets
-    check_hit(versions, "x86_64", "initrd", asset, ("debian", "trixie", True))  # not the pinned asset
+            check_asset(versions, arch, "initrd", asset, made_as, None)
+    check_asset(versions, "x86_64", "initrd", asset, ("debian", "trixie", True), None)  # not the pinned asset
     asset.write_bytes(b"small")
-    check_hit(versions, "x86_64", "initrd", asset, made_as)
+    check_asset(versions, "x86_64", "initrd", asset, made_as, None)
+
+
+def test_an_entry_built_over_its_budget_is_kept_where_it_was_to_be_delivered(tmp_path: Path) -> None:
+    """Built into a cache entry's staging directory, an asset over its budget is copied to the
+    output the user asked for, and the error names that path, not the staging one."""
+    import yaml
+
+    from osbuilder.evidence.assets import after_build
+    from osbuilder.metadata import OSBUILDER_YAML
+    from osbuilder.paths import DEFAULT_VERSIONS
+    from osbuilder.versions import load_versions
+
+    versions = load_versions(DEFAULT_VERSIONS)
+    pin = versions.distro_pin("initrd", "x86_64")
+    rootfs = tmp_path / "rootfs"
+    (rootfs / OSBUILDER_YAML).parent.mkdir(parents=True)
+    (rootfs / OSBUILDER_YAML).write_text(yaml.safe_dump({
+        "architecture": "x86_64", "base-distro": {"name": pin.distro, "version": pin.release},
+        "agent": {"agent-is-init-daemon": "yes" if pin.init is InitMode.AGENT else "no"}}))
+    staged = tmp_path / "staging" / "kata-containers-initrd.img"
+    staged.parent.mkdir()
+    with staged.open("wb") as handle:
+        handle.truncate((26 << 20) + 1)
+    output = tmp_path / "out" / "mine.img"
+    output.parent.mkdir()
+    with pytest.raises(BuildError, match=rf"the initrd mine\.img is (?s:.*){output} was written and is kept"):
+        after_build(rootfs, staged, "initrd", 0, arch="x86_64", versions=versions, delivered_as=output)
+    assert output.stat().st_size == staged.stat().st_size
+    assert after_build(rootfs, staged, "initrd", 0, arch="x86_64", versions=None, delivered_as=output) is None
+
+
+def test_an_agent_over_its_size_budget_names_its_largest_elf_sections(tmp_path: Path) -> None:
+    """build-agent's check (and build-kernel's, with the same function): the file against its size
+    budget, the ELF sections named as the contributors."""
+    from osbuilder.evidence import budgets
+    from osbuilder.paths import DEFAULT_VERSIONS
+    from osbuilder.versions import load_versions
+
+    versions = load_versions(DEFAULT_VERSIONS)
+    budget = budgets.limit(versions, "x86_64", "agent", "size")
+    assert budget is not None
+    big = Path("/bin/bash")  # an ELF64 executable larger than the agent's budget
+    assert big.stat().st_size > budget.value
+    with pytest.raises(BuildError, match=r"the agent bash is .* over its budget(?s:.*)largest ELF sections: \.text "):
+        budgets.check_file(versions, "x86_64", "agent", big)
+    small = tmp_path / "kata-agent"
+    small.write_bytes(b"\x7fELF" + bytes(60))
+    budgets.check_file(versions, "x86_64", "agent", small)  # within the budget: nothing said

@@ -123,6 +123,17 @@ def test_an_entry_packs_to_a_reproducible_artifact_that_checks_against_its_key(t
     assert (staging / "vmlinux.container").read_bytes() == (entry / "vmlinux-6.12").read_bytes()
 
 
+def test_a_file_zstd_barely_shrinks_is_stored_as_it_is(tmp_path: Path) -> None:
+    entry, key = _entry(tmp_path)
+    (entry / "initrd.img").write_bytes(os.urandom(64 << 10))  # already compressed, in effect
+    (tmp_path / "work").mkdir()
+    packed = artifact.pack(entry, "kernel", key, tmp_path / "work")
+    titles = [layer.descriptor["annotations"][artifact.TITLE] for layer in packed.layers]
+    stored = packed.layers[titles.index("initrd.img")]
+    assert stored.descriptor["mediaType"] == artifact.FILE_TYPE and stored.blob == entry / "initrd.img"
+    assert not (tmp_path / "work" / f"{titles.index('initrd.img')}.zst").exists()  # its zstd not kept
+
+
 def _refused(body: dict[str, Any], key: str, layers: list[dict[str, Any]], kind: str = "kernel") -> str:
     with pytest.raises(RegistryError) as caught:
         artifact.read_config(json.dumps(body).encode(), kind, key, layers)
