@@ -5,7 +5,9 @@ that architecture (Debian's qemu-user-static, registered by binfmt-support) and 
 --arch without `arch-test`. Each missing piece has its own fix, and a host without systemd misses
 one more: nothing mounts binfmt_misc there. The handler must carry the F flag (the kernel opens the
 interpreter when it is registered), or it cannot run inside mmdebstrap's chroot, where the host's
-/usr/bin/qemu-*-static does not exist.
+/usr/bin/qemu-*-static does not exist. The same F flag lets the docker backend's builder container
+use the host's registration: there mmdebstrap and arch-test are the builder image's, so the host
+needs only the registered handler.
 """
 
 from __future__ import annotations
@@ -50,16 +52,18 @@ def _handler_state(handler: Path) -> tuple[bool, str]:
 
 
 def emulation(arch: Arch, binfmt_dir: Path | None = None, *,
-              find: Callable[[str], str | None] | None = None) -> Emulation:
-    """The state of `arch`'s emulation on this host (nothing to do for the host's own architecture)."""
+              find: Callable[[str], str | None] | None = None, in_container: bool = False) -> Emulation:
+    """The state of `arch`'s emulation on this host (nothing to do for the host's own architecture).
+    `in_container`: mmdebstrap runs in a builder container, which brings its own arch-test."""
     binfmt_dir = binfmt_dir or BINFMT_DIR
     find = find or find_tool
     handler = binfmt_dir / f"qemu-{arch.qemu}"
     if arch.name == host_arch().name:
         return Emulation(arch.name, handler, "", "")
-    missing = [package for tool, package in ((f"qemu-{arch.qemu}-static", "qemu-user-static"),
-                                             ("update-binfmts", "binfmt-support"), ("arch-test", "arch-test"))
-               if find(tool) is None]
+    needed = [(f"qemu-{arch.qemu}-static", "qemu-user-static"), ("update-binfmts", "binfmt-support")]
+    if not in_container:
+        needed.append(("arch-test", "arch-test"))
+    missing = [package for tool, package in needed if find(tool) is None]
     install = f"apt-get install {' '.join(missing)}" if missing else ""
     if not (binfmt_dir / "register").exists():
         steps = [step for step in (install, MOUNT, "update-binfmts --enable") if step]
@@ -84,9 +88,9 @@ def emulation(arch: Arch, binfmt_dir: Path | None = None, *,
     return Emulation(arch.name, handler, "", "")
 
 
-def require_emulation(arch: Arch, where: str, binfmt_dir: Path | None = None) -> None:
+def require_emulation(arch: Arch, where: str, binfmt_dir: Path | None = None, *, in_container: bool = False) -> None:
     """Bad input (exit 2) unless this host can run `arch`'s programs: checked before any work starts."""
-    state = emulation(arch, binfmt_dir)
+    state = emulation(arch, binfmt_dir, in_container=in_container)
     if not state.ok:
         raise UsageError(problem=f"building for {arch.name} on this {host_arch().name} host needs qemu-user "
                                  f"emulation: {state.problem}",

@@ -16,6 +16,7 @@ import pytest
 
 from osbuilder.paths import default_cache_dir
 from tests.helpers.assets import assets  # noqa: F401  (session fixture: kernel, images, initrd for boots)
+from tests.helpers.docker_engine import base_image, engine  # noqa: F401  (session fixtures: the docker backend's)
 from tests.helpers.httpproxy import RecordingProxy
 from tests.helpers.httpserver import FixtureServer
 from tests.helpers.kernel import default_kernel  # noqa: F401  (session fixture: the default guest kernel)

@@ -50,6 +50,8 @@ class Assets:
     image: Path | None
     initrd: Path | None
     config: RuntimeBoot | None = None
+    kernel_arch: str | None = None  # what the kernel's header says (None: not known)
+    kernel_option: str = "--kernel"  # where the kernel came from, for errors
 
     @property
     def label(self) -> str:
@@ -95,14 +97,14 @@ def choose_assets(kernel: Path | None, image: Path | None, initrd: Path | None, 
     if image is None and initrd is None:
         raise UsageError(problem="nothing to boot the kernel with", where="--image/--initrd",
                          fix="pass --image, --initrd, --config or --bundle")
-    check_assets(kernel, image, initrd)
-    return Assets(kernel, image, initrd, from_config)
+    kernel_arch = check_assets(kernel, image, initrd)
+    return Assets(kernel, image, initrd, from_config, kernel_arch)
 
 
 def _config_assets(config: RuntimeBoot, where: str) -> Assets:
-    check_assets(config.kernel, config.image, config.initrd, kernel_option=f"{where} (kernel)",
-                 image_option=f"{where} (image)", initrd_option=f"{where} (initrd)")
-    return Assets(config.kernel, config.image, config.initrd, config)
+    kernel_arch = check_assets(config.kernel, config.image, config.initrd, kernel_option=f"{where} (kernel)",
+                               image_option=f"{where} (image)", initrd_option=f"{where} (initrd)")
+    return Assets(config.kernel, config.image, config.initrd, config, kernel_arch, f"{where} (kernel)")
 
 
 @contextlib.contextmanager
@@ -132,6 +134,13 @@ def plan_vm(choices: VmChoices, assets: Assets) -> tuple[VmSpec, RootSpec]:
     requested ("auto" is decided by prepare_vm); pure."""
     config = assets.config
     arch = parse_arch(choices.arch) if choices.arch else host_arch()
+    if assets.kernel_arch is not None and assets.kernel_arch != arch.name:
+        # QEMU would start and the guest never print a line: refused before anything starts.
+        raise UsageError(problem=f"{assets.kernel} is an {assets.kernel_arch} kernel, but the VM is "
+                                 f"{arch.name} ({'--arch ' + choices.arch if choices.arch else 'this host'})",
+                         where=f"{assets.kernel_option} {assets.kernel}",
+                         fix=f"pass --arch {assets.kernel_arch}, or an {arch.name} kernel "
+                             f"(osbuilder build-kernel --arch {arch.name})")
     fs_type = choices.fs_type or (config.rootfs_type if config else "ext4")
     nvdimm = (assets.image is not None and not choices.no_dax and machine_of(arch).image_nvdimm
               and (config.nvdimm if config else True))

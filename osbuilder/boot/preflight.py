@@ -56,14 +56,16 @@ def what_is(head: bytes, size: int) -> str:
     return f"binary data of {size} bytes that no asset decoder recognises"
 
 
-def check_kernel(path: Path, option: str = "--kernel") -> None:
-    from osbuilder.kernel.inspect import detect_kernel
+def check_kernel(path: Path, option: str = "--kernel") -> str | None:
+    """The kernel's architecture, once it is known to be a kernel."""
+    from osbuilder.kernel.inspect import detect_kernel, kernel_arch
 
     head, size = _head(path, option)
     if not detect_kernel(head, size):
         raise UsageError(problem=f"{path} is not a guest kernel: it is {what_is(head, size)}",
                          where=f"{option} {path}",
                          fix="give a vmlinux (ELF) or bzImage, e.g. from osbuilder build-kernel")
+    return kernel_arch(head)
 
 
 def check_image(path: Path, option: str = "--image") -> None:
@@ -92,9 +94,11 @@ def check_initrd(path: Path, option: str = "--initrd") -> None:
 
 
 def check_assets(kernel: Path, image: Path | None, initrd: Path | None, *, kernel_option: str = "--kernel",
-                 image_option: str = "--image", initrd_option: str = "--initrd") -> None:
-    check_kernel(kernel, kernel_option)
+                 image_option: str = "--image", initrd_option: str = "--initrd") -> str | None:
+    """Each asset is what it claims to be; returns the kernel's architecture."""
+    arch = check_kernel(kernel, kernel_option)
     if image is not None:
         check_image(image, image_option)
     if initrd is not None:
         check_initrd(initrd, initrd_option)
+    return arch

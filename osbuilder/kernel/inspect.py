@@ -63,6 +63,18 @@ def detect_kernel(head: bytes, size: int = 0) -> bool:
     return _format(head) is not None
 
 
+def kernel_arch(head: bytes) -> str | None:
+    """The architecture (uname -m name) a kernel's first bytes say it runs on, or None."""
+    found = _format(head)
+    if found == "bzimage":
+        return "x86_64"
+    if found in ("arm64-image", "arm64-image.gz"):
+        return "aarch64"
+    if found == "elf":
+        return _ELF_MACHINES.get(struct.unpack_from("<H", head, 18)[0])
+    return None
+
+
 def looks_like_config(head: bytes) -> bool:
     text = head[:4096].decode(errors="replace")
     return "# Automatically generated file; DO NOT EDIT." in text or bool(re.search(r"^CONFIG_\w+=", text, re.M))

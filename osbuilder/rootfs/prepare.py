@@ -56,10 +56,12 @@ def prepare(plan: Plan, versions: Versions, cache: Cache, fetcher: Fetcher, timi
     # The host can do it (an emulator for a foreign architecture): asked only when building, so that
     # a cached rootfs installs anywhere and `osbuilder matrix` can plan every architecture.
     plan.bootstrapper.check_host(plan.job, f"--arch {plan.request.arch}" if plan.request.arch else "--arch")
-    with phase(timings, "agent"):
-        agent = plan.agent.source(cache, verbose) if plan.agent is not None else None
+    # The archive is asked before the agent is compiled: a mirror without the architecture is
+    # found in a second.
     with phase(timings, "keyring"):  # once per cache: a fetch when the host lacks the keyring
         bootstrapper = plan.bootstrapper.prepare(plan.job, versions, cache, fetcher)
+    with phase(timings, "agent"):
+        agent = plan.agent.source(cache, verbose) if plan.agent is not None else None
     return Prepared(plan, bootstrapper, agent)
 
 

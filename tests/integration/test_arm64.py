@@ -25,6 +25,9 @@ from osbuilder.initrd.builder import InitrdOptions, build_initrd
 from osbuilder.kernel.build import KernelBuild, KernelOptions
 from osbuilder.rootfs.agent import elf_arch
 from tests.conftest import ROOTFS_SDE, BuiltRootfs, build_rootfs, run_cli
+from tests.helpers.fakearchive import make_key, publish_release
+from tests.helpers.httpserver import FixtureServer
+from tests.helpers.rootfsinspect import dpkg_packages
 
 pytestmark = [pytest.mark.cross, pytest.mark.integration, pytest.mark.slow]
 
@@ -108,6 +111,51 @@ def test_arm64_rootfs_is_arm64_and_reproducible(arm64_rootfs: BuiltRootfs, tmp_p
         assert data["cache_hit"] is False and data["cache_key"] == report["cache_key"]
         digests.append(_sha256(entry))
     assert digests[0] == digests[1]
+
+
+def test_arm64_docker_backend_builds_the_same_tree(arm64_rootfs: BuiltRootfs, base_image: str, engine: Any,
+                                                   tmp_path: Path) -> None:
+    """The docker backend: mmdebstrap in the (x86_64) builder container, with the image's arch-test,
+    runs the arm64 maintainer scripts through the host's binfmt handler (F flag). Built, not taken
+    from the cache: the same packages and the same agent as the native build."""
+    output = tmp_path / "rootfs"
+    result = build_rootfs(arm64_rootfs.cache, output, *ARM64_AGENT_INIT, "--backend", "docker", "--docker-base",
+                          base_image, "--no-cache")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    assert (report["backend"], report["mode"], report["arch"], report["cache_hit"]) == ("docker", "docker", "aarch64",
+                                                                                        False)
+    assert report["agent_sha256"] == arm64_rootfs.report["agent_sha256"]
+    assert elf_arch((output / "sbin/init").read_bytes()) == "aarch64"
+    status = (output / "var/lib/dpkg/status").read_text()
+    assert "Architecture: arm64" in status and "Architecture: amd64" not in status
+    assert dpkg_packages(output) == dpkg_packages(arm64_rootfs.path)
+    assert engine.containers.list(all=True, filters={"label": "org.osbuilder.role=rootfs-build"}) == []
+
+
+def test_an_archive_without_arm64_is_refused_before_any_work(tmp_path: Path) -> None:
+    """A mirror whose signed InRelease does not list arm64 (a private archive, served on 127.0.0.1
+    with its own key): exit 2 naming the archive and the suite, before the agent is built or
+    anything bootstrapped."""
+    home = tmp_path / "gnupg"
+    keyring = make_key(home, "archive")
+    distros = tmp_path / "distros"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "distros", distros)
+    recipe = distros / "debian" / "recipe.yaml"
+    recipe.write_text(recipe.read_text().replace("/usr/share/keyrings/debian-archive-keyring.gpg", str(keyring)))
+    server = FixtureServer().start()
+    try:
+        mirror = publish_release(server, suite="bookworm", architectures="amd64 i386", signing_home=home)
+        cache, output = tmp_path / "cache", tmp_path / "rootfs"
+        result = run_cli("--distros-dir", distros, "--cache-dir", cache, "build-rootfs", *ARM64_AGENT_INIT,
+                         "--mirror", mirror, "-o", output, "--json")
+    finally:
+        server.stop()
+    assert result.returncode == 2, result.stderr
+    error = json.loads(result.stdout)["error"]
+    assert error["problem"] == f"the archive {mirror} has no arm64 index for suite bookworm (it lists amd64 i386)"
+    assert error["where"] == f"mirror {mirror}" and "OSBUILDER_DEBIAN_MIRROR" in error["fix"]
+    assert not output.exists() and not (cache / "agent").exists() and not (cache / "rootfs").exists()
 
 
 def test_arm64_image_boots_to_serving(arm64_kernel: KernelBuild, arm64_assets: dict[str, Path],

@@ -205,3 +205,20 @@ def test_container_root(rootfs_cache: Path, tmp_path: Path) -> None:
     assert tree_listing(tmp_path / "again") == tree_listing(output)
     refused = build_rootfs(rootfs_cache, tmp_path / "refused", "--distro", "ubuntu", "--container", "--agent-init")
     assert refused.returncode == 2 and "--agent-init" in refused.stderr and "container" in refused.stderr
+
+
+def test_an_unreachable_archive_is_named_with_its_suite(test_agent: Path, tmp_path: Path) -> None:
+    """apt cannot read the archive (nothing listens on the mirror's port): the error names the archive
+    and the suite apt reported, not only mmdebstrap's exit status, and nothing is left behind."""
+    cache = tmp_path / "cache"
+    output = tmp_path / "rootfs"
+    mirror = "http://127.0.0.1:9/debian"  # the discard port: nothing serves HTTP there
+    result = build_rootfs(cache, output, "--distro", "debian", "--os-version", "bookworm", "--agent-init",
+                          "--agent", test_agent, "--mirror", mirror, "--no-cache")
+    assert result.returncode == 1, result.stderr
+    error = json.loads(result.stdout)["error"]
+    assert error["type"] == "FetchError" and error["where"] == f"mirror {mirror}"
+    assert error["problem"].startswith(f"no amd64 index is reachable: {mirror} suite bookworm ("), error
+    assert "--mirror" in error["fix"]
+    assert not output.exists()
+    assert not (cache / "rootfs").exists() or list((cache / "rootfs").iterdir()) == []

@@ -85,6 +85,33 @@ def test_a_build_without_emulation_stops_before_any_work(tmp_path: Path, monkeyp
     assert not output.exists() and not (context.cache.root / "agent").exists()
 
 
+def test_the_docker_backend_needs_only_the_hosts_registered_handler(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """In the builder container, mmdebstrap and arch-test are the image's: the host needs no arch-test,
+    but without its binfmt handler (F flag) the container cannot run arm64 programs either, and the
+    build stops before the engine is asked to build or run anything."""
+    from osbuilder.rootfs.bootstrappers.docker import InContainer
+
+    no_arch_test = binfmt.emulation(AARCH64, _binfmt(tmp_path / "a"),
+                                    find=lambda name: None if name == "arch-test" else f"/usr/bin/{name}",
+                                    in_container=True)
+    assert no_arch_test.ok
+    without_f = binfmt.emulation(AARCH64, _binfmt(tmp_path / "b", handler=REGISTERED.replace("PF", "P")),
+                                 find=_all_tools, in_container=True)
+    assert "lacks the F flag" in without_f.problem
+    monkeypatch.setattr(binfmt, "BINFMT_DIR", _binfmt(tmp_path / "c", handler=None))
+    context = Context(versions_path=DEFAULT_VERSIONS, distros_dir=DEFAULT_DISTROS_DIR, cache_dir=tmp_path / "cache")
+    request = Request(output=tmp_path / "rootfs", distro="debian", release="bookworm", arch="aarch64", agent_init=True)
+    planned = plan(request, context.versions, context.recipe, context.cache.root)
+    in_container = dataclasses.replace(planned, bootstrapper=InContainer("debian", "bookworm", "base", "tag"))
+    with pytest.raises(UsageError) as refused:
+        prepare(in_container, context.versions, context.cache, context.fetcher, {})
+    assert refused.value.exit_code == 2 and refused.value.where == "--arch aarch64"
+    assert "qemu-user emulation for aarch64 is not registered" in refused.value.problem
+    assert "update-binfmts --enable qemu-aarch64" in refused.value.fix
+    assert not (tmp_path / "rootfs").exists() and not (context.cache.root / "agent").exists()
+
+
 def test_doctor_reports_the_emulation() -> None:
     result = run_cli("doctor", "--json")
     report = json.loads(result.stdout)
@@ -144,6 +171,50 @@ def test_the_arm64_vm_is_the_runtimes(tmp_path: Path) -> None:
     assert not any(param.startswith(("tsc=", "i8042.")) for param in params)
     initrd_argv, initrd_cmdline = _arm64_vm(tmp_path, image=False)
     assert "-initrd" in initrd_argv and "root=" not in initrd_cmdline
+
+
+def _kernel_heads() -> dict[str, bytes]:
+    """The first bytes that say a kernel's architecture: an x86 bzImage's boot sector and setup header
+    signature, an arm64 Image's magic, an arm64 kernel ELF (e_machine 183, upper-half entry)."""
+    bzimage = bytearray(0x1000)
+    bzimage[0x1FE:0x200], bzimage[0x202:0x206] = b"\x55\xaa", b"HdrS"
+    image = bytearray(0x1000)
+    image[0x38:0x3C] = b"ARM\x64"
+    elf = bytearray(0x1000)
+    elf[:5] = b"\x7fELF\x02"
+    elf[18:20] = (183).to_bytes(2, "little")
+    elf[24:32] = (0xFFFF800080000000).to_bytes(8, "little")
+    return {"x86_64": bytes(bzimage), "aarch64": bytes(image), "aarch64-elf": bytes(elf)}
+
+
+def test_a_kernel_of_another_architecture_is_refused_before_qemu_starts(tmp_path: Path) -> None:
+    from osbuilder.boot.plan import choose_assets
+
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(bytes(4096))
+    initrd = tmp_path / "initrd"
+    initrd.write_bytes(b"070701" + bytes(200))
+    for name, head in _kernel_heads().items():
+        kernel = tmp_path / name
+        kernel.write_bytes(head)
+        assets = choose_assets(kernel, None, initrd, None)
+        assert assets.kernel_arch == name.split("-")[0]
+    bzimage = choose_assets(tmp_path / "x86_64", None, initrd, None)
+    with pytest.raises(UsageError) as refused:
+        plan_vm(VmChoices(arch="aarch64", accel="tcg", transport="serial"), bzimage)
+    error = refused.value
+    assert error.exit_code == 2 and error.where == f"--kernel {tmp_path / 'x86_64'}"
+    assert error.problem == f"{tmp_path / 'x86_64'} is an x86_64 kernel, but the VM is aarch64 (--arch aarch64)"
+    assert error.fix == "pass --arch x86_64, or an aarch64 kernel (osbuilder build-kernel --arch aarch64)"
+    arm64 = choose_assets(tmp_path / "aarch64-elf", None, initrd, None)
+    with pytest.raises(UsageError) as on_this_host:
+        plan_vm(VmChoices(accel="tcg", transport="serial"), arm64)
+    assert "is an aarch64 kernel, but the VM is x86_64 (this host)" in on_this_host.value.problem
+    vm, _root = plan_vm(VmChoices(arch="aarch64", accel="tcg", transport="serial"), arm64)
+    assert vm.arch.name == "aarch64"
+    # Through the command line: exit 2, and no QEMU was started.
+    result = run_cli("boot", "--arch", "aarch64", "--kernel", tmp_path / "x86_64", "--initrd", initrd, "--json")
+    assert result.returncode == 2 and "is an x86_64 kernel, but the VM is aarch64" in result.stdout
 
 
 def test_an_arm64_guest_is_emulated(tmp_path: Path) -> None:

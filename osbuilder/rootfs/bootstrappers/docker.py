@@ -26,10 +26,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from osbuilder import staging, templating
+from osbuilder.binfmt import require_emulation
 from osbuilder.cache import Cache
 from osbuilder.errors import BuildError, CommandError, UsageError
 from osbuilder.fetch import Fetcher
 from osbuilder.modes import Backend, BuildMode
+from osbuilder.rootfs.bootstrappers.archive_index import explained_index_failures, require_architecture_index
 from osbuilder.rootfs.bootstrappers.base import Bootstrapped, Bootstrapper, Choice, Factory, Job, Workspace
 from osbuilder.rootfs.bootstrappers.keyring import resolve_keyring
 from osbuilder.rootfs.bootstrappers.mmdebstrap import (
@@ -50,7 +52,8 @@ log = logging.getLogger(__name__)
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 DATA_FILES = ("rootfs/templates/Dockerfile.j2",)
-BUILDER_PACKAGES = ("mmdebstrap", "mount", "distro-info-data")  # distro-info-data: default mirrors
+BUILDER_PACKAGES = ("mmdebstrap", "mount", "distro-info-data", "arch-test")  # distro-info-data: default mirrors;
+# arch-test: mmdebstrap refuses a foreign --arch without it
 BUILDER_REPOSITORY = "osbuilder-rootfs-builder"
 MOUNT_ROOT = "/osbuilder"
 CAPABILITIES = ["SYS_ADMIN", "SYS_CHROOT", "MKNOD"]
@@ -219,13 +222,15 @@ class InContainer:
         return f"docker:{self.tag}"
 
     def check_host(self, job: Job, where: str) -> None:
-        return None  # the engine was asked while planning
+        # The engine was asked while planning; a foreign --arch runs through the host's binfmt handler.
+        require_emulation(job.arch, where, in_container=True)
 
     def prepare(self, job: Job, versions: Versions, cache: Cache, fetcher: Fetcher) -> Bootstrapper:
+        keyring = resolve_keyring(job.recipe, job.arch, versions, cache, fetcher)
+        require_architecture_index(job, keyring, fetcher)
         engine = client()
         remove_orphans(engine)
         builder = builder_image(engine, self.distro, self.release, self.base_image, self.tag)
-        keyring = resolve_keyring(job.recipe, job.arch, versions, cache, fetcher)
         return dataclasses.replace(self, keyring=keyring, image_id=builder.image_id)
 
     def can_write_in_place(self, directory: Path) -> bool:
@@ -249,7 +254,8 @@ class InContainer:
             run(engine, Builder(self.tag, self.image_id or ""), argv, mounts, owned_outputs=[f"{root}/out"],
                 on_line=workspace.on_line)
 
-        return with_package_cache(job, workspace, False, run_in_container)
+        with explained_index_failures(job):
+            return with_package_cache(job, workspace, False, run_in_container)
 
     def finish(self, tree: RootfsTree) -> None:
         finish_tree(tree)

@@ -37,6 +37,7 @@ from osbuilder.fetch import Fetcher
 from osbuilder.mirrors import archive_mirror
 from osbuilder.modes import Backend, BuildMode
 from osbuilder.rootfs.bootstrappers.apt_cache import APT_ARCHIVES, PackageCache, take_packages
+from osbuilder.rootfs.bootstrappers.archive_index import explained_index_failures, require_architecture_index
 from osbuilder.rootfs.bootstrappers.base import Bootstrapped, Bootstrapper, Choice, Factory, Job, Workspace
 from osbuilder.rootfs.bootstrappers.keyring import keyring_for_apt, resolve_keyring
 from osbuilder.rootfs.tree import RootfsTree
@@ -234,7 +235,9 @@ class Native:
         require_emulation(job.arch, where)
 
     def prepare(self, job: Job, versions: Versions, cache: Cache, fetcher: Fetcher) -> Bootstrapper:
-        return dataclasses.replace(self, keyring=resolve_keyring(job.recipe, job.arch, versions, cache, fetcher))
+        keyring = resolve_keyring(job.recipe, job.arch, versions, cache, fetcher)
+        require_architecture_index(job, keyring, fetcher)
+        return dataclasses.replace(self, keyring=keyring)
 
     def can_write_in_place(self, directory: Path) -> bool:
         return self.mode is BuildMode.ROOT and chroot_possible(directory)
@@ -247,7 +250,8 @@ class Native:
                 run_native(mmdebstrap_argv(spec_of(job), self.mode, paths, output_format, direct=workspace.in_place),
                            workspace.on_line)
 
-        return with_package_cache(job, workspace, workspace.in_place, run)
+        with explained_index_failures(job):
+            return with_package_cache(job, workspace, workspace.in_place, run)
 
     def finish(self, tree: RootfsTree) -> None:
         finish_tree(tree)

@@ -1,0 +1,135 @@
+"""A foreign --arch against an archive without that architecture's index: the error names the
+archive and the suite. From a known mirror it is found before anything is built (the suite's
+signed InRelease, served here on 127.0.0.1 and signed with a throwaway key); from mmdebstrap's
+default mirrors, apt's report of what it could not fetch is turned into the same error."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from osbuilder import binfmt
+from osbuilder.arch import ARCHES, host_arch
+from osbuilder.cache import Cache
+from osbuilder.context import Context
+from osbuilder.errors import CommandError, FetchError, UsageError
+from osbuilder.fetch import Fetcher
+from osbuilder.paths import DEFAULT_DISTROS_DIR, DEFAULT_VERSIONS
+from osbuilder.rootfs.bootstrappers.archive_index import (
+    explained_index_failures,
+    missing_indexes,
+    require_architecture_index,
+)
+from osbuilder.rootfs.plan import Request, plan
+from osbuilder.rootfs.prepare import prepare
+from tests.helpers.fakearchive import make_key, publish_release
+from tests.helpers.httpserver import FixtureServer
+
+pytestmark = pytest.mark.skipif(host_arch().name != "x86_64", reason="the foreign architecture here is aarch64")
+
+# apt's own lines (mmdebstrap 1.3, apt 2.6), with the archive's host name replaced.
+APT_OUTPUT = """\
+I: running apt-get update...
+Err:1 http://archive.invalid/ubuntu-ports noble InRelease
+  Could not resolve 'archive.invalid'
+E: Failed to fetch http://archive.invalid/ubuntu-ports/dists/noble/InRelease  Could not resolve 'archive.invalid'
+E: Failed to fetch http://archive.invalid/ubuntu-ports/dists/noble-updates/InRelease  Could not resolve 'archive.invalid'
+E: Some index files failed to download. They have been ignored, or old ones used instead.
+N: Skipping acquire of configured file 'main/binary-arm64/Packages' as repository 'http://mirror.invalid/ubuntu noble-security InRelease' doesn't support architecture 'arm64'
+E: mmdebstrap failed to run
+"""
+
+
+def _job(tmp_path: Path, distro: str, release: str, mirror: str | None,
+         distros_dir: Path = DEFAULT_DISTROS_DIR) -> tuple[Any, Context]:
+    context = Context(versions_path=DEFAULT_VERSIONS, distros_dir=distros_dir, cache_dir=tmp_path / "cache")
+    request = Request(output=tmp_path / "rootfs", distro=distro, release=release, arch="aarch64", agent_init=True,
+                      mirror=mirror)
+    return plan(request, context.versions, context.recipe, context.cache.root), context
+
+
+def test_apts_report_names_each_archive_and_suite() -> None:
+    found = missing_indexes(APT_OUTPUT, "arm64")
+    assert [(entry.archive, entry.suite) for entry in found] == [
+        ("http://archive.invalid/ubuntu-ports", "noble"), ("http://archive.invalid/ubuntu-ports", "noble-updates"),
+        ("http://mirror.invalid/ubuntu", "noble-security")]
+    assert found[0].reason == "Could not resolve 'archive.invalid'"
+    assert found[2].reason == "it has no arm64 index"
+    assert missing_indexes(APT_OUTPUT, "riscv64")[2:] == []  # another architecture's refusal is not ours
+    assert missing_indexes("E: mmdebstrap failed to run\n", "arm64") == []
+
+
+def test_a_failed_bootstrap_says_which_archive_had_no_index(tmp_path: Path) -> None:
+    planned, _context = _job(tmp_path, "ubuntu", "noble", None)
+    with pytest.raises(FetchError) as explained, explained_index_failures(planned.job):
+            raise CommandError(problem="mmdebstrap failed", argv=["mmdebstrap"], returncode=25, stderr_tail=APT_OUTPUT)
+    error = explained.value
+    assert error.exit_code == 1 and error.where == "mmdebstrap's default mirrors"
+    assert error.problem.startswith("no arm64 index is reachable: http://archive.invalid/ubuntu-ports suite noble "
+                                    "(Could not resolve 'archive.invalid')")
+    assert "OSBUILDER_UBUNTU_MIRROR" in error.fix and "ports archive" in error.fix
+    other = CommandError(problem="mmdebstrap failed", stderr_tail="E: dpkg was interrupted\n")
+    with pytest.raises(CommandError) as kept, explained_index_failures(planned.job):
+        raise other
+    assert kept.value is other
+
+
+@pytest.fixture
+def signing_home(tmp_path: Path) -> Path:
+    home = tmp_path / "gnupg"
+    make_key(home, "archive")
+    return home
+
+
+def test_a_mirror_without_the_architecture_is_refused_before_any_work(
+        tmp_path: Path, signing_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    server = FixtureServer().start()
+    try:
+        mirror = publish_release(server, suite="bookworm", architectures="amd64 i386", signing_home=signing_home)
+        # A recipe of a private archive: its keyring is the one that signed the InRelease.
+        distros = tmp_path / "distros"
+        shutil.copytree(DEFAULT_DISTROS_DIR, distros)
+        recipe = distros / "debian" / "recipe.yaml"
+        text = recipe.read_text()
+        assert 'host-path: "/usr/share/keyrings/debian-archive-keyring.gpg"' in text
+        recipe.write_text(text.replace("/usr/share/keyrings/debian-archive-keyring.gpg",
+                                       str(signing_home / "keyring.gpg")))
+        planned, context = _job(tmp_path, "debian", "bookworm", mirror, distros)
+        registered = tmp_path / "binfmt_misc"
+        registered.mkdir()
+        (registered / "register").write_text("")
+        (registered / "qemu-aarch64").write_text("enabled\ninterpreter /x\nflags: PF\n")
+        monkeypatch.setattr(binfmt, "BINFMT_DIR", registered)
+        monkeypatch.setattr(binfmt, "find_tool", lambda name: f"/usr/bin/{name}")
+        with pytest.raises(UsageError) as refused:
+            prepare(planned, context.versions, context.cache, context.fetcher, {})
+        error = refused.value
+        assert error.exit_code == 2 and error.where == f"mirror {mirror}"
+        assert error.problem == f"the archive {mirror} has no arm64 index for suite bookworm (it lists amd64 i386)"
+        assert "pass --mirror URL (or set OSBUILDER_DEBIAN_MIRROR)" in error.fix
+        # Nothing was built: the agent is compiled after the archive was asked.
+        assert not (tmp_path / "rootfs").exists() and not (context.cache.root / "agent").exists()
+        assert [path for _method, path, _headers in server.requests] == ["debian/dists/bookworm/InRelease"]
+
+        carries = publish_release(server, suite="bookworm", architectures="amd64 arm64", signing_home=signing_home,
+                                  prefix="debian-ports")
+        with_arm64 = dataclasses.replace(planned.job, mirror=carries)
+        require_architecture_index(with_arm64, signing_home / "keyring.gpg", context.fetcher)
+
+        with pytest.raises(FetchError) as unreadable:
+            require_architecture_index(dataclasses.replace(with_arm64, mirror=f"{carries}-gone"),
+                                       signing_home / "keyring.gpg", context.fetcher)
+        assert unreadable.value.problem.startswith(f"no arm64 index is reachable: the archive {carries}-gone "
+                                                   "cannot be read for suite bookworm: ")
+        offline = Fetcher(Cache(tmp_path / "offline"), offline=True)
+        require_architecture_index(dataclasses.replace(with_arm64, mirror=f"{carries}-gone"),
+                                   signing_home / "keyring.gpg", offline)  # --offline: nothing is asked
+        x86 = dataclasses.replace(planned.job, arch=ARCHES["x86_64"])
+        require_architecture_index(x86, signing_home / "keyring.gpg", context.fetcher)  # the host's own: not asked
+        assert len(server.requests) == 3
+    finally:
+        server.stop()
