@@ -77,14 +77,15 @@ $(STAMP_VENV): pyproject.toml $(STAMP_DEPS)
 	$(VENV)/bin/pip install -q -e '.[test,lint]'
 	@touch $@
 
-# The arm64 tier (marker `cross`: the arm64 kernel cross build, ~15 min cold on 2 cores; a Debian
-# bookworm arm64 rootfs bootstrapped through qemu-user, root and rootless; its image and initrd booted
-# under qemu-system-aarch64 with TCG; a container run) is not part of `make test`; `make test-cross`
-# runs it. It needs qemu-user registered with binfmt_misc: as root, `make binfmt` (which it runs first)
-# mounts binfmt_misc where nothing has (no systemd) and enables Debian's qemu-aarch64 handler, so the
-# tier does not depend on an earlier session having done it by hand; otherwise `osbuilder doctor` says how.
-test: venv
-	$(PYTEST) $(PYTEST_FLAGS) -m 'not cross' tests
+# `make test` runs every tier: unit, integration, and the arm64 tier (marker `cross`: the arm64
+# kernel cross build, ~12-15 min cold on 2 cores; a Debian bookworm arm64 rootfs bootstrapped through
+# qemu-user, root, rootless and with the docker backend; its image and initrd booted under
+# qemu-system-aarch64 with TCG; a container run). `make test-cross` runs the arm64 tier alone. It
+# needs qemu-user registered with binfmt_misc: as root, `make binfmt` (which both run first) mounts
+# binfmt_misc where nothing has (no systemd) and enables Debian's qemu-aarch64 handler, so the tier
+# does not depend on an earlier session having done it by hand; otherwise `osbuilder doctor` says how.
+test: venv binfmt
+	$(PYTEST) $(PYTEST_FLAGS) tests
 
 test-unit: venv
 	$(PYTEST) $(PYTEST_FLAGS) -m 'not integration and not cross' tests
@@ -103,13 +104,13 @@ binfmt: venv
 
 # The whole suite as CI runs it on a fresh machine (as root): first forget what earlier runs left
 # (the test users and their homes, the project's docker images, osbuilder's containers), then test
-# against an empty cache directory (removed afterwards). The kernel is built again: ~30 min on 2 cores.
-test-fresh: venv
+# against an empty cache directory (removed afterwards). Both kernels are built again.
+test-fresh: venv binfmt
 	$(VENV)/bin/python -m tests.helpers.machine_state
 	@cache=$$(mktemp -d /var/tmp/osbuilder-fresh-cache.XXXXXX); trap 'rm -rf "$$cache"' EXIT; \
 	echo "empty cache directory: $$cache"; started=$$(date +%s); status=0; \
 	env -u OSBUILDER_TEST_CACHE_DIR OSBUILDER_CACHE_DIR="$$cache" \
-	  $(PYTEST) $(PYTEST_FLAGS) -m 'not cross' tests || status=$$?; \
+	  $(PYTEST) $(PYTEST_FLAGS) tests || status=$$?; \
 	echo "test-fresh: $$(( $$(date +%s) - started )) s wall time, exit status $$status"; exit $$status
 
 lint: venv

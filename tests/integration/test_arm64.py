@@ -1,11 +1,12 @@
-"""arm64 end to end from an x86_64 host (marker `cross`, run by `make test-cross`): a Debian bookworm
-rootfs bootstrapped through qemu-user with the cross-built agent as init, reproducible; its image
+"""arm64 end to end from an x86_64 host (marker `cross`: in `make test`, alone with `make test-cross`):
+a Debian bookworm rootfs bootstrapped through qemu-user with the cross-built agent as init,
+reproducible, rootless and with the docker backend; an archive without arm64 refused; its image
 (virtio-blk, no DAX) and initrd booted under qemu-system-aarch64 (TCG) to SERVING with the arm64
 kernel; and a container run from an arm64 container root.
 
 The kernel, the rootfs trees and their packages come from the user's cache (as the other tiers'
-do), so a warm run only boots; a cold one builds the arm64 kernel (about 15 minutes on 2 cores)
-and bootstraps two arm64 trees under emulation (a few minutes each)."""
+do); the reproducibility, rootless and docker builds run every time. A cold run also builds the
+arm64 kernel (about 12 to 15 minutes on 2 cores) and downloads the arm64 packages"""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """Real kernels from Debian's linux-source-6.12: the configuration check against the tree's own
 kconfig (seconds), the default x86_64 build (cached in the user's cache between runs), a boot of
-both its images under QEMU, and the arm64 cross build (marker `cross`, run by `make test-cross`)."""
+both its images under QEMU, and the arm64 cross build (marker `cross`: in `make test`, alone with
+`make test-cross`)."""
 
 from __future__ import annotations
 
