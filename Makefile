@@ -97,7 +97,7 @@ test-cross: venv binfmt
 	$(PYTEST) $(PYTEST_FLAGS) -m cross tests
 
 binfmt: venv
-	@if [ "$$(id -u)" = 0 ]; then \
+	@if [ "$$(id -u)" = 0 ] && [ "$$(uname -m)" = x86_64 ]; then \
 	  [ -e /proc/sys/fs/binfmt_misc/register ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc; \
 	  grep -qx enabled /proc/sys/fs/binfmt_misc/qemu-aarch64 2>/dev/null || update-binfmts --enable qemu-aarch64; \
 	fi

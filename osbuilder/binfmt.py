@@ -82,9 +82,12 @@ def emulation(arch: Arch, binfmt_dir: Path | None = None, *,
                          f"'{flags}'), so it cannot run inside a chroot",
                          "apt-get install qemu-user-static (Debian's registers qemu with the F flag), then "
                          f"update-binfmts --disable qemu-{arch.qemu} && update-binfmts --enable qemu-{arch.qemu}")
-    if install:
+    # A registered, enabled handler with the F flag is all a builder container needs; the host's own
+    # mmdebstrap needs arch-test too, and the packages that keep the handler registered.
+    if install and not in_container:
+        reason = " (mmdebstrap needs arch-test for a foreign --arch)" if "arch-test" in missing else ""
         return Emulation(arch.name, handler, f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not "
-                         f"installed (mmdebstrap needs arch-test for a foreign --arch)", install)
+                         f"installed{reason}", install)
     return Emulation(arch.name, handler, "", "")
 
 

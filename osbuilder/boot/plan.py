@@ -89,6 +89,7 @@ def choose_assets(kernel: Path | None, image: Path | None, initrd: Path | None, 
     """The assets of --kernel/--image/--initrd, completed from --config (the options win over it);
     each one checked to be what it claims."""
     from_config = read_runtime_config(config) if config else None
+    kernel_given = kernel is not None
     kernel = kernel or (from_config.kernel if from_config else None)
     if image is None and initrd is None and from_config is not None:
         image, initrd = from_config.image, from_config.initrd
@@ -97,8 +98,9 @@ def choose_assets(kernel: Path | None, image: Path | None, initrd: Path | None, 
     if image is None and initrd is None:
         raise UsageError(problem="nothing to boot the kernel with", where="--image/--initrd",
                          fix="pass --image, --initrd, --config or --bundle")
-    kernel_arch = check_assets(kernel, image, initrd)
-    return Assets(kernel, image, initrd, from_config, kernel_arch)
+    kernel_option = "--kernel" if kernel_given else f"--config {config} (kernel)"
+    kernel_arch = check_assets(kernel, image, initrd, kernel_option=kernel_option)
+    return Assets(kernel, image, initrd, from_config, kernel_arch, kernel_option)
 
 
 def _config_assets(config: RuntimeBoot, where: str) -> Assets:

@@ -67,7 +67,7 @@ def kernel_arch(head: bytes) -> str | None:
     """The architecture (uname -m name) a kernel's first bytes say it runs on, or None."""
     found = _format(head)
     if found == "bzimage":
-        return "x86_64"
+        return _bzimage_arch(head)
     if found in ("arm64-image", "arm64-image.gz"):
         return "aarch64"
     if found == "elf":
@@ -177,6 +177,14 @@ def _ikconfig(data: bytes | mmap.mmap) -> str | None:
         return None
 
 
+def _bzimage_arch(head: bytes) -> str:
+    """A bzImage is a 64-bit kernel when its setup header (protocol 2.12 and later) says it can be
+    loaded above 4 GiB (XLF_KERNEL_64)."""
+    protocol, = struct.unpack_from("<H", head, 0x206)
+    xloadflags = struct.unpack_from("<H", head, 0x236)[0] if protocol >= 0x20C else 0
+    return "x86_64" if xloadflags & 1 else "i386"
+
+
 def _bzimage_info(path: Path, head: bytes) -> dict[str, Any]:
     protocol, = struct.unpack_from("<H", head, 0x206)
     pointer, = struct.unpack_from("<H", head, 0x20E)
@@ -184,8 +192,7 @@ def _bzimage_info(path: Path, head: bytes) -> dict[str, Any]:
     if pointer:
         raw = head[0x200 + pointer:0x200 + pointer + 256]
         version_text = raw.split(b"\x00", 1)[0].decode(errors="replace")
-    xloadflags = struct.unpack_from("<H", head, 0x236)[0] if protocol >= 0x20C else 0
-    return {"architecture": "x86_64" if xloadflags & 1 else "i386",
+    return {"architecture": _bzimage_arch(head),
             "boot_protocol": f"{protocol >> 8}.{protocol & 0xFF:02d}",
             "banner": f"Linux version {version_text}" if version_text else None}
 

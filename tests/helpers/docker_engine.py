@@ -16,6 +16,7 @@ import pytest
 from osbuilder.arch import host_arch
 from osbuilder.context import Context
 from osbuilder.paths import DEFAULT_DISTROS_DIR, DEFAULT_VERSIONS
+from osbuilder.rootfs.bootstrappers.docker import BUILDER_PACKAGES
 from osbuilder.rootfs.bootstrappers.keyring import keyring_for_apt, resolve_keyring
 from tests.helpers.machine_state import TEST_BASE_REPOSITORY
 
@@ -60,7 +61,7 @@ def base_image(engine: object, rootfs_cache: Path, tmp_path_factory: pytest.Temp
     with keyring_for_apt(keyring) as readable:
         bootstrap = subprocess.run(
             ["mmdebstrap", "--variant=apt", "--components=main,universe",
-             "--include=mmdebstrap,mount,distro-info-data", f"--keyring={readable}", "noble", str(tarball)],
+             f"--include={','.join(BUILDER_PACKAGES)}", f"--keyring={readable}", "noble", str(tarball)],
             capture_output=True, text=True, env={**os.environ, "SOURCE_DATE_EPOCH": ROOTFS_SDE})
     assert bootstrap.returncode == 0, bootstrap.stderr[-3000:]
     imported = subprocess.run(["docker", "import", "--change", f"LABEL {COMPLETE_LABEL}=yes", str(tarball),

@@ -83,9 +83,10 @@ def publish(server: FixtureServer, work: Path, *, suite: str, package: str, vers
 
 def publish_release(server: FixtureServer, *, suite: str, architectures: str, signing_home: Path,
                     prefix: str = "debian") -> str:
-    """Only a suite's signed InRelease, listing `architectures`; returns the archive's URL."""
-    release = (f"Origin: Test\nCodename: {suite}\nSuite: {suite}\nArchitectures: {architectures}\n"
-               "Components: main\nSHA256:\n")
+    """Only a suite's signed InRelease, listing `architectures` (none: no Architectures field);
+    returns the archive's URL."""
+    listed = f"Architectures: {architectures}\n" if architectures else ""  # "": no such field
+    release = f"Origin: Test\nCodename: {suite}\nSuite: {suite}\n{listed}Components: main\nSHA256:\n"
     server.add(f"{prefix}/dists/{suite}/InRelease",
                _gpg(signing_home, "--clearsign", "--output", "-", input=release.encode()))
     return f"http://127.0.0.1:{server.port}/{prefix}"

@@ -217,8 +217,9 @@ def test_an_unreachable_archive_is_named_with_its_suite(test_agent: Path, tmp_pa
                           "--agent", test_agent, "--mirror", mirror, "--no-cache")
     assert result.returncode == 1, result.stderr
     error = json.loads(result.stdout)["error"]
-    assert error["type"] == "FetchError" and error["where"] == f"mirror {mirror}"
+    assert error["type"] == "CommandError" and error["where"] == f"mirror {mirror}"
     assert error["problem"].startswith(f"no amd64 index is reachable: {mirror} suite bookworm ("), error
     assert "--mirror" in error["fix"]
+    assert f"Failed to fetch {mirror}/dists/bookworm/" in error["stderr_tail"]  # mmdebstrap's lines kept
     assert not output.exists()
     assert not (cache / "rootfs").exists() or list((cache / "rootfs").iterdir()) == []

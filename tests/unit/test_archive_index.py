@@ -29,7 +29,7 @@ from osbuilder.rootfs.prepare import prepare
 from tests.helpers.fakearchive import make_key, publish_release
 from tests.helpers.httpserver import FixtureServer
 
-pytestmark = pytest.mark.skipif(host_arch().name != "x86_64", reason="the foreign architecture here is aarch64")
+ON_X86_64 = pytest.mark.skipif(host_arch().name != "x86_64", reason="the foreign architecture here is aarch64")
 
 # apt's own lines (mmdebstrap 1.3, apt 2.6), with the archive's host name replaced.
 APT_OUTPUT = """\
@@ -37,7 +37,8 @@ I: running apt-get update...
 Err:1 http://archive.invalid/ubuntu-ports noble InRelease
   Could not resolve 'archive.invalid'
 E: Failed to fetch http://archive.invalid/ubuntu-ports/dists/noble/InRelease  Could not resolve 'archive.invalid'
-E: Failed to fetch http://archive.invalid/ubuntu-ports/dists/noble-updates/InRelease  Could not resolve 'archive.invalid'
+W: Failed to fetch http://archive.invalid/ubuntu-ports/dists/noble-updates/InRelease  Could not resolve 'archive.invalid'
+E: Failed to fetch http://mirror.invalid/dists/debian/dists/noble-backports/main/binary-arm64/Packages.xz  Hash Sum mismatch
 E: Some index files failed to download. They have been ignored, or old ones used instead.
 N: Skipping acquire of configured file 'main/binary-arm64/Packages' as repository 'http://mirror.invalid/ubuntu noble-security InRelease' doesn't support architecture 'arm64'
 E: mmdebstrap failed to run
@@ -56,22 +57,34 @@ def test_apts_report_names_each_archive_and_suite() -> None:
     found = missing_indexes(APT_OUTPUT, "arm64")
     assert [(entry.archive, entry.suite) for entry in found] == [
         ("http://archive.invalid/ubuntu-ports", "noble"), ("http://archive.invalid/ubuntu-ports", "noble-updates"),
+        ("http://mirror.invalid/dists/debian", "noble-backports"),  # the last /dists/ ends the archive
         ("http://mirror.invalid/ubuntu", "noble-security")]
-    assert found[0].reason == "Could not resolve 'archive.invalid'"
-    assert found[2].reason == "it has no arm64 index"
-    assert missing_indexes(APT_OUTPUT, "riscv64")[2:] == []  # another architecture's refusal is not ours
+    assert found[0].reason == "Could not resolve 'archive.invalid'" and found[2].reason == "Hash Sum mismatch"
+    assert found[3].reason == "it has no arm64 index"
+    # another architecture's refusal is not ours
+    assert [(entry.archive, entry.suite) for entry in missing_indexes(APT_OUTPUT, "riscv64")] == [
+        ("http://archive.invalid/ubuntu-ports", "noble"), ("http://archive.invalid/ubuntu-ports", "noble-updates"),
+        ("http://mirror.invalid/dists/debian", "noble-backports")]
     assert missing_indexes("E: mmdebstrap failed to run\n", "arm64") == []
 
 
+@ON_X86_64
 def test_a_failed_bootstrap_says_which_archive_had_no_index(tmp_path: Path) -> None:
     planned, _context = _job(tmp_path, "ubuntu", "noble", None)
-    with pytest.raises(FetchError) as explained, explained_index_failures(planned.job):
-            raise CommandError(problem="mmdebstrap failed", argv=["mmdebstrap"], returncode=25, stderr_tail=APT_OUTPUT)
+    with pytest.raises(CommandError) as explained, explained_index_failures(planned.job):
+        raise CommandError(problem="mmdebstrap failed", argv=["mmdebstrap"], returncode=25, stderr_tail=APT_OUTPUT)
     error = explained.value
     assert error.exit_code == 1 and error.where == "mmdebstrap's default mirrors"
     assert error.problem.startswith("no arm64 index is reachable: http://archive.invalid/ubuntu-ports suite noble "
                                     "(Could not resolve 'archive.invalid')")
     assert "OSBUILDER_UBUNTU_MIRROR" in error.fix and "ports archive" in error.fix
+    assert (error.stderr_tail, error.returncode) == (APT_OUTPUT, 25)  # mmdebstrap's own lines are kept
+    lacking = "\n".join(line for line in APT_OUTPUT.splitlines() if "Failed to fetch" not in line)
+    with pytest.raises(CommandError) as refused, explained_index_failures(planned.job):
+        raise CommandError(problem="mmdebstrap failed", stderr_tail=lacking)
+    assert refused.value.exit_code == 2  # only "doesn't support architecture": bad input, as beforehand
+    assert refused.value.problem == ("no arm64 index is reachable: http://mirror.invalid/ubuntu suite noble-security "
+                                     "(it has no arm64 index)")
     other = CommandError(problem="mmdebstrap failed", stderr_tail="E: dpkg was interrupted\n")
     with pytest.raises(CommandError) as kept, explained_index_failures(planned.job):
         raise other
@@ -85,6 +98,7 @@ def signing_home(tmp_path: Path) -> Path:
     return home
 
 
+@ON_X86_64
 def test_a_mirror_without_the_architecture_is_refused_before_any_work(
         tmp_path: Path, signing_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     server = FixtureServer().start()
@@ -120,16 +134,40 @@ def test_a_mirror_without_the_architecture_is_refused_before_any_work(
         with_arm64 = dataclasses.replace(planned.job, mirror=carries)
         require_architecture_index(with_arm64, signing_home / "keyring.gpg", context.fetcher)
 
+        unreachable = "http://127.0.0.1:9/debian"  # the discard port: nothing serves HTTP there
         with pytest.raises(FetchError) as unreadable:
-            require_architecture_index(dataclasses.replace(with_arm64, mirror=f"{carries}-gone"),
+            require_architecture_index(dataclasses.replace(with_arm64, mirror=unreachable),
                                        signing_home / "keyring.gpg", context.fetcher)
-        assert unreadable.value.problem.startswith(f"no arm64 index is reachable: the archive {carries}-gone "
-                                                   "cannot be read for suite bookworm: ")
+        assert unreadable.value.problem.startswith(f"no arm64 index is reachable: the archive {unreachable} "
+                                                   "cannot be read for suite bookworm: cannot reach the archive")
+        assert unreadable.value.exit_code == 1
+        # No InRelease (an archive with Release and Release.gpg only): mmdebstrap judges it.
+        require_architecture_index(dataclasses.replace(with_arm64, mirror=f"{carries}-gone"),
+                                   signing_home / "keyring.gpg", context.fetcher)
         offline = Fetcher(Cache(tmp_path / "offline"), offline=True)
         require_architecture_index(dataclasses.replace(with_arm64, mirror=f"{carries}-gone"),
                                    signing_home / "keyring.gpg", offline)  # --offline: nothing is asked
         x86 = dataclasses.replace(planned.job, arch=ARCHES["x86_64"])
         require_architecture_index(x86, signing_home / "keyring.gpg", context.fetcher)  # the host's own: not asked
-        assert len(server.requests) == 3
+        for form in (f"deb {carries}-gone bookworm main", "file:///srv/mirror"):  # left to mmdebstrap
+            require_architecture_index(dataclasses.replace(with_arm64, mirror=form), signing_home / "keyring.gpg",
+                                       context.fetcher)
+        require_architecture_index(dataclasses.replace(with_arm64, mirror=f"{carries}-gone"), None, context.fetcher)
+        assert len(server.requests) == 3  # bookworm without arm64, with arm64, -gone (404)
+
+        # No Architectures field: apt takes every architecture, so does the check.
+        unlisted = publish_release(server, suite="bookworm", architectures="", signing_home=signing_home,
+                                   prefix="unlisted")
+        require_architecture_index(dataclasses.replace(with_arm64, mirror=unlisted), signing_home / "keyring.gpg",
+                                   context.fetcher)
+        # Signed by another key: the signature error as it is, not a missing index.
+        other_home = tmp_path / "other-gnupg"
+        make_key(other_home, "other")
+        forged = publish_release(server, suite="bookworm", architectures="amd64", signing_home=other_home,
+                                 prefix="forged")
+        with pytest.raises(FetchError) as forgery:
+            require_architecture_index(dataclasses.replace(with_arm64, mirror=forged), signing_home / "keyring.gpg",
+                                       context.fetcher)
+        assert "does not verify" in forgery.value.problem and "index" not in forgery.value.problem
     finally:
         server.stop()

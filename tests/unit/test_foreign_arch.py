@@ -96,6 +96,11 @@ def test_the_docker_backend_needs_only_the_hosts_registered_handler(tmp_path: Pa
                                     find=lambda name: None if name == "arch-test" else f"/usr/bin/{name}",
                                     in_container=True)
     assert no_arch_test.ok
+    # registered by other means (a binfmt container, say): no host package is needed at all
+    assert binfmt.emulation(AARCH64, _binfmt(tmp_path / "a2"), find=lambda _: None, in_container=True).ok
+    natively = binfmt.emulation(AARCH64, _binfmt(tmp_path / "a3"), find=lambda _: None)
+    assert natively.problem == ("qemu-user-static, binfmt-support, arch-test are not installed (mmdebstrap needs "
+                                "arch-test for a foreign --arch)")
     without_f = binfmt.emulation(AARCH64, _binfmt(tmp_path / "b", handler=REGISTERED.replace("PF", "P")),
                                  find=_all_tools, in_container=True)
     assert "lacks the F flag" in without_f.problem
@@ -174,10 +179,11 @@ def test_the_arm64_vm_is_the_runtimes(tmp_path: Path) -> None:
 
 
 def _kernel_heads() -> dict[str, bytes]:
-    """The first bytes that say a kernel's architecture: an x86 bzImage's boot sector and setup header
-    signature, an arm64 Image's magic, an arm64 kernel ELF (e_machine 183, upper-half entry)."""
+    """The first bytes that say a kernel's architecture: a 64-bit x86 bzImage's boot sector and setup
+    header, an arm64 Image's magic, an arm64 kernel ELF (e_machine 183, upper-half entry)."""
     bzimage = bytearray(0x1000)
     bzimage[0x1FE:0x200], bzimage[0x202:0x206] = b"\x55\xaa", b"HdrS"
+    bzimage[0x206:0x208], bzimage[0x236] = (0x20F).to_bytes(2, "little"), 1  # protocol 2.15, XLF_KERNEL_64
     image = bytearray(0x1000)
     image[0x38:0x3C] = b"ARM\x64"
     elf = bytearray(0x1000)
@@ -215,6 +221,11 @@ def test_a_kernel_of_another_architecture_is_refused_before_qemu_starts(tmp_path
     # Through the command line: exit 2, and no QEMU was started.
     result = run_cli("boot", "--arch", "aarch64", "--kernel", tmp_path / "x86_64", "--initrd", initrd, "--json")
     assert result.returncode == 2 and "is an x86_64 kernel, but the VM is aarch64" in result.stdout
+    container = tmp_path / "container"
+    (container / "bin").mkdir(parents=True)
+    ran = run_cli("run", "--arch", "aarch64", "--kernel", tmp_path / "x86_64", "--initrd", initrd, "--rootfs",
+                  container, "--json", "--", "true")
+    assert ran.returncode == 2 and "is an x86_64 kernel, but the VM is aarch64" in ran.stdout
 
 
 def test_an_arm64_guest_is_emulated(tmp_path: Path) -> None:

@@ -133,7 +133,7 @@ def builder_image(engine: docker.DockerClient, distro: str, release: str, base_i
         raise UsageError(
             problem=f"the base image {base_image} is not available: {exc.explanation or exc}",
             where=f"--docker-base {base_image}",
-            fix=("make one locally, e.g. `mmdebstrap --variant=apt --include=mmdebstrap,mount,distro-info-data "
+            fix=(f"make one locally, e.g. `mmdebstrap --variant=apt --include={','.join(BUILDER_PACKAGES)} "
                  f"{release} - | docker import - {base_image}`, or pass --docker-base IMAGE")
             if missing else "check the Docker engine",
         ) from exc
