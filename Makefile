@@ -78,7 +78,7 @@ $(STAMP_VENV): pyproject.toml $(STAMP_DEPS)
 	@touch $@
 
 # `make test` runs every tier: unit, integration, and the arm64 tier (marker `cross`: the arm64
-# kernel cross build, ~12 min cold on 2 cores; a Debian bookworm arm64 rootfs bootstrapped through
+# kernel cross build, ~11 min cold on 2 cores; a Debian bookworm arm64 rootfs bootstrapped through
 # qemu-user, root, rootless and with the docker backend; its image and initrd booted under
 # qemu-system-aarch64 with TCG; a container run). `make test-cross` runs the arm64 tier alone. It
 # needs qemu-user registered with binfmt_misc: as root, `make binfmt` (which both run first) mounts

@@ -6,7 +6,7 @@ kernel; and a container run from an arm64 container root.
 
 The kernel, the rootfs trees and their packages come from the user's cache (as the other tiers'
 do); the reproducibility, rootless and docker builds run every time. A cold run also builds the
-arm64 kernel (about 12 minutes on 2 cores) and downloads the arm64 packages"""
+arm64 kernel (about 11 minutes on 2 cores) and downloads the arm64 packages"""
 
 from __future__ import annotations
 
