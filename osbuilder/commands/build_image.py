@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +20,6 @@ from osbuilder.rootfs.options import ASSET, ROOTFS
 
 if TYPE_CHECKING:
     from osbuilder.image.builder import ImageOptions, ImageResult
-    from osbuilder.rootfs.source import RootfsInput
 
 TABLES = (ASSET, IMAGE, IDENTIFIERS, ROOTFS, BUDGETS)
 
@@ -32,13 +30,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(context: Context, args: argparse.Namespace) -> Outcome:
     from osbuilder.arch import host_arch
-    from osbuilder.evidence.assets import after_build
-    from osbuilder.evidence.budgets import check_asset
+    from osbuilder.evidence.assets import after_build, check_hit
     from osbuilder.evidence.sbom import SUFFIX as SBOM_SUFFIX
     from osbuilder.image.builder import build_image, validate
     from osbuilder.rootfs import plan  # the planners load every bootstrapper: not at start-up
     from osbuilder.rootfs.plan import Request
-    from osbuilder.rootfs.source import rootfs_input
+    from osbuilder.rootfs.source import rootfs_input_for
 
     values = options.values(args, *TABLES)
     settings = validate(image_options(values))
@@ -51,10 +48,7 @@ def run(context: Context, args: argparse.Namespace) -> Outcome:
         free = result.filesystem.details.get("free_blocks")
         return free * result.filesystem.block_size if isinstance(free, int) else None
 
-    def rootfs(given: Path | None) -> AbstractContextManager[RootfsInput]:
-        return rootfs_input(given, request, "image", output, versions=context.versions,
-                            recipe_named=context.recipe, cache=context.cache, fetcher=context.fetcher,
-                            verbose=context.verbose > 0, from_make=options.set_by_make(args, ROOTFS))
+    rootfs = rootfs_input_for(context, request, "image", output, options.set_by_make(args, ROOTFS))
 
     if args.rootfs is not None:  # a tree of the user's: no key, no cache entry
         with rootfs(args.rootfs) as source:
@@ -82,14 +76,11 @@ def run(context: Context, args: argparse.Namespace) -> Outcome:
     sbom = output.with_name(output.name + SBOM_SUFFIX)
     delivered = deliver(context.cache, IMAGE_KIND, keyed.content_key(), inputs, build,
                         {ENTRY_IMAGE: output, ENTRY_ROOT_HASH: root_hash, ENTRY_IMAGE + SBOM_SUFFIX: sbom})
-    if budgets is not None and delivered.source != BUILT:
-        # A hit may come from a --no-budgets build or looser budgets; built: checked above, with
-        # the rootfs's contributors.
+    if delivered.source != BUILT:
         filesystem = delivered.report.get("filesystem") or {}
         free, block = filesystem.get("free_blocks"), filesystem.get("block_size")
-        check_asset(budgets, planned.arch.name, "image", output,
-                    (planned.recipe.name, planned.release.codename, plan.is_agent_init(planned)),
-                    free * block if isinstance(free, int) and isinstance(block, int) else None)
+        check_hit(budgets, planned, "image", output,
+                  free * block if isinstance(free, int) and isinstance(block, int) else None)
     data = {**delivered.report, "image": str(output), "root_hash_file": str(root_hash) if root_hash else None,
             "sbom": str(sbom),
             "rootfs": delivered.meta.get("rootfs") if delivered.source == BUILT else None,

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from osbuilder import options
 from osbuilder.assetcache import ENTRY_INITRD, INITRD_KIND, deliver
@@ -19,9 +18,6 @@ from osbuilder.outputs import check_output_path
 from osbuilder.rootfs.options import ASSET, ROOTFS
 from osbuilder.tree import parse_epoch
 
-if TYPE_CHECKING:
-    from osbuilder.rootfs.source import RootfsInput
-
 TABLES = (ASSET, INITRD, ROOTFS, BUDGETS)
 
 
@@ -31,13 +27,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(context: Context, args: argparse.Namespace) -> Outcome:
     from osbuilder.arch import host_arch
-    from osbuilder.evidence.assets import after_build
-    from osbuilder.evidence.budgets import check_asset
+    from osbuilder.evidence.assets import after_build, check_hit
     from osbuilder.evidence.sbom import SUFFIX as SBOM_SUFFIX
     from osbuilder.initrd.builder import InitrdOptions, build_initrd, validate
     from osbuilder.rootfs import plan  # the planners load every bootstrapper: not at start-up
     from osbuilder.rootfs.plan import Request
-    from osbuilder.rootfs.source import rootfs_input
+    from osbuilder.rootfs.source import rootfs_input_for
 
     values = options.values(args, *TABLES)
     settings = InitrdOptions(
@@ -52,10 +47,7 @@ def run(context: Context, args: argparse.Namespace) -> Outcome:
     arch = request.arch or host_arch().name
     budgets = None if values["no_budgets"] else context.versions
 
-    def rootfs(given: Path | None) -> AbstractContextManager[RootfsInput]:
-        return rootfs_input(given, request, "initrd", settings.output, versions=context.versions,
-                            recipe_named=context.recipe, cache=context.cache, fetcher=context.fetcher,
-                            verbose=context.verbose > 0, from_make=options.set_by_make(args, ROOTFS))
+    rootfs = rootfs_input_for(context, request, "initrd", settings.output, options.set_by_make(args, ROOTFS))
 
     if args.rootfs is not None:  # a tree of the user's: no key, no cache entry
         with rootfs(args.rootfs) as source:
@@ -80,11 +72,8 @@ def run(context: Context, args: argparse.Namespace) -> Outcome:
     delivered = deliver(context.cache, INITRD_KIND, keyed.content_key(planned.cache_key),
                         keyed.key_inputs(planned.cache_key), build,
                         {ENTRY_INITRD: settings.output, ENTRY_INITRD + SBOM_SUFFIX: sbom})
-    if budgets is not None and delivered.source != BUILT:
-        # A hit may come from a --no-budgets build or looser budgets; built: checked above, with
-        # the rootfs's contributors.
-        check_asset(budgets, planned.arch.name, "initrd", settings.output,
-                    (planned.recipe.name, planned.release.codename, plan.is_agent_init(planned)), None)
+    if delivered.source != BUILT:
+        check_hit(budgets, planned, "initrd", settings.output)
     data = {**delivered.report, "initrd": str(settings.output), "sbom": str(sbom),
             "rootfs": delivered.meta.get("rootfs") if delivered.source == BUILT else None,
             **delivered.cache_fields()}

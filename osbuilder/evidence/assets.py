@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from osbuilder.errors import BuildError
-from osbuilder.evidence.budgets import check_rootfs_asset
+from osbuilder.evidence.budgets import check_asset, check_rootfs_asset
 from osbuilder.evidence.sbom import for_built_asset
 from osbuilder.outputs import atomic_output
 from osbuilder.versions import Versions
+
+if TYPE_CHECKING:
+    from osbuilder.rootfs.plan import Plan
 
 
 def after_build(rootfs_dir: Path, asset: Path, kind: str, epoch: int, *, arch: str, versions: Versions | None,
@@ -30,3 +34,14 @@ def after_build(rootfs_dir: Path, asset: Path, kind: str, epoch: int, *, arch: s
                 shutil.copyfile(asset, temporary)
         raise
     return sbom
+
+
+def check_hit(versions: Versions | None, planned: Plan, kind: str, asset: Path, free_bytes: int | None = None) -> None:
+    """A cached image or initrd of the rootfs `planned` against the budgets (unless --no-budgets): a
+    hit may come from a --no-budgets build or looser budgets. A built one was checked by
+    after_build, with the rootfs's contributors; a hit has no rootfs to name them from."""
+    from osbuilder.rootfs.plan import is_agent_init
+
+    if versions is not None:
+        check_asset(versions, planned.arch.name, kind, asset,
+                    (planned.recipe.name, planned.release.codename, is_agent_init(planned)), free_bytes)

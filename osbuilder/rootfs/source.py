@@ -14,7 +14,7 @@ import shutil
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from osbuilder import staging, userns
 from osbuilder.cache import Cache
@@ -24,6 +24,11 @@ from osbuilder.options import Kind
 from osbuilder.recipes import Recipe
 from osbuilder.rootfs import build, options, plan
 from osbuilder.versions import Versions
+
+if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
+    from osbuilder.context import Context
 
 
 @dataclass(frozen=True)
@@ -69,3 +74,14 @@ def rootfs_input(given: Path | None, request: plan.Request, asset: str, output: 
     finally:
         userns.remove_tree(target)  # a tree of subordinate ids is removed in its namespace
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def rootfs_input_for(context: Context, request: plan.Request, asset: str, output: Path,
+                     from_make: Collection[str]) -> Callable[[Path | None], AbstractContextManager[RootfsInput]]:
+    """rootfs_input bound to a command's context: build-image and build-initrd ask it for the tree
+    they were given (ROOTFS_DIR) or for none, which builds one."""
+    def bound(given: Path | None) -> AbstractContextManager[RootfsInput]:
+        return rootfs_input(given, request, asset, output, versions=context.versions, recipe_named=context.recipe,
+                            cache=context.cache, fetcher=context.fetcher, verbose=context.verbose > 0,
+                            from_make=from_make)
+    return bound

@@ -90,3 +90,20 @@ def publish_release(server: FixtureServer, *, suite: str, architectures: str, si
     server.add(f"{prefix}/dists/{suite}/InRelease",
                _gpg(signing_home, "--clearsign", "--output", "-", input=release.encode()))
     return f"http://127.0.0.1:{server.port}/{prefix}"
+
+
+DEBIAN_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
+
+
+def private_distros(destination: Path, keyring: Path) -> Path:
+    """The repository's recipes, with Debian's verified by `keyring` (an archive of one's own)."""
+    import shutil
+
+    from osbuilder.paths import DEFAULT_DISTROS_DIR
+
+    shutil.copytree(DEFAULT_DISTROS_DIR, destination)
+    recipe = destination / "debian" / "recipe.yaml"
+    text = recipe.read_text()
+    assert f'host-path: "{DEBIAN_KEYRING}"' in text
+    recipe.write_text(text.replace(DEBIAN_KEYRING, str(keyring)))
+    return destination

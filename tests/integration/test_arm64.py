@@ -26,7 +26,7 @@ from osbuilder.initrd.builder import InitrdOptions, build_initrd
 from osbuilder.kernel.build import KernelBuild, KernelOptions
 from osbuilder.rootfs.agent import elf_arch
 from tests.conftest import ROOTFS_SDE, BuiltRootfs, build_rootfs, run_cli
-from tests.helpers.fakearchive import make_key, publish_release
+from tests.helpers.fakearchive import make_key, private_distros, publish_release
 from tests.helpers.httpserver import FixtureServer
 from tests.helpers.rootfsinspect import dpkg_packages
 
@@ -155,12 +155,7 @@ def test_an_archive_without_arm64_is_refused_before_any_work(tmp_path: Path) -> 
     anything bootstrapped."""
     home = tmp_path / "gnupg"
     keyring = make_key(home, "archive")
-    distros = tmp_path / "distros"
-    shutil.copytree(Path(__file__).resolve().parents[2] / "distros", distros)
-    recipe = distros / "debian" / "recipe.yaml"
-    text = recipe.read_text()
-    assert "/usr/share/keyrings/debian-archive-keyring.gpg" in text
-    recipe.write_text(text.replace("/usr/share/keyrings/debian-archive-keyring.gpg", str(keyring)))
+    distros = private_distros(tmp_path / "distros", keyring)
     server = FixtureServer().start()
     try:
         mirror = publish_release(server, suite="bookworm", architectures="amd64 i386", signing_home=home)

@@ -6,7 +6,6 @@ default mirrors, apt's report of what it could not fetch is turned into the same
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,8 @@ from osbuilder.rootfs.bootstrappers.archive_index import (
 )
 from osbuilder.rootfs.plan import Request, plan
 from osbuilder.rootfs.prepare import prepare
-from tests.helpers.fakearchive import make_key, publish_release
+from tests.helpers.binfmt import fake_binfmt
+from tests.helpers.fakearchive import make_key, private_distros, publish_release
 from tests.helpers.httpserver import FixtureServer
 
 ON_X86_64 = pytest.mark.skipif(host_arch().name != "x86_64", reason="the foreign architecture here is aarch64")
@@ -105,19 +105,9 @@ def test_a_mirror_without_the_architecture_is_refused_before_any_work(
     try:
         mirror = publish_release(server, suite="bookworm", architectures="amd64 i386", signing_home=signing_home)
         # A recipe of a private archive: its keyring is the one that signed the InRelease.
-        distros = tmp_path / "distros"
-        shutil.copytree(DEFAULT_DISTROS_DIR, distros)
-        recipe = distros / "debian" / "recipe.yaml"
-        text = recipe.read_text()
-        assert 'host-path: "/usr/share/keyrings/debian-archive-keyring.gpg"' in text
-        recipe.write_text(text.replace("/usr/share/keyrings/debian-archive-keyring.gpg",
-                                       str(signing_home / "keyring.gpg")))
+        distros = private_distros(tmp_path / "distros", signing_home / "keyring.gpg")
         planned, context = _job(tmp_path, "debian", "bookworm", mirror, distros)
-        registered = tmp_path / "binfmt_misc"
-        registered.mkdir()
-        (registered / "register").write_text("")
-        (registered / "qemu-aarch64").write_text("enabled\ninterpreter /x\nflags: PF\n")
-        monkeypatch.setattr(binfmt, "BINFMT_DIR", registered)
+        monkeypatch.setattr(binfmt, "BINFMT_DIR", fake_binfmt(tmp_path))
         monkeypatch.setattr(binfmt, "find_tool", lambda name: f"/usr/bin/{name}")
         with pytest.raises(UsageError) as refused:
             prepare(planned, context.versions, context.cache, context.fetcher, {})

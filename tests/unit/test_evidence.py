@@ -300,8 +300,24 @@ def test_a_cached_asset_is_held_to_the_budgets_too(tmp_path: Path) -> None:
         with pytest.raises(BuildError, match=r"over its budget of 26\.0 MiB \(27262976 bytes\) by 1 bytes"):
             check_asset(versions, arch, "initrd", asset, made_as, None)
     check_asset(versions, "x86_64", "initrd", asset, ("debian", "trixie", True), None)  # not the pinned asset
+    # What build-initrd calls on a hit: the plan of the pinned initrd's rootfs, no contributors to
+    # name (no rootfs), nothing checked under --no-budgets.
+    from osbuilder.context import Context
+    from osbuilder.evidence.assets import check_hit
+    from osbuilder.paths import DEFAULT_DISTROS_DIR
+    from osbuilder.rootfs.plan import Request, plan
+
+    context = Context(versions_path=DEFAULT_VERSIONS, distros_dir=DEFAULT_DISTROS_DIR, cache_dir=tmp_path / "cache")
+    context.cache.ensure()
+    planned = plan(Request(arch="x86_64"), versions, context.recipe, context.cache.root, "initrd", key_only=True,
+                   environment={"SOURCE_DATE_EPOCH": "1"})
+    with pytest.raises(BuildError, match=r"over its budget of 26\.0 MiB") as over:
+        check_hit(versions, planned, "initrd", asset)
+    assert "largest" not in str(over.value)
+    check_hit(None, planned, "initrd", asset)
     asset.write_bytes(b"small")
     check_asset(versions, "x86_64", "initrd", asset, made_as, None)
+    check_hit(versions, planned, "initrd", asset)
 
 
 def test_an_entry_built_over_its_budget_is_kept_where_it_was_to_be_delivered(tmp_path: Path) -> None:

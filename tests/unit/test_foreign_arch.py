@@ -24,45 +24,32 @@ from osbuilder.rootfs.agent import elf_arch
 from osbuilder.rootfs.plan import Request, plan
 from osbuilder.rootfs.prepare import prepare
 from tests.conftest import run_cli
+from tests.helpers.binfmt import REGISTERED, fake_binfmt
 
 pytestmark = pytest.mark.skipif(host_arch().name != "x86_64", reason="the foreign architecture here is aarch64")
 AARCH64 = ARCHES["aarch64"]
-REGISTERED = "enabled\ninterpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P\nflags: PF\noffset 0\n"
-
-
-def _binfmt(tmp_path: Path, *, mounted: bool = True, handler: str | None = REGISTERED) -> Path:
-    directory = tmp_path / "binfmt_misc"
-    directory.mkdir(parents=True)
-    if mounted:
-        (directory / "register").write_text("")
-        (directory / "status").write_text("enabled\n")
-    if handler is not None:
-        (directory / "qemu-aarch64").write_text(handler)
-    return directory
-
-
 def _all_tools(name: str) -> str | None:
     return f"/usr/bin/{name}"
 
 
 def test_each_missing_piece_of_emulation_names_its_fix(tmp_path: Path) -> None:
-    unmounted = binfmt.emulation(AARCH64, _binfmt(tmp_path / "a", mounted=False, handler=None), find=_all_tools)
+    unmounted = binfmt.emulation(AARCH64, fake_binfmt(tmp_path / "a", mounted=False, handler=None), find=_all_tools)
     assert "binfmt_misc is not mounted" in unmounted.problem
     assert unmounted.fix == "mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc; then update-binfmts --enable"
-    nothing = binfmt.emulation(AARCH64, _binfmt(tmp_path / "b", mounted=False, handler=None), find=lambda _: None)
+    nothing = binfmt.emulation(AARCH64, fake_binfmt(tmp_path / "b", mounted=False, handler=None), find=lambda _: None)
     assert nothing.fix.startswith("apt-get install qemu-user-static binfmt-support arch-test; then mount -t binfmt_misc")
-    unregistered = binfmt.emulation(AARCH64, _binfmt(tmp_path / "c", handler=None), find=_all_tools)
+    unregistered = binfmt.emulation(AARCH64, fake_binfmt(tmp_path / "c", handler=None), find=_all_tools)
     assert "not registered" in unregistered.problem and unregistered.fix == "update-binfmts --enable qemu-aarch64"
-    disabled = binfmt.emulation(AARCH64, _binfmt(tmp_path / "d", handler=REGISTERED.replace("enabled", "disabled")),
+    disabled = binfmt.emulation(AARCH64, fake_binfmt(tmp_path / "d", handler=REGISTERED.replace("enabled", "disabled")),
                                 find=_all_tools)
     assert "is disabled" in disabled.problem and disabled.fix == "update-binfmts --enable qemu-aarch64"
-    no_fix_binary = binfmt.emulation(AARCH64, _binfmt(tmp_path / "e", handler=REGISTERED.replace("PF", "P")),
+    no_fix_binary = binfmt.emulation(AARCH64, fake_binfmt(tmp_path / "e", handler=REGISTERED.replace("PF", "P")),
                                      find=_all_tools)
     assert "lacks the F flag" in no_fix_binary.problem and "chroot" in no_fix_binary.problem
-    no_arch_test = binfmt.emulation(AARCH64, _binfmt(tmp_path / "f"),
+    no_arch_test = binfmt.emulation(AARCH64, fake_binfmt(tmp_path / "f"),
                                     find=lambda name: None if name == "arch-test" else f"/usr/bin/{name}")
     assert no_arch_test.fix == "apt-get install arch-test" and "mmdebstrap needs arch-test" in no_arch_test.problem
-    ready = binfmt.emulation(AARCH64, _binfmt(tmp_path / "g"), find=_all_tools)
+    ready = binfmt.emulation(AARCH64, fake_binfmt(tmp_path / "g"), find=_all_tools)
     assert ready.ok and ready.problem == ready.fix == ""
     assert binfmt.emulation(host_arch(), tmp_path / "nowhere").ok  # the host's own programs need nothing
 
@@ -70,7 +57,7 @@ def test_each_missing_piece_of_emulation_names_its_fix(tmp_path: Path) -> None:
 def test_a_build_without_emulation_stops_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """build-rootfs --arch aarch64 on a host without binfmt_misc: exit 2 with the packages and
     commands, before the agent is compiled or anything fetched or written."""
-    monkeypatch.setattr(binfmt, "BINFMT_DIR", _binfmt(tmp_path, mounted=False, handler=None))
+    monkeypatch.setattr(binfmt, "BINFMT_DIR", fake_binfmt(tmp_path, mounted=False, handler=None))
     monkeypatch.setattr(binfmt, "find_tool", lambda _: None)
     context = Context(versions_path=DEFAULT_VERSIONS, distros_dir=DEFAULT_DISTROS_DIR, cache_dir=tmp_path / "cache")
     output = tmp_path / "rootfs"
@@ -92,19 +79,19 @@ def test_the_docker_backend_needs_only_the_hosts_registered_handler(tmp_path: Pa
     build stops before the engine is asked to build or run anything."""
     from osbuilder.rootfs.bootstrappers.docker import InContainer
 
-    no_arch_test = binfmt.emulation(AARCH64, _binfmt(tmp_path / "a"),
+    no_arch_test = binfmt.emulation(AARCH64, fake_binfmt(tmp_path / "a"),
                                     find=lambda name: None if name == "arch-test" else f"/usr/bin/{name}",
                                     in_container=True)
     assert no_arch_test.ok
     # registered by other means (a binfmt container, say): no host package is needed at all
-    assert binfmt.emulation(AARCH64, _binfmt(tmp_path / "a2"), find=lambda _: None, in_container=True).ok
-    natively = binfmt.emulation(AARCH64, _binfmt(tmp_path / "a3"), find=lambda _: None)
+    assert binfmt.emulation(AARCH64, fake_binfmt(tmp_path / "a2"), find=lambda _: None, in_container=True).ok
+    natively = binfmt.emulation(AARCH64, fake_binfmt(tmp_path / "a3"), find=lambda _: None)
     assert natively.problem == ("qemu-user-static, binfmt-support, arch-test are not installed (mmdebstrap needs "
                                 "arch-test for a foreign --arch)")
-    without_f = binfmt.emulation(AARCH64, _binfmt(tmp_path / "b", handler=REGISTERED.replace("PF", "P")),
+    without_f = binfmt.emulation(AARCH64, fake_binfmt(tmp_path / "b", handler=REGISTERED.replace("PF", "P")),
                                  find=_all_tools, in_container=True)
     assert "lacks the F flag" in without_f.problem
-    monkeypatch.setattr(binfmt, "BINFMT_DIR", _binfmt(tmp_path / "c", handler=None))
+    monkeypatch.setattr(binfmt, "BINFMT_DIR", fake_binfmt(tmp_path / "c", handler=None))
     context = Context(versions_path=DEFAULT_VERSIONS, distros_dir=DEFAULT_DISTROS_DIR, cache_dir=tmp_path / "cache")
     request = Request(output=tmp_path / "rootfs", distro="debian", release="bookworm", arch="aarch64", agent_init=True)
     planned = plan(request, context.versions, context.recipe, context.cache.root)
