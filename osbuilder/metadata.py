@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import functools
 import json
 import subprocess
 import time
@@ -33,14 +32,12 @@ def _git(*args: str) -> str | None:
     return result.stdout.strip() if result.returncode == 0 else None
 
 
-@functools.cache  # two git processes: asked only when a rootfs is built, and then once
-def source_version() -> str:
-    """Our package version and the checkout's commit, Kata style: 0.1.0-<sha>[-dirty], or 0.1.0."""
-    commit = _git("rev-parse", "HEAD")
-    if not commit:
-        return __version__
-    status = _git("status", "--porcelain", "--untracked-files=no")
-    return f"{__version__}-{commit}" + ("-dirty" if status else "")
+def step_version(code_digest: str) -> str:
+    """Our package version and the digest of the code that built the output: 0.1.0+code.<12 hex>.
+    Not the checkout's commit: a cache key covers the code a step runs, not the commit, and an entry
+    must be the same bytes whichever commit (or uncommitted tree) built it, so that a runner's
+    cache, the registry and a fresh build agree."""
+    return f"{__version__}+code.{code_digest[:12]}"
 
 
 def commit_epoch() -> int | None:

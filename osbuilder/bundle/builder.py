@@ -256,13 +256,11 @@ def _manifest(inputs: BundleInputs, kernel: _Kernel, assets: list[tuple[str, Pat
         "source_date_epoch": inputs.source_date_epoch,
         "osbuilder": __version__,
         "inputs": {
-            # The kernel's build record (source and digest, merged-config hash, variant, toolchain,
-            # cache key), without the timings of the build that produced it.
-            "kernel": {"name": kernel.name, **{key: value for key, value in kernel.record.items()
-                                               if key not in ("build_seconds", "build_steps")}},
+            # The kernel's build record: source and digest, merged-config hash, variant, toolchain, cache key.
+            "kernel": {"name": kernel.name, **_kernel_inputs(kernel.record)},
             "guests": guests,
             "agent": {"version": version, "sha256": agent_digests},
-            "runtime": {"version": inputs.runtime.version, "source": inputs.runtime.source,
+            "runtime": {"version": inputs.runtime.version, "source": inputs.runtime.recorded_source,
                         "sha256": inputs.runtime.sha256,
                         "files": {name: hashlib.sha256(data).hexdigest() for name, data in
                                   sorted(inputs.runtime.files.items())}},
@@ -271,6 +269,17 @@ def _manifest(inputs: BundleInputs, kernel: _Kernel, assets: list[tuple[str, Pat
         },
         "files": files,
     }
+
+
+def _kernel_inputs(record: dict[str, Any]) -> dict[str, Any]:
+    """The kernel's build record as a release records it: without the timings of the build that
+    produced it, and a local source by its name only (its digest says which), so the bundle's bytes
+    do not depend on where the source lay on the machine that built the kernel."""
+    kept = {key: value for key, value in record.items() if key not in ("build_seconds", "build_steps")}
+    source = kept.get("source")
+    if isinstance(source, dict) and isinstance(source.get("path"), str):
+        kept["source"] = {**source, "path": Path(source["path"]).name}
+    return kept
 
 
 def _write_sha256sums(kata: Path, digests: dict[str, str]) -> None:

@@ -44,6 +44,15 @@ class Runtime:
     source: str  # URL or local path
     sha256: str  # digest of what was given (tarball, binary, or the directory's files)
 
+    @property
+    def recorded_source(self) -> str:
+        """The source as the bundle records it: a URL as is, a local path by its name only, so that
+        the same runtime given from another directory (another runner, another checkout) gives the
+        same bytes; its sha256 says which file it was."""
+        if "://" in self.source:
+            return self.source
+        return Path(self.source).name
+
 
 def acquire_runtime(versions: Versions, fetcher: Fetcher, arch: str, local: Path | None,
                     stated_version: str | None) -> Runtime:

@@ -31,7 +31,7 @@ def osbuilder_yaml(plan: Plan) -> str:
     """Kata's /var/lib/osbuilder/osbuilder.yaml of a guest rootfs."""
     assert plan.init is not None and plan.agent_version is not None
     return metadata.OsbuilderYaml(
-        osbuilder_version=metadata.source_version(),
+        osbuilder_version=metadata.step_version(plan.code),
         creation_time=metadata.creation_time(plan.source_date_epoch),
         architecture=plan.arch.name,
         distro=plan.recipe.name,
@@ -60,7 +60,7 @@ def manifest_json(plan: Plan, agent: AgentInstall | None, source_sha256: str | N
         "name": agent.name, "source": plan.agent.kind, "version": plan.agent_version, "sha256": agent.sha256,
         "source_sha256": source_sha256}
     return metadata.manifest(
-        osbuilder_version=metadata.source_version(),
+        osbuilder_version=metadata.step_version(plan.code),
         recipe={"name": plan.recipe.name, "release": plan.release.codename, "version": plan.release.version,
                 "sha256": sha256_file(plan.recipe.path)},
         arch=plan.arch.name,

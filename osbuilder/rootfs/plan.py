@@ -130,9 +130,8 @@ class Plan:
         return {
             "kind": CACHE_KIND,
             "format": CACHE_FORMAT,
-            # The code that makes a rootfs (every module the builder imports, and its templates);
-            # the package version, not the commit: a cache hit keeps the osbuilder.yaml of the commit
-            # that built the entry.
+            # The code that makes a rootfs (every module the builder imports, and its templates), and
+            # the package version; not the commit, which the rootfs does not record (metadata.step_version).
             "code": self.code,
             "osbuilder_version": __version__,
             "recipe": {"name": self.recipe.name, "sha256": sha256_file(self.recipe.path)},

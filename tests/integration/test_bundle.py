@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import tomllib
 from pathlib import Path
@@ -63,6 +64,7 @@ def test_manifest_records_files_and_inputs(release_bundle: Built, assets: BootAs
     inputs = manifest["inputs"]
     assert inputs["kernel"]["source"]["sha256"] and inputs["kernel"]["config"]["sha256"]
     assert inputs["runtime"]["sha256"] == hashlib.sha256(runtime_tarball.read_bytes()).hexdigest()
+    assert inputs["runtime"]["source"] == runtime_tarball.name  # not where it lay on the machine that bundled
     image_rootfs = inputs["guests"]["image"]["rootfs"]
     assert image_rootfs["recipe"]["name"] == "ubuntu"
     assert any(package["name"] == "systemd" for package in image_rootfs["packages"])
@@ -71,7 +73,11 @@ def test_manifest_records_files_and_inputs(release_bundle: Built, assets: BootAs
 
 def test_rebuild_gives_the_same_bytes(release_bundle: Built, assets: BootAssets, runtime_tarball: Path,
                                       signing_key: tuple[Path, Path], tmp_path: Path) -> None:
-    code, stdout, stderr = make_bundle(assets, tmp_path, runtime_tarball, "--sign-key", signing_key[0])
+    # The same runtime from another directory, as on another runner.
+    elsewhere = tmp_path / "elsewhere" / runtime_tarball.name
+    elsewhere.parent.mkdir()
+    shutil.copyfile(runtime_tarball, elsewhere)
+    code, stdout, stderr = make_bundle(assets, tmp_path, elsewhere, "--sign-key", signing_key[0])
     assert code == 0, stderr
     again = json.loads(stdout)
     assert hashlib.sha256(Path(again["bundle"]).read_bytes()).hexdigest() == \

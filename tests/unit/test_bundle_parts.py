@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from osbuilder.arch import ARCHES
+from osbuilder.bundle.builder import _kernel_inputs
 from osbuilder.bundle.configs import ConfigSpec, render
 from osbuilder.bundle.extract import check_members
 from osbuilder.bundle.runtime import Runtime, _from_local, _shim_version, require_match
@@ -132,6 +133,20 @@ def test_mismatched_runtime_is_refused_naming_both_versions() -> None:
     with pytest.raises(UsageError) as caught:
         require_match(runtime, {"image": "4.1.0", "initrd": "4.0.9"})
     assert "4.1.0" in caught.value.problem and "4.0.9" in caught.value.problem
+
+
+def test_a_bundle_records_no_path_of_the_machine_that_built_it() -> None:
+    # Content-addressed inputs: the same runtime or kernel source from another directory must give
+    # the same manifest bytes, so a local path is recorded by its name; a URL stays whole.
+    assert Runtime("4.1.0", {}, "/tmp/runner-a/kata-static-4.1.0-amd64.tar.zst", "0" * 64).recorded_source == \
+        "kata-static-4.1.0-amd64.tar.zst"
+    url = "https://example.test/releases/4.1.0/kata-static-4.1.0-amd64.tar.zst"
+    assert Runtime("4.1.0", {}, url, "0" * 64).recorded_source == url
+    record = {"name": "6.12.107-1", "build_seconds": 612.0, "build_steps": {"make": 600.0},
+              "source": {"kind": "local-tree", "tree_digest": "1" * 64, "path": "/home/someone/src/linux"}}
+    assert _kernel_inputs(record) == {"name": "6.12.107-1",
+                                      "source": {"kind": "local-tree", "tree_digest": "1" * 64, "path": "linux"}}
+    assert record["source"]["path"] == "/home/someone/src/linux"  # the kernel's own record is left alone
 
 
 def test_matrix_lists_every_variant_with_stable_keys() -> None:

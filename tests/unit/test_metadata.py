@@ -63,5 +63,7 @@ def test_dpkg_query_output_keeps_installed_packages_only() -> None:
                                                  Package("zlib1g", "1:1.3", "amd64")]
 
 
-def test_source_version_has_the_package_version() -> None:
-    assert metadata.source_version().startswith(metadata.__version__)
+def test_the_recorded_version_names_the_code_not_the_checkout() -> None:
+    recorded = metadata.step_version("ab12" * 16)
+    assert recorded == f"{metadata.__version__}+code.ab12ab12ab12"
+    assert metadata.step_version("cd34" * 16) != recorded
