@@ -19,7 +19,7 @@ import os
 import shutil
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from osbuilder import __version__, staging
@@ -33,7 +33,7 @@ from osbuilder.evidence import bundled as evidence
 from osbuilder.inspectors import InspectOptions, Report
 from osbuilder.inspectors.image import INSPECTOR as IMAGE_INSPECTOR
 from osbuilder.inspectors.initrd import INSPECTOR as INITRD_INSPECTOR
-from osbuilder.paths import DEFAULT_VERSIONS
+from osbuilder.paths import DEFAULT_VERSIONS, KERNEL_CONFIGS_DIR
 
 KATA = "opt/kata"
 SHARE = ASSETS_DIR.lstrip("/")
@@ -260,7 +260,7 @@ def _manifest(inputs: BundleInputs, kernel: _Kernel, assets: list[tuple[str, Pat
             "kernel": {"name": kernel.name, **_kernel_inputs(kernel.record)},
             "guests": guests,
             "agent": {"version": version, "sha256": agent_digests},
-            "runtime": {"version": inputs.runtime.version, "source": inputs.runtime.recorded_source,
+            "runtime": {"version": inputs.runtime.version, "source": inputs.runtime.recorded,
                         "sha256": inputs.runtime.sha256,
                         "files": {name: hashlib.sha256(data).hexdigest() for name, data in
                                   sorted(inputs.runtime.files.items())}},
@@ -271,15 +271,43 @@ def _manifest(inputs: BundleInputs, kernel: _Kernel, assets: list[tuple[str, Pat
     }
 
 
+# Machine-local parts of the kernel's build record: the build's timings, and whether this machine's
+# own earlier builds had another configuration under the same version (its kernel-records).
+_KERNEL_RECORD_LOCAL = ("build_seconds", "build_steps", "config_changed_without_version_bump")
+
+
 def _kernel_inputs(record: dict[str, Any]) -> dict[str, Any]:
-    """The kernel's build record as a release records it: without the timings of the build that
-    produced it, and a local source by its name only (its digest says which), so the bundle's bytes
-    do not depend on where the source lay on the machine that built the kernel."""
-    kept = {key: value for key, value in record.items() if key not in ("build_seconds", "build_steps")}
+    """The kernel's build record as a release records it: what its cache key covers, so the bundle's
+    bytes do not depend on the machine that built the kernel. Local files (a source tree or tarball,
+    a --config file, an extra fragment) are named as the key names them: by name, not by path; their
+    digests say which."""
+    kept = {key: value for key, value in record.items() if key not in _KERNEL_RECORD_LOCAL}
     source = kept.get("source")
     if isinstance(source, dict) and isinstance(source.get("path"), str):
         kept["source"] = {**source, "path": Path(source["path"]).name}
+    config = kept.get("config")
+    if isinstance(config, dict):
+        config = dict(config)
+        if isinstance(config.get("file"), str):
+            config["file"] = Path(config["file"]).name
+        if isinstance(config.get("fragments"), list):
+            config["fragments"] = [{**fragment, "path": _fragment_label(fragment["path"])}
+                                   if isinstance(fragment, dict) and isinstance(fragment.get("path"), str) else fragment
+                                   for fragment in config["fragments"]]
+        if isinstance(config.get("skipped_by_tag"), list):
+            config["skipped_by_tag"] = [_fragment_label(label) if isinstance(label, str) else label
+                                        for label in config["skipped_by_tag"]]
+        kept["config"] = config
     return kept
+
+
+def _fragment_label(label: str) -> str:
+    """kernel-configs' own fragments keep their label (`common/9p.conf`); an extra fragment, labelled
+    by the path it was given, becomes `extra/<name>` as in the kernel's cache key."""
+    parts = PurePosixPath(label).parts
+    if len(parts) == 2 and parts[0] not in ("/", "..") and (KERNEL_CONFIGS_DIR / parts[0]).is_dir():
+        return label
+    return f"extra/{PurePosixPath(label).name}"
 
 
 def _write_sha256sums(kata: Path, digests: dict[str, str]) -> None:

@@ -25,7 +25,7 @@ from osbuilder.assetcache import (
 from osbuilder.bundle.builder import BundleInputs, build_bundle
 from osbuilder.bundle.runtime import acquire_runtime
 from osbuilder.cache import content_key
-from osbuilder.commands.matrix import Variant, bundle_inputs, variants
+from osbuilder.commands.matrix import BundleRuntime, Variant, bundle_inputs, variants
 from osbuilder.context import Context
 from osbuilder.errors import BuildError
 from osbuilder.evidence.provenance import UNSIGNED_SUFFIX
@@ -43,7 +43,8 @@ def bundle_from_cache(context: Context, arch: Arch, output: Path, runtime_path: 
     if output.is_dir():
         output = output / released
     output = check_output_path(output)
-    inputs = bundle_inputs([part.key for part in parts], runtime.version, runtime.sha256, epoch)
+    inputs = bundle_inputs(context, [part.key for part in parts], BundleRuntime(runtime.version, runtime.sha256,
+                                                                              runtime.recorded), epoch)
     sources: dict[str, dict[str, Any]] = {}
 
     def build(staging: Path) -> dict[str, Any]:

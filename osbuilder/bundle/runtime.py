@@ -41,17 +41,20 @@ TARBALL_SUFFIXES = (".tar", ".tar.zst", ".tar.xz", ".tar.gz", ".tgz", ".tzst")
 class Runtime:
     version: str
     files: dict[str, bytes]  # bundle path (opt/kata/...) -> content, all executables
-    source: str  # URL or local path
+    source: str  # URL or local path, as given (for messages)
     sha256: str  # digest of what was given (tarball, binary, or the directory's files)
+    recorded: str  # what the bundle records as its source: see recorded_source()
 
-    @property
-    def recorded_source(self) -> str:
-        """The source as the bundle records it: a URL as is, a local path by its name only, so that
-        the same runtime given from another directory (another runner, another checkout) gives the
-        same bytes; its sha256 says which file it was."""
-        if "://" in self.source:
-            return self.source
-        return Path(self.source).name
+
+def recorded_source(given: str, digest: str, pinned: str | None, pinned_sha256: str | None) -> str:
+    """The runtime's source as a release records it (and its key covers): the pinned URL for the
+    pinned tarball however it was given (downloaded, or a local copy of it), else a local runtime's
+    name only, never where it lay on the machine that bundled it; its sha256 says which file it was."""
+    if pinned is not None and digest == pinned_sha256:
+        return pinned
+    if "://" in given:
+        return given
+    return Path(given).resolve().name
 
 
 def acquire_runtime(versions: Versions, fetcher: Fetcher, arch: str, local: Path | None,
@@ -62,15 +65,18 @@ def acquire_runtime(versions: Versions, fetcher: Fetcher, arch: str, local: Path
                              fix="give a kata-static tarball, an /opt/kata-like directory, or a shim binary")
         files, digest = _from_local(local)
         source = str(local)
+        pinned = next((entry for entry in versions.assets.runtime.architecture if entry.arch == arch), None)
+        recorded = recorded_source(source, digest, pinned.url if pinned else None, pinned.sha256 if pinned else None)
     else:
         download = versions.runtime_download(arch)
         tarball = fetcher.fetch(download.url, download.sha256, what="the Kata runtime")
         files, digest, source = _from_tarball(tarball), download.sha256, download.url
+        recorded = download.url
     if not any(member in files for member in SHIM_MEMBERS):
         raise UsageError(problem="no containerd-shim-kata-v2 in the runtime", where=source,
                          fix="give a kata-static tarball or a directory with opt/kata/bin/containerd-shim-kata-v2")
     version = stated_version or _shim_version(files, source)
-    return Runtime(version, files, source, digest)
+    return Runtime(version, files, source, digest, recorded)
 
 
 def _from_local(path: Path) -> tuple[dict[str, bytes], str]:

@@ -30,7 +30,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(context: Context, args: argparse.Namespace) -> Outcome:
     from osbuilder.arch import host_arch
-    from osbuilder.evidence.assets import after_build, check_hit
+    from osbuilder.evidence.assets import after_build, check_hit, name_delivered
     from osbuilder.evidence.sbom import SUFFIX as SBOM_SUFFIX
     from osbuilder.image.builder import build_image, validate
     from osbuilder.rootfs import plan  # the planners load every bootstrapper: not at start-up
@@ -76,6 +76,7 @@ def run(context: Context, args: argparse.Namespace) -> Outcome:
     sbom = output.with_name(output.name + SBOM_SUFFIX)
     delivered = deliver(context.cache, IMAGE_KIND, keyed.content_key(), inputs, build,
                         {ENTRY_IMAGE: output, ENTRY_ROOT_HASH: root_hash, ENTRY_IMAGE + SBOM_SUFFIX: sbom})
+    name_delivered(sbom, output)
     if delivered.source != BUILT:
         filesystem = delivered.report.get("filesystem") or {}
         free, block = filesystem.get("free_blocks"), filesystem.get("block_size")

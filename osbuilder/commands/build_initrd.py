@@ -27,7 +27,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(context: Context, args: argparse.Namespace) -> Outcome:
     from osbuilder.arch import host_arch
-    from osbuilder.evidence.assets import after_build, check_hit
+    from osbuilder.evidence.assets import after_build, check_hit, name_delivered
     from osbuilder.evidence.sbom import SUFFIX as SBOM_SUFFIX
     from osbuilder.initrd.builder import InitrdOptions, build_initrd, validate
     from osbuilder.rootfs import plan  # the planners load every bootstrapper: not at start-up
@@ -72,6 +72,7 @@ def run(context: Context, args: argparse.Namespace) -> Outcome:
     delivered = deliver(context.cache, INITRD_KIND, keyed.content_key(planned.cache_key),
                         keyed.key_inputs(planned.cache_key), build,
                         {ENTRY_INITRD: settings.output, ENTRY_INITRD + SBOM_SUFFIX: sbom})
+    name_delivered(sbom, settings.output)
     if delivered.source != BUILT:
         check_hit(budgets, planned, "initrd", settings.output)
     data = {**delivered.report, "initrd": str(settings.output), "sbom": str(sbom),

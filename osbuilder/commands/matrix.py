@@ -4,12 +4,12 @@ Each variant carries the key its local build has: the kernel's and the rootfs's 
 from the same planners the builds run (osbuilder.kernel.build.plan_kernel, osbuilder.rootfs.plan),
 with the environment make gives them (SOURCE_DATE_EPOCH: the checkout's commit time unless set, the
 kernel excepted); an image's and an initrd's content key from their options and their rootfs's key;
-the bundle's from its parts, its code, the pinned runtime and SOURCE_DATE_EPOCH. Each variant names
-the make target and the osbuilder command that build it (`command`: with --remote-cache, a build job
-pushes what it built), and `osbuilder bundle --from-cache` assembles the release from the parts'
-entries by these keys, locally or from the remote cache. Planning asks the host's
-tools for their versions (gcc, the cross compiler, mmdebstrap, musl-gcc, strip): run it where the
-builders' toolchain is (`make deps`), or a missing tool is reported.
+the bundle's from its parts, its code, the pinned runtime, versions.yaml, zstd and SOURCE_DATE_EPOCH.
+Each variant names the make target and the osbuilder command that build it (`command`: with
+--remote-cache, a build job pushes what it built), and `osbuilder bundle --from-cache` assembles
+the release from the parts' entries by these keys, locally or from the remote cache. Planning asks
+the host's tools for their versions (gcc, the cross compiler, mmdebstrap, musl-gcc, strip, the mkfs
+tools, zstd): run it where the builders' toolchain is (`make deps`), or a missing tool is reported.
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ from typing import Any
 
 from osbuilder import codegraph
 from osbuilder.arch import ARCHES
-from osbuilder.cache import content_key
+from osbuilder.cache import content_key, sha256_file
 from osbuilder.commands import Command, Outcome
 from osbuilder.context import Context
 from osbuilder.options import make_environment
 from osbuilder.paths import REPO_ROOT
-from osbuilder.runner import TOOL_VERSIONS
+from osbuilder.runner import TOOL_VERSIONS, tool_version
 from osbuilder.tree import environment_epoch
 
 BUNDLE_MODULE = "osbuilder.bundle.builder"
@@ -45,10 +45,21 @@ class Variant:
     needs: list[str]
 
 
-def bundle_inputs(parts: list[str], runtime_version: str, runtime_sha256: str | None, epoch: int | None) -> dict[str, Any]:
-    """What a bundle's key is the digest of: its parts' keys, its code, the runtime, the epoch."""
+@dataclass(frozen=True)
+class BundleRuntime:
+    version: str
+    sha256: str | None
+    recorded: str | None  # the source the bundle records (osbuilder.bundle.runtime.recorded_source)
+
+
+def bundle_inputs(context: Context, parts: list[str], runtime: BundleRuntime, epoch: int | None) -> dict[str, Any]:
+    """What a bundle's key is the digest of: everything its bytes depend on besides its parts (their
+    keys): its code, the runtime, versions.yaml (shipped whole), the compressor, the epoch."""
     return {"parts": parts, "code": codegraph.code_digest(BUNDLE_MODULE),
-            "runtime": {"version": runtime_version, "sha256": runtime_sha256}, "source_date_epoch": epoch}
+            "runtime": {"version": runtime.version, "sha256": runtime.sha256, "source": runtime.recorded},
+            "versions_yaml": sha256_file(context.versions_path),
+            "zstd": tool_version("zstd", context.cache.root / TOOL_VERSIONS, "compress the bundle"),
+            "source_date_epoch": epoch}
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -103,8 +114,9 @@ def variants(context: Context, arches: list[str]) -> list[Variant]:
         download = next((entry for entry in runtime.architecture if entry.arch == arch), None)
         result.append(Variant(
             f"bundle-{arch}", arch, "bundle", "default",
-            content_key(bundle_inputs([variant.key for variant in parts], runtime.version,
-                                      download.sha256 if download is not None else None, environment_epoch(made))),
+            content_key(bundle_inputs(context, [variant.key for variant in parts], BundleRuntime(
+                runtime.version, download.sha256 if download else None, download.url if download else None),
+                environment_epoch(made))),
             f"make bundle-only ARCH={arch} BUILD_DIR=build/{arch}",
             f"osbuilder bundle --from-cache --arch {arch} -o build/{arch}", [f"build/{arch}/kata-static-*.tar.zst"],
             [variant.id for variant in parts]))

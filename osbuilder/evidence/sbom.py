@@ -258,16 +258,35 @@ def serial_link(text: str) -> str:
     return f"{data['serialNumber'].replace('urn:uuid:', 'urn:cdx:')}/{data.get('version', 1)}"
 
 
-def write_asset_sbom(asset: Path, facts: AssetFacts, kind: str, epoch: int, file_name: str | None = None) -> Path:
-    """Write `<asset>.cdx.json` next to a freshly built asset (atomically); `file_name`: the name the
-    asset is delivered under, when it is built elsewhere (a cache entry)."""
-    text = render(asset_bom(facts, file_name=file_name or asset.name, sha256=sha256_file(asset), kind=kind, epoch=epoch))
+def write_asset_sbom(asset: Path, facts: AssetFacts, kind: str, epoch: int) -> Path:
+    """Write `<asset>.cdx.json` next to a freshly built asset (atomically), naming it by its file name."""
+    text = render(asset_bom(facts, file_name=asset.name, sha256=sha256_file(asset), kind=kind, epoch=epoch))
     destination = sbom_path(asset)
     write_atomically(destination, text.encode())
     return destination
 
 
-def for_built_asset(rootfs_dir: Path, asset: Path, kind: str, epoch: int, file_name: str | None = None) -> Path | None:
+def name_delivered_asset(sbom_file: Path, name: str) -> None:
+    """Name the described asset `name` in a delivered copy of its SBOM. A cache entry's SBOM names
+    the asset by the entry's file name, so that the entry is the same bytes whatever the output of
+    the build that made it was called; its copy next to the output names the output."""
+    import json
+
+    data = json.loads(sbom_file.read_text())
+    subject = data["metadata"]["component"]
+    if subject.get("name") == name:
+        return
+    old_ref, new_ref = subject.get("bom-ref"), f"asset:{name}"
+    subject["name"], subject["bom-ref"] = name, new_ref
+    for dependency in data.get("dependencies", []):
+        if dependency.get("ref") == old_ref:
+            dependency["ref"] = new_ref
+        if "dependsOn" in dependency:
+            dependency["dependsOn"] = [new_ref if ref == old_ref else ref for ref in dependency["dependsOn"]]
+    write_atomically(sbom_file, (json.dumps(data, indent=1) + "\n").encode())
+
+
+def for_built_asset(rootfs_dir: Path, asset: Path, kind: str, epoch: int) -> Path | None:
     """The build commands' hook: the SBOM next to the asset, from the rootfs it was built from;
     None (with a warning) for a tree that osbuilder did not build, which carries no metadata."""
     import logging
@@ -279,4 +298,4 @@ def for_built_asset(rootfs_dir: Path, asset: Path, kind: str, epoch: int, file_n
         logging.getLogger(__name__).warning("%s has no /%s: no SBOM written for %s", rootfs_dir, MANIFEST_JSON,
                                             asset)
         return None
-    return write_asset_sbom(asset, from_tree(rootfs_dir), kind, epoch, file_name)
+    return write_asset_sbom(asset, from_tree(rootfs_dir), kind, epoch)

@@ -75,7 +75,8 @@ class ImageOptions:
 
     def key_inputs(self, environment: Mapping[str, str] | None = None) -> dict[str, object]:
         """What content_key is the digest of (recorded with the cache entry)."""
-        inputs = {**self.cache_inputs(), "code": codegraph.code_digest(BUILDER_MODULE, EVIDENCE_MODULE)}
+        inputs = {**self.cache_inputs(), "code": codegraph.code_digest(BUILDER_MODULE, EVIDENCE_MODULE),
+                  "tools": tool_versions(self.fs_type)}
         if self.source_date_epoch is None:  # else the newest mtime in the tree, which the seed covers
             inputs["source_date_epoch"] = environment_epoch(environment)
         return inputs

@@ -70,7 +70,12 @@ class InitrdOptions:
         epoch = self.source_date_epoch if self.source_date_epoch is not None else environment_epoch(environment)
         return {"code": codegraph.code_digest(BUILDER_MODULE, EVIDENCE_MODULE), "rootfs": rootfs_key,
                 "compression": self.compression, "level": self.effective_level(),
-                "agent_init": self.agent_init, "source_date_epoch": epoch}
+                "compressor": self.compressor(), "agent_init": self.agent_init, "source_date_epoch": epoch}
+
+    def compressor(self) -> str | None:
+        """The compressor's version: another program (pigz for gzip) or release makes other bytes."""
+        argv = self.codec().argv(self.effective_level())
+        return runner.tool_version(argv[0], step=f"compress the initrd with {self.compression}") if argv else None
 
     def effective_level(self) -> int:
         return self.codec().default_level if self.level is None else self.level

@@ -19,6 +19,18 @@ BUSYBOX_MEMBER = "bin/busybox"
 EXTERNAL = "busybox"  # versions.yaml externals.busybox
 
 
+def lists_applets(arch: Arch) -> bool:
+    """Whether every applet is linked: only a busybox this host runs natively can list them."""
+    return arch.name == host_arch().name
+
+
+def key_inputs(versions: Versions, arch: Arch) -> dict[str, object]:
+    """What the busybox a rootfs gets depends on: the pin, and whether its applets are listed here."""
+    pin = versions.external(EXTERNAL)
+    return {"package": pin.package, "version": pin.version, "sha256": pin.sha256_for(arch.name),
+            "applets": "all" if lists_applets(arch) else "sh"}
+
+
 def add_busybox(tree: RootfsTree, arch: Arch, staging: Path, versions: Versions, fetcher: Fetcher,
                 mirror: str | None) -> metadata.Package:
     pin = versions.external(EXTERNAL)
@@ -27,7 +39,7 @@ def add_busybox(tree: RootfsTree, arch: Arch, staging: Path, versions: Versions,
     binary.write_bytes(extract_member(deb.path, BUSYBOX_MEMBER))
     binary.chmod(0o755)
     tree.put_file(BUSYBOX_MEMBER, binary.read_bytes(), mode=0o755)
-    if arch.name == host_arch().name:
+    if lists_applets(arch):
         applets = runner.run([binary, "--list-full"], what="busybox --list-full").stdout.split()
     else:
         applets = ["bin/sh"]  # a foreign busybox cannot list its applets here

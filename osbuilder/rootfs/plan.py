@@ -28,6 +28,7 @@ from osbuilder.rootfs import bootstrappers
 from osbuilder.rootfs.agent import DEFAULT_AGENT_NAME, AgentChoice, check_arch, from_file, from_tarball
 from osbuilder.rootfs.bootstrappers.base import Bootstrapper, Choice, Job
 from osbuilder.rootfs.bootstrappers.mmdebstrap import bootstrap_mirror
+from osbuilder.rootfs.busybox import key_inputs as busybox_key_inputs
 from osbuilder.rootfs.distro import Selection, select
 from osbuilder.tree import environment_epoch
 from osbuilder.versions import Versions
@@ -82,6 +83,7 @@ class Plan:
     agent_version: str | None  # the tarball's VERSION, else versions.yaml assets.agent.version
     strip: str | None  # the strip tool's version (the agent is stripped)
     code: str  # the digest of the code that builds a rootfs (codegraph)
+    busybox_inputs: dict[str, object] | None = None  # the pinned busybox (osbuilder.rootfs.busybox.key_inputs)
 
     @property
     def recipe(self) -> Recipe:
@@ -143,9 +145,10 @@ class Plan:
             "packages": sorted(self.init.packages) if self.init is not None else [],
             "extra_packages": sorted(self.extra_packages),
             "agent": self.agent.key_inputs() if self.agent is not None else None,
+            "agent_version": self.agent_version,  # recorded in osbuilder.yaml; may come from versions.yaml
             "options": {
                 "delete_unneeded": request.delete_unneeded,
-                "busybox": self.busybox,
+                "busybox": self.busybox_inputs if self.busybox else False,
                 "kernel_modules": sha256_tree(request.kernel_modules) if request.kernel_modules else None,
             },
             "backend": request.backend if self.bootstraps else "none",
@@ -266,7 +269,8 @@ def plan(request: Request, versions: Versions, recipe_named: Callable[[str], Rec
     return Plan(request, selection, extra, agent, bootstrapper, mirror, busybox, sde, output,
                 None if agent is None else agent.version or versions.agent_version,
                 None if agent is None else runner.tool_version(strip_tool(selection.arch), memo, "strip the agent"),
-                codegraph.code_digest(BUILDER_MODULE, memo=cache_root / codegraph.MEMO))
+                codegraph.code_digest(BUILDER_MODULE, memo=cache_root / codegraph.MEMO),
+                busybox_key_inputs(versions, selection.arch) if busybox else None)
 
 
 def is_agent_init(plan: Plan) -> bool:

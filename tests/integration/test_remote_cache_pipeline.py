@@ -169,6 +169,21 @@ def test_fan_in_gives_the_bundle_of_one_machine(fanned_out: dict[str, Built], re
     for variant in (KERNEL, IMAGE, MEASURED, INITRD):
         build_variant(matrix[variant], rootfs_cache, tmp_path / "one-machine" / variant)
     one_machine = bundle_from_cache(rootfs_cache, tmp_path / "one-machine" / "bundle", runtime)
+    # Each part's SBOM too: the same bytes from runner A's job and from the one machine.
+    for variant in (IMAGE, MEASURED, INITRD):
+        sbom_name = matrix[variant]["outputs"][0] + ".cdx.json"
+        assert (tmp_path / "one-machine" / variant / sbom_name).read_bytes() == \
+            (fanned_out[variant].cwd / sbom_name).read_bytes()
+    # A hit delivered under another name: that copy's SBOM names it; the entry's names the entry's file.
+    words = shlex.split(matrix[IMAGE]["command"])
+    words[words.index("-o") + 1] = "renamed.img"
+    renamed = run_cli("--cache-dir", rootfs_cache, *words[1:], "--json", cwd=tmp_path, env=NO_EPOCH, timeout=600)
+    assert renamed.returncode == 0, renamed.stderr[-3000:]
+    delivered = json.loads(renamed.stdout)
+    assert delivered["cache"] == "local"
+    assert json.loads(Path(delivered["sbom"]).read_text())["metadata"]["component"]["name"] == "renamed.img"
+    entry = rootfs_cache / "image" / matrix[IMAGE]["key"] / "kata-containers.img.cdx.json"
+    assert json.loads(entry.read_text())["metadata"]["component"]["name"] == "kata-containers.img"
     # Fan-in: an empty cache and the registry the fan-out jobs pushed to.
     fan_in = bundle_from_cache(tmp_path / "empty-cache", tmp_path / "fan-in", runtime, "--remote-cache",
                                registry.url, "--remote-cache-mode", "pull")

@@ -18,7 +18,7 @@ from osbuilder.arch import ARCHES
 from osbuilder.bundle.builder import _kernel_inputs
 from osbuilder.bundle.configs import ConfigSpec, render
 from osbuilder.bundle.extract import check_members
-from osbuilder.bundle.runtime import Runtime, _from_local, _shim_version, require_match
+from osbuilder.bundle.runtime import Runtime, _from_local, _shim_version, recorded_source, require_match
 from osbuilder.bundle.tarball import write_tar_zst
 from osbuilder.errors import BuildError, UsageError
 from tests.conftest import run_cli
@@ -128,24 +128,45 @@ def test_runtime_version_from_the_go_and_rust_shims(tmp_path: Path) -> None:
 
 
 def test_mismatched_runtime_is_refused_naming_both_versions() -> None:
-    runtime = Runtime("4.1.0", {}, "kata-static.tar.zst", "0" * 64)
+    runtime = Runtime("4.1.0", {}, "kata-static.tar.zst", "0" * 64, "kata-static.tar.zst")
     require_match(runtime, {"image": "4.1.0", "initrd": "4.1.0"})
     with pytest.raises(UsageError) as caught:
         require_match(runtime, {"image": "4.1.0", "initrd": "4.0.9"})
     assert "4.1.0" in caught.value.problem and "4.0.9" in caught.value.problem
 
 
-def test_a_bundle_records_no_path_of_the_machine_that_built_it() -> None:
-    # Content-addressed inputs: the same runtime or kernel source from another directory must give
-    # the same manifest bytes, so a local path is recorded by its name; a URL stays whole.
-    assert Runtime("4.1.0", {}, "/tmp/runner-a/kata-static-4.1.0-amd64.tar.zst", "0" * 64).recorded_source == \
-        "kata-static-4.1.0-amd64.tar.zst"
-    url = "https://example.test/releases/4.1.0/kata-static-4.1.0-amd64.tar.zst"
-    assert Runtime("4.1.0", {}, url, "0" * 64).recorded_source == url
-    record = {"name": "6.12.107-1", "build_seconds": 612.0, "build_steps": {"make": 600.0},
-              "source": {"kind": "local-tree", "tree_digest": "1" * 64, "path": "/home/someone/src/linux"}}
-    assert _kernel_inputs(record) == {"name": "6.12.107-1",
-                                      "source": {"kind": "local-tree", "tree_digest": "1" * 64, "path": "linux"}}
+def test_a_bundle_records_no_path_of_the_machine_that_built_it(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    # The same runtime or kernel from another directory must give the same manifest bytes (its key
+    # covers digests, not paths): a local path is recorded by its name; the pinned tarball, however
+    # it was given, by its pinned URL.
+    url, pinned = "https://example.test/releases/4.1.0/kata-static-4.1.0-amd64.tar.zst", "9" * 64
+    given = "/tmp/runner-a/kata-static-4.1.0-amd64.tar.zst"
+    assert recorded_source(given, "0" * 64, url, pinned) == "kata-static-4.1.0-amd64.tar.zst"
+    assert recorded_source(given, pinned, url, pinned) == url
+    assert recorded_source(url, pinned, url, pinned) == url
+    assert recorded_source(given, "0" * 64, None, None) == "kata-static-4.1.0-amd64.tar.zst"
+    (tmp_path / "opt-kata").mkdir()
+    monkeypatch.chdir(tmp_path / "opt-kata")
+    assert recorded_source(".", "0" * 64, url, pinned) == "opt-kata"
+    record = {"name": "6.12.107-1", "build_seconds": 612.0, "build_steps": 9000,
+              "config_changed_without_version_bump": {"previous": "a" * 64},
+              "source": {"kind": "local-tree", "tree_digest": "1" * 64, "path": "/home/someone/src/linux"},
+              "config": {"mode": "fragments", "sha256": "2" * 64,
+                         "fragments": [{"path": "common/9p.conf", "sha256": "3" * 64},
+                                       {"path": "/home/someone/mine.conf", "sha256": "4" * 64},
+                                       {"path": "../mine/debug.conf", "sha256": "5" * 64}],
+                         "skipped_by_tag": ["x86_64/tdx.conf", "/elsewhere/arm.conf"]}}
+    assert _kernel_inputs(record) == {
+        "name": "6.12.107-1",
+        "source": {"kind": "local-tree", "tree_digest": "1" * 64, "path": "linux"},
+        "config": {"mode": "fragments", "sha256": "2" * 64,
+                   "fragments": [{"path": "common/9p.conf", "sha256": "3" * 64},
+                                 {"path": "extra/mine.conf", "sha256": "4" * 64},
+                                 {"path": "extra/debug.conf", "sha256": "5" * 64}],
+                   "skipped_by_tag": ["x86_64/tdx.conf", "extra/arm.conf"]}}
+    assert _kernel_inputs({"config": {"mode": "file", "file": "/home/someone/.config", "file_sha256": "6" * 64}}) == \
+        {"config": {"mode": "file", "file": ".config", "file_sha256": "6" * 64}}
     assert record["source"]["path"] == "/home/someone/src/linux"  # the kernel's own record is left alone
 
 
@@ -201,3 +222,9 @@ def test_matrix_keys_follow_their_inputs(tmp_path: Path) -> None:
     assert changed["kernel-x86_64-default"] != base["kernel-x86_64-default"]
     assert changed["image-x86_64-default"] == base["image-x86_64-default"]
     assert changed["bundle-x86_64"] != base["bundle-x86_64"]
+    # The bundle ships versions.yaml whole: a change no part reads (a description) changes its key alone.
+    described = tmp_path / "described.yaml"
+    described.write_text((REPO / "versions.yaml").read_text().replace(
+        'description: "Kata Containers runtime', 'description: "The Kata Containers runtime', 1))
+    redone = {v["id"]: v["key"] for v in json.loads(run_cli("--versions", described, "matrix", "--json").stdout)["include"]}
+    assert {name for name in base if redone[name] != base[name]} == {"bundle-x86_64", "bundle-aarch64"}

@@ -143,6 +143,23 @@ def test_asset_sbom_is_reproducible_and_the_validator_can_fail(tmp_path: Path) -
     assert sbom.validate(json.dumps(broken))
 
 
+def test_a_delivered_sbom_names_the_output_as_if_built_under_its_name(tmp_path: Path) -> None:
+    # A cache entry's SBOM names the entry's file (the same bytes whatever the builder's -o); the
+    # copy next to another output names that output, exactly as an SBOM built there would.
+    facts = _facts(tmp_path)
+    delivered = tmp_path / "other.img.cdx.json"
+    delivered.write_text(sbom.render(sbom.asset_bom(facts, file_name="kata-containers.img", sha256="e" * 64,
+                                                    kind="image", epoch=1)))
+    sbom.name_delivered_asset(delivered, "other.img")
+    expected = sbom.render(sbom.asset_bom(facts, file_name="other.img", sha256="e" * 64, kind="image", epoch=1))
+    assert delivered.read_text() == expected  # byte for byte
+    assert sbom.validate(delivered.read_text()) == []
+    assert "kata-containers.img" not in delivered.read_text()
+    unchanged = delivered.read_bytes()
+    sbom.name_delivered_asset(delivered, "other.img")
+    assert delivered.read_bytes() == unchanged
+
+
 def test_bundle_sbom_links_each_asset_sbom_by_serial_and_digest(tmp_path: Path) -> None:
     asset_text = sbom.render(sbom.asset_bom(_facts(tmp_path), file_name="a.img", sha256="e" * 64, kind="image",
                                             epoch=1))

@@ -11,7 +11,7 @@ KATA_LAYOUT = """\
 ---
 osbuilder:
   url: "https://github.com/kata-containers/kata-containers/tools/osbuilder"
-  version: "0.1.0-abc"
+  version: "0.1.0+code.ab12ab12ab12"
 rootfs-creation-time: "2023-11-14T22:13:20.000000000+0000Z"
 description: "osbuilder rootfs"
 file-format-version: "0.0.2"
@@ -34,7 +34,7 @@ agent:
 
 
 def _sample(extra: tuple[str, ...] = ("strace",)) -> OsbuilderYaml:
-    return OsbuilderYaml(osbuilder_version="0.1.0-abc", creation_time=metadata.creation_time(1700000000),
+    return OsbuilderYaml(osbuilder_version="0.1.0+code.ab12ab12ab12", creation_time=metadata.creation_time(1700000000),
                          architecture="x86_64", distro="ubuntu", release="noble", packages=("init", "chrony", "init"),
                          extra_packages=extra, agent_name="kata-agent", agent_version="4.1.0", agent_is_init=False)
 
