@@ -302,12 +302,12 @@ def _kernel_inputs(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def _fragment_label(label: str) -> str:
-    """kernel-configs' own fragments keep their label (`common/9p.conf`); an extra fragment, labelled
-    by the path it was given, becomes `extra/<name>` as in the kernel's cache key."""
-    parts = PurePosixPath(label).parts
-    if len(parts) == 2 and parts[0] not in ("/", "..") and (KERNEL_CONFIGS_DIR / parts[0]).is_dir():
+    """kernel-configs' own fragments keep their label (`common/9p.conf`, `confidential/x86_64/tdx.conf`);
+    an extra fragment, labelled by the path it was given, becomes `extra/<name>` as in the kernel's key."""
+    path = PurePosixPath(label)
+    if not path.is_absolute() and ".." not in path.parts and (KERNEL_CONFIGS_DIR / path).is_file():
         return label
-    return f"extra/{PurePosixPath(label).name}"
+    return f"extra/{path.name}"
 
 
 def _write_sha256sums(kata: Path, digests: dict[str, str]) -> None:

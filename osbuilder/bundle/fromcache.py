@@ -4,8 +4,8 @@ The parts are the bundle variant's `needs` in `osbuilder matrix` (the default ke
 measured image and initrd of the architecture), planned by the same planners, so their keys are
 the ones the build jobs of a pipeline made and pushed. Each is found in the local cache or pulled
 from the remote cache (never built here: a missing part is an error naming the command that builds
-it). The bundle is a cache entry of its own, keyed by the parts' keys, its code, the runtime and the
-epoch: a fan-in job that finds it does nothing but copy it.
+it). The bundle is a cache entry of its own, keyed by the parts' keys and what else its bytes depend
+on (commands.matrix.bundle_inputs): a fan-in job that finds it does nothing but copy it.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ shims print), unless the caller states it.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import stat
 import tempfile
@@ -54,7 +55,7 @@ def recorded_source(given: str, digest: str, pinned: str | None, pinned_sha256: 
         return pinned
     if "://" in given:
         return given
-    return Path(given).resolve().name
+    return Path(os.path.abspath(given)).name or given
 
 
 def acquire_runtime(versions: Versions, fetcher: Fetcher, arch: str, local: Path | None,
@@ -79,8 +80,16 @@ def acquire_runtime(versions: Versions, fetcher: Fetcher, arch: str, local: Path
     return Runtime(version, files, source, digest, recorded)
 
 
+def _is_program(path: Path) -> bool:
+    """An executable (ELF, or a script) rather than an archive: told by content, not by name, so the
+    pinned tarball under any name is read as the tarball its digest says it is."""
+    with path.open("rb") as handle:
+        head = handle.read(4)
+    return head == b"\x7fELF" or head[:2] == b"#!"
+
+
 def _from_local(path: Path) -> tuple[dict[str, bytes], str]:
-    if path.is_file() and path.name.endswith(TARBALL_SUFFIXES):
+    if path.is_file() and (path.name.endswith(TARBALL_SUFFIXES) or not _is_program(path)):
         return _from_tarball(path), sha256_file(path)
     if path.is_file():
         data = path.read_bytes()

@@ -28,7 +28,7 @@ this checkout, so a rebuild from the same inputs gives the same bytes.
 default kernel, image, measured image and initrd of `osbuilder matrix`, found by their keys in the
 local cache or pulled from --remote-cache; a part found in neither is an error naming the command
 that builds it. The bundle is itself a cache entry, keyed by its parts' keys, its code, the runtime
-and the epoch (cache_key in --json).
+(digest and recorded source), versions.yaml, zstd and the epoch (cache_key in --json).
 
 examples:
   osbuilder bundle --kernel-dir build/kernel --image build/kata-containers.img \\

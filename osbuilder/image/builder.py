@@ -29,6 +29,7 @@ from osbuilder.image.superblock import FsInfo, probe
 from osbuilder.kernelcmdline import FS_TYPES, VerityLine
 from osbuilder.outputs import atomic_output, check_output_path
 from osbuilder.rootfs.check import DEFAULT_AGENT, RootfsFacts, check_rootfs
+from osbuilder.toolprobe import version_line
 from osbuilder.tree import TreeScan, environment_epoch, scan_tree, source_date_epoch, unreadable_entries
 
 log = logging.getLogger(__name__)
@@ -200,13 +201,10 @@ def required_tools(fs_type: str) -> list[str]:
 
 
 def tool_versions(fs_type: str) -> dict[str, str]:
-    """Versions of the tools that shape the image bytes (for cache keys and the report)."""
+    """Versions of the tools that shape the image bytes, for the image's cache key."""
     probes = {"ext4": ("mke2fs", ["-V"]), "erofs": ("dump.erofs", ["-V"]), "xfs": ("mkfs.xfs", ["-V"])}
     tool, args = probes[fs_type]
-    path = runner.require_tool(tool)
-    result = runner.run([path, *args], check=False)
-    text = (result.stdout + result.stderr).strip().splitlines()
-    return {tool: text[0] if text else "unknown"}
+    return {tool: version_line(tool, args, f"build an {fs_type} image")}
 
 
 # --- identifiers ------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from osbuilder.initrd import cpio
 from osbuilder.initrd.compression import CODECS, DEFAULT, Codec
 from osbuilder.outputs import atomic_output, check_output_path
 from osbuilder.rootfs.check import DEFAULT_AGENT, RootfsFacts, check_rootfs, lexists_in_root
+from osbuilder.toolprobe import version_line
 from osbuilder.tree import (
     SYMLINK,
     Entry,
@@ -75,7 +76,7 @@ class InitrdOptions:
     def compressor(self) -> str | None:
         """The compressor's version: another program (pigz for gzip) or release makes other bytes."""
         argv = self.codec().argv(self.effective_level())
-        return runner.tool_version(argv[0], step=f"compress the initrd with {self.compression}") if argv else None
+        return version_line(argv[0], step=f"compress the initrd with {self.compression}") if argv else None
 
     def effective_level(self) -> int:
         return self.codec().default_level if self.level is None else self.level

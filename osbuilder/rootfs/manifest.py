@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 from osbuilder import metadata, runner
-from osbuilder.cache import sha256_file, sha256_tree
+from osbuilder.cache import sha256_file
 from osbuilder.modes import InitMode
 from osbuilder.rootfs.plan import Plan
 from osbuilder.rootfs.provision import AgentInstall
@@ -51,7 +51,7 @@ def manifest_json(plan: Plan, agent: AgentInstall | None, source_sha256: str | N
         "backend": request.backend if plan.bootstraps else "none",
         "extra_packages": list(plan.extra_packages),
         "delete_unneeded": request.delete_unneeded,
-        "kernel_modules": sha256_tree(request.kernel_modules) if request.kernel_modules else None,  # as keyed
+        "kernel_modules": plan.kernel_modules,
         "busybox": plan.busybox,
         "mirror": plan.mirror,
         "source_date_epoch": plan.source_date_epoch,

@@ -30,6 +30,7 @@ from osbuilder.rootfs.bootstrappers.base import Bootstrapper, Choice, Job
 from osbuilder.rootfs.bootstrappers.mmdebstrap import bootstrap_mirror
 from osbuilder.rootfs.busybox import key_inputs as busybox_key_inputs
 from osbuilder.rootfs.distro import Selection, select
+from osbuilder.rootfs.provision import modules_name
 from osbuilder.tree import environment_epoch
 from osbuilder.versions import Versions
 
@@ -84,6 +85,7 @@ class Plan:
     strip: str | None  # the strip tool's version (the agent is stripped)
     code: str  # the digest of the code that builds a rootfs (codegraph)
     busybox_inputs: dict[str, object] | None = None  # the pinned busybox (osbuilder.rootfs.busybox.key_inputs)
+    kernel_modules: dict[str, str] | None = None  # --kernel-modules: the directory's name and tree digest
 
     @property
     def recipe(self) -> Recipe:
@@ -149,7 +151,7 @@ class Plan:
             "options": {
                 "delete_unneeded": request.delete_unneeded,
                 "busybox": self.busybox_inputs if self.busybox else False,
-                "kernel_modules": sha256_tree(request.kernel_modules) if request.kernel_modules else None,
+                "kernel_modules": self.kernel_modules,
             },
             "backend": request.backend if self.bootstraps else "none",
             "bootstrap_tool": self.bootstrapper.identity,
@@ -270,8 +272,9 @@ def plan(request: Request, versions: Versions, recipe_named: Callable[[str], Rec
                 None if agent is None else agent.version or versions.agent_version,
                 None if agent is None else runner.tool_version(strip_tool(selection.arch), memo, "strip the agent"),
                 codegraph.code_digest(BUILDER_MODULE, memo=cache_root / codegraph.MEMO),
-                busybox_key_inputs(versions, selection.arch) if busybox else None)
-
+                busybox_key_inputs(versions, selection.arch) if busybox else None,
+                None if request.kernel_modules is None else {"name": modules_name(request.kernel_modules),
+                                                             "sha256": sha256_tree(request.kernel_modules)})
 
 def is_agent_init(plan: Plan) -> bool:
     return plan.init is not None and plan.init.name is InitMode.AGENT

@@ -7,6 +7,7 @@ Everything here edits a RootfsTree, so it needs no privileges and runs the same 
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -75,6 +76,11 @@ class Provisioning:
         return self.init == "agent"
 
 
+def modules_name(directory: Path) -> str:
+    """The name of a --kernel-modules directory: the tree has it as lib/modules/<name>."""
+    return Path(os.path.abspath(directory)).name
+
+
 def provision(tree: RootfsTree, spec: Provisioning) -> None:
     """Kata's setup_rootfs steps, in Kata's order."""
     for trim in spec.trims:
@@ -84,7 +90,7 @@ def provision(tree: RootfsTree, spec: Provisioning) -> None:
     if not spec.agent_init:
         _tmp_mount(tree)
     if spec.kernel_modules is not None:
-        add_host_tree(tree, spec.kernel_modules, f"lib/modules/{spec.kernel_modules.name}")
+        add_host_tree(tree, spec.kernel_modules, f"lib/modules/{modules_name(spec.kernel_modules)}")
     _chrony(tree)
     _install_agent(tree, spec)
     if spec.agent_init:

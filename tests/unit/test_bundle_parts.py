@@ -155,16 +155,18 @@ def test_a_bundle_records_no_path_of_the_machine_that_built_it(tmp_path: Path,
               "config": {"mode": "fragments", "sha256": "2" * 64,
                          "fragments": [{"path": "common/9p.conf", "sha256": "3" * 64},
                                        {"path": "/home/someone/mine.conf", "sha256": "4" * 64},
-                                       {"path": "../mine/debug.conf", "sha256": "5" * 64}],
-                         "skipped_by_tag": ["x86_64/tdx.conf", "/elsewhere/arm.conf"]}}
+                                       {"path": "../mine/debug.conf", "sha256": "5" * 64},
+                                       {"path": "x86_64/mine.conf", "sha256": "6" * 64}],
+                         "skipped_by_tag": ["confidential/x86_64/tdx.conf", "/elsewhere/arm.conf"]}}
     assert _kernel_inputs(record) == {
         "name": "6.12.107-1",
         "source": {"kind": "local-tree", "tree_digest": "1" * 64, "path": "linux"},
         "config": {"mode": "fragments", "sha256": "2" * 64,
                    "fragments": [{"path": "common/9p.conf", "sha256": "3" * 64},
                                  {"path": "extra/mine.conf", "sha256": "4" * 64},
-                                 {"path": "extra/debug.conf", "sha256": "5" * 64}],
-                   "skipped_by_tag": ["x86_64/tdx.conf", "extra/arm.conf"]}}
+                                 {"path": "extra/debug.conf", "sha256": "5" * 64},
+                                 {"path": "extra/mine.conf", "sha256": "6" * 64}],
+                   "skipped_by_tag": ["confidential/x86_64/tdx.conf", "extra/arm.conf"]}}
     assert _kernel_inputs({"config": {"mode": "file", "file": "/home/someone/.config", "file_sha256": "6" * 64}}) == \
         {"config": {"mode": "file", "file": ".config", "file_sha256": "6" * 64}}
     assert record["source"]["path"] == "/home/someone/src/linux"  # the kernel's own record is left alone

@@ -89,3 +89,44 @@ def test_the_rootfs_key_follows_the_busybox_pin(tmp_path: Path) -> None:
     # Without busybox the pin is nobody's input.
     plain = Request(distro="minimal", agent_init=True, agent=tmp_path / "kata-agent", busybox=False)
     assert _rootfs_key(tmp_path, repinned, plain) == _rootfs_key(tmp_path, text, plain)
+
+
+def test_the_rootfs_key_and_manifest_name_the_kernel_modules_directory(tmp_path: Path) -> None:
+    # The tree gets lib/modules/<name of DIR>: the same modules under another name are another rootfs.
+    (tmp_path / "kata-agent").write_bytes(Path("/bin/true").read_bytes())
+    for name in ("6.12.107-kata", "modules"):
+        (tmp_path / name / "kernel").mkdir(parents=True)
+        (tmp_path / name / "kernel" / "demo.ko").write_bytes(b"module")
+    text = DEFAULT_VERSIONS.read_text()
+    keys = {name: _rootfs_key(tmp_path, text, Request(distro="debian", release="bookworm", agent_init=True,
+                                                      agent=tmp_path / "kata-agent",
+                                                      kernel_modules=tmp_path / name))
+            for name in ("6.12.107-kata", "modules")}
+    assert keys["6.12.107-kata"] != keys["modules"]
+
+
+def test_the_pinned_runtime_under_any_name_is_read_and_recorded_as_the_pinned_tarball(tmp_path: Path) -> None:
+    from osbuilder.bundle.runtime import SHIM_MEMBERS, acquire_runtime
+    from osbuilder.cache import sha256_file
+    from tests.helpers.runtime import make_runtime_tarball
+
+    tarball = make_runtime_tarball(tmp_path / "runtime", "4.1.0")
+    digest = sha256_file(tarball)
+    text = DEFAULT_VERSIONS.read_text()
+    pinned = text.replace('sha256: "3dc6b69c4acb787b967b04b64599a20d02a8beb1a8eaab3084110df9d0b08c96"',
+                          f'sha256: "{digest}"')
+    assert pinned != text
+    versions_file = tmp_path / "versions.yaml"
+    versions_file.write_text(pinned)
+    context = Context(versions_path=versions_file, distros_dir=DEFAULT_DISTROS_DIR, cache_dir=tmp_path / "cache")
+    url = context.versions.runtime_download("x86_64").url
+    renamed = tmp_path / "elsewhere" / "runtime.bin"  # no tarball suffix: told by its content
+    renamed.parent.mkdir()
+    renamed.write_bytes(tarball.read_bytes())
+    for given in (tarball, renamed):
+        runtime = acquire_runtime(context.versions, context.fetcher, "x86_64", given, "4.1.0")
+        assert (runtime.sha256, runtime.recorded) == (digest, url)
+        assert runtime.files[SHIM_MEMBERS[0]].startswith(b"#!/bin/sh")  # the shim inside, not the tarball
+    # Another runtime is recorded by its file name only.
+    other = make_runtime_tarball(tmp_path / "other", "4.1.1")
+    assert acquire_runtime(context.versions, context.fetcher, "x86_64", other, "4.1.1").recorded == other.name
