@@ -22,7 +22,7 @@ from osbuilder import runner
 from osbuilder.cache import sha256_file
 from osbuilder.errors import BuildError, UsageError
 from osbuilder.fetch import Fetcher
-from osbuilder.versions import Versions
+from osbuilder.versions import Download, Versions
 
 # Where each runtime binary lives in a kata-static tarball (4.x puts the Rust shim under runtime-rs/).
 RUNTIME_MEMBERS = (
@@ -66,7 +66,10 @@ def acquire_runtime(versions: Versions, fetcher: Fetcher, arch: str, local: Path
                              fix="give a kata-static tarball, an /opt/kata-like directory, or a shim binary")
         files, digest = _from_local(local)
         source = str(local)
-        pinned = next((entry for entry in versions.assets.runtime.architecture if entry.arch == arch), None)
+        try:
+            pinned: Download | None = versions.runtime_download(arch)
+        except UsageError:  # nothing pinned for this architecture: a local runtime is all there is
+            pinned = None
         recorded = recorded_source(source, digest, pinned.url if pinned else None, pinned.sha256 if pinned else None)
     else:
         download = versions.runtime_download(arch)

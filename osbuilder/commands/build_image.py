@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from osbuilder import options
 from osbuilder.assetcache import ENTRY_IMAGE, ENTRY_ROOT_HASH, IMAGE_KIND, deliver
-from osbuilder.cache import BUILT
+from osbuilder.cache import BUILT, content_key
 from osbuilder.commands import Command, Outcome
 from osbuilder.context import Context
 from osbuilder.evidence.options import BUDGETS
@@ -30,8 +30,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(context: Context, args: argparse.Namespace) -> Outcome:
     from osbuilder.arch import host_arch
-    from osbuilder.evidence.assets import after_build, check_hit, name_delivered
+    from osbuilder.evidence.assets import after_build, check_hit
     from osbuilder.evidence.sbom import SUFFIX as SBOM_SUFFIX
+    from osbuilder.evidence.sbom import name_delivered_asset
     from osbuilder.image.builder import build_image, validate
     from osbuilder.rootfs import plan  # the planners load every bootstrapper: not at start-up
     from osbuilder.rootfs.plan import Request
@@ -74,9 +75,9 @@ def run(context: Context, args: argparse.Namespace) -> Outcome:
 
     root_hash = settings.root_hash_path() if settings.measured else None
     sbom = output.with_name(output.name + SBOM_SUFFIX)
-    delivered = deliver(context.cache, IMAGE_KIND, keyed.content_key(), inputs, build,
+    delivered = deliver(context.cache, IMAGE_KIND, content_key(inputs), inputs, build,
                         {ENTRY_IMAGE: output, ENTRY_ROOT_HASH: root_hash, ENTRY_IMAGE + SBOM_SUFFIX: sbom})
-    name_delivered(sbom, output)
+    name_delivered_asset(sbom, output.name)
     if delivered.source != BUILT:
         filesystem = delivered.report.get("filesystem") or {}
         free, block = filesystem.get("free_blocks"), filesystem.get("block_size")

@@ -9,7 +9,7 @@ from typing import Any
 
 from osbuilder import options
 from osbuilder.assetcache import ENTRY_INITRD, INITRD_KIND, deliver
-from osbuilder.cache import BUILT
+from osbuilder.cache import BUILT, content_key
 from osbuilder.commands import Command, Outcome
 from osbuilder.context import Context
 from osbuilder.evidence.options import BUDGETS
@@ -27,8 +27,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(context: Context, args: argparse.Namespace) -> Outcome:
     from osbuilder.arch import host_arch
-    from osbuilder.evidence.assets import after_build, check_hit, name_delivered
+    from osbuilder.evidence.assets import after_build, check_hit
     from osbuilder.evidence.sbom import SUFFIX as SBOM_SUFFIX
+    from osbuilder.evidence.sbom import name_delivered_asset
     from osbuilder.initrd.builder import InitrdOptions, build_initrd, validate
     from osbuilder.rootfs import plan  # the planners load every bootstrapper: not at start-up
     from osbuilder.rootfs.plan import Request
@@ -69,10 +70,10 @@ def run(context: Context, args: argparse.Namespace) -> Outcome:
         return {"report": result.to_json(), "rootfs": source.built}
 
     sbom = settings.output.with_name(settings.output.name + SBOM_SUFFIX)
-    delivered = deliver(context.cache, INITRD_KIND, keyed.content_key(planned.cache_key),
-                        keyed.key_inputs(planned.cache_key), build,
+    inputs = keyed.key_inputs(planned.cache_key)  # once: it asks the compressor for its version
+    delivered = deliver(context.cache, INITRD_KIND, content_key(inputs), inputs, build,
                         {ENTRY_INITRD: settings.output, ENTRY_INITRD + SBOM_SUFFIX: sbom})
-    name_delivered(sbom, settings.output)
+    name_delivered_asset(sbom, settings.output.name)
     if delivered.source != BUILT:
         check_hit(budgets, planned, "initrd", settings.output)
     data = {**delivered.report, "initrd": str(settings.output), "sbom": str(sbom),

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from osbuilder.errors import BuildError
 from osbuilder.evidence.budgets import check_asset, check_rootfs_asset
-from osbuilder.evidence.sbom import for_built_asset, name_delivered_asset
+from osbuilder.evidence.sbom import for_built_asset
 from osbuilder.outputs import atomic_output
 from osbuilder.versions import Versions
 
@@ -22,7 +22,7 @@ def after_build(rootfs_dir: Path, asset: Path, kind: str, epoch: int, *, arch: s
     """Write the asset's SBOM (None for a tree osbuilder did not build) and, unless `versions` is
     None (--no-budgets), check the pinned asset's budgets; the SBOM's path. `delivered_as`: where an
     asset built into a cache entry's staging directory is delivered (its SBOM goes into the entry
-    too, naming the entry's file: see name_delivered); over a budget the entry is not stored, and
+    too, naming the entry's file: see sbom.name_delivered_asset); over a budget the entry is not stored, and
     the asset is copied there for inspection."""
     sbom = for_built_asset(rootfs_dir, asset, kind, epoch)
     if versions is None:
@@ -35,11 +35,6 @@ def after_build(rootfs_dir: Path, asset: Path, kind: str, epoch: int, *, arch: s
                 shutil.copyfile(asset, temporary)
         raise
     return sbom
-
-
-def name_delivered(sbom: Path, asset: Path) -> None:
-    """The SBOM delivered from a cache entry next to `asset`: it names `asset`."""
-    name_delivered_asset(sbom, asset.name)
 
 
 def check_hit(versions: Versions | None, planned: Plan, kind: str, asset: Path, free_bytes: int | None = None) -> None:

@@ -150,7 +150,7 @@ class Plan:
             "agent_version": self.agent_version,  # recorded in osbuilder.yaml; may come from versions.yaml
             "options": {
                 "delete_unneeded": request.delete_unneeded,
-                "busybox": self.busybox_inputs if self.busybox else False,
+                "busybox": self.busybox_inputs,
                 "kernel_modules": self.kernel_modules,
             },
             "backend": request.backend if self.bootstraps else "none",
